@@ -1,0 +1,159 @@
+"""Version 1 of the event contract: what apps publish and what Driftline emits.
+
+Every model is frozen and strict: unknown fields are rejected, numbers must be
+finite, and strings and maps are bounded so that one bad producer cannot blow up
+a worker's memory.  A new optional field may be added within a version; any
+other change means a new ``schema_version``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+__all__ = [
+    "Alert",
+    "AlertKind",
+    "AlertStatus",
+    "FeatureValue",
+    "LabelledExample",
+    "Label",
+    "ModelVersion",
+    "OutcomeEvent",
+    "PredictionEvent",
+    "RetrainReason",
+    "RetrainTrigger",
+    "Severity",
+    "deterministic_id",
+]
+
+MAX_FEATURES = 256
+MAX_CLASSES = 1000
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+# Names become Prometheus label values and Kafka keys: keep them short and tame.
+Name = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")]
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+ShortText = Annotated[str, StringConstraints(max_length=1024)]
+FeatureName = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+FeatureValue = bool | int | FiniteFloat | ShortText | None
+# A label or a regression target: a class name, a class index, a flag or a number.
+Label = bool | int | FiniteFloat | Annotated[str, StringConstraints(min_length=1, max_length=256)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+
+AlertStatus = Literal["fired", "resolved"]
+AlertKind = Literal["performance_decay", "drift", "outlier"]
+Severity = Literal["info", "warning", "critical"]
+RetrainReason = Literal["performance_decay", "drift", "schedule", "volume", "manual"]
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+class PredictionEvent(_Event):
+    """One prediction made by a model in production.
+
+    >>> e = PredictionEvent.model_validate_json(
+    ...     '{"prediction_id": "u-1", "model": "asr", "model_version": "3",'
+    ...     ' "event_time": "2026-01-01T00:00:00Z", "features": {"snr_db": 21.5},'
+    ...     ' "prediction": "hello", "confidence": 0.93, "segment": "en-GB"}')
+    >>> e.model, e.features["snr_db"], e.schema_version
+    ('asr', 21.5, 1)
+    """
+
+    schema_version: Literal[1] = 1
+    prediction_id: Identifier
+    model: Name
+    model_version: Name
+    event_time: AwareDatetime
+    features: Annotated[dict[FeatureName, FeatureValue], Field(max_length=MAX_FEATURES)] = Field(default_factory=dict)
+    prediction: Label
+    probabilities: Annotated[dict[Annotated[str, StringConstraints(min_length=1, max_length=256)], Probability], Field(max_length=MAX_CLASSES)] | None = None
+    confidence: Probability | None = None
+    segment: Name | None = None
+
+
+class OutcomeEvent(_Event):
+    """The ground truth for one earlier prediction, which may arrive first."""
+
+    schema_version: Literal[1] = 1
+    prediction_id: Identifier
+    event_time: AwareDatetime
+    actual: Label
+
+
+class LabelledExample(_Event):
+    """A prediction joined with its outcome: what monitors and the retrainer learn from."""
+
+    schema_version: Literal[1] = 1
+    prediction: PredictionEvent
+    outcome: OutcomeEvent
+
+
+class Alert(_Event):
+    """A monitor's verdict on one model, fired once and resolved once per episode."""
+
+    schema_version: Literal[1] = 1
+    alert_id: Identifier
+    status: AlertStatus
+    kind: AlertKind
+    severity: Severity
+    model: Name
+    model_version: Name | None = None
+    segment: Name | None = None
+    monitor: Name
+    detector: Name
+    statistic: FiniteFloat
+    threshold: FiniteFloat
+    event_time: AwareDatetime = Field(description="Event time of the event that triggered this status change.")
+    episode_id: Identifier = Field(description="Shared by the fired alert and the resolved alert that closes it.")
+    message: ShortText
+
+
+class RetrainTrigger(_Event):
+    """A request to the retrainer to train a challenger for one model."""
+
+    schema_version: Literal[1] = 1
+    trigger_id: Identifier
+    model: Name
+    reason: RetrainReason
+    alert_ids: Annotated[list[Identifier], Field(max_length=100)] = Field(default_factory=list)
+    data_from: AwareDatetime = Field(description="Train on examples with event time at or after this.")
+    event_time: AwareDatetime
+    message: ShortText = ""
+
+
+class ModelVersion(_Event):
+    """One registered version of a model and its lineage."""
+
+    schema_version: Literal[1] = 1
+    model: Name
+    version: Name
+    status: Literal["candidate", "promoted", "rejected", "rolled_back"]
+    parent_version: Name | None = None
+    trigger_id: Identifier | None = None
+    alert_ids: Annotated[list[Identifier], Field(max_length=100)] = Field(default_factory=list)
+    created_at: AwareDatetime
+    data_from: AwareDatetime | None = None
+    data_to: AwareDatetime | None = None
+    n_examples: Annotated[int, Field(ge=0)] = 0
+    metrics: Annotated[dict[Name, FiniteFloat], Field(max_length=64)] = Field(default_factory=dict)
+    artifact_uri: ShortText | None = None
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = None
+    reason: ShortText = ""
+
+
+def deterministic_id(*parts: Any) -> str:
+    """A stable id from the parts, so a replay after a crash reproduces the same id.
+
+    >>> deterministic_id("asr", "accuracy", 42) == deterministic_id("asr", "accuracy", 42)
+    True
+    >>> len(deterministic_id("x"))
+    32
+    """
+    joined = "\x1f".join(p.isoformat() if isinstance(p, datetime) else str(p) for p in parts)
+    return hashlib.sha256(joined.encode()).hexdigest()[:32]
