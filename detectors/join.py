@@ -1,0 +1,157 @@
+"""Joining outcomes to their predictions by prediction id, in either arrival order.
+
+Time is event time: the joiner's clock is the latest event time it was shown
+(``advance``), so a replay gives the same joins and expiries as the live run.
+A prediction or outcome whose partner has not come ``ttl_seconds`` after its own
+event time expires and is handed back, so that nothing disappears unaccounted.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Generic, Literal, TypeVar
+
+from detectors.exceptions import InvalidParameter
+from schemas.events import LabelledExample, OutcomeEvent, PredictionEvent
+
+__all__ = ["Duplicate", "Expired", "OutcomeJoiner"]
+
+Ref = TypeVar("Ref")
+Side = Literal["prediction", "outcome"]
+
+
+@dataclass(frozen=True)
+class Expired(Generic[Ref]):
+    """An event whose partner never came; ``ref`` is whatever the caller attached."""
+
+    side: Side
+    prediction_id: str
+    event_time: datetime
+    ref: Ref
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """Returned when an event repeats a prediction id still pending or recently joined."""
+
+    side: Side
+    prediction_id: str
+
+    @property
+    def reason(self) -> str:
+        return f"duplicate {self.side} for prediction_id {self.prediction_id!r}"
+
+
+class OutcomeJoiner(Generic[Ref]):
+    """Pairs each outcome with its prediction; memory is bounded by the TTL.
+
+    Parameters
+    ----------
+    ttl_seconds
+        How long, in event time, an event waits for its partner.
+
+    Examples
+    --------
+    >>> from datetime import datetime, timezone
+    >>> t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    >>> joiner = OutcomeJoiner(ttl_seconds=60)
+    >>> o = OutcomeEvent(prediction_id="p1", event_time=t0, actual="yes")
+    >>> joiner.add_outcome(o, ref="offset 7") is None   # waits for its prediction
+    True
+    >>> p = PredictionEvent(prediction_id="p1", model="m", model_version="1",
+    ...                     event_time=t0, prediction="yes")
+    >>> joiner.add_prediction(p, ref="offset 3").outcome.actual
+    'yes'
+    >>> joiner.n_pending
+    0
+    """
+
+    def __init__(self, ttl_seconds: float) -> None:
+        if not ttl_seconds > 0:
+            raise InvalidParameter("ttl_seconds", "must be positive")
+        self.ttl_seconds = ttl_seconds
+        self._ttl = timedelta(seconds=ttl_seconds)
+        self._predictions: dict[str, tuple[PredictionEvent, Ref]] = {}
+        self._outcomes: dict[str, tuple[OutcomeEvent, Ref]] = {}
+        # Ids joined within the TTL, so that a redelivered event is caught as a duplicate.
+        self._joined: dict[str, datetime] = {}
+        # (deadline, sequence, kind, id); stale entries are skipped when popped.
+        self._deadlines: list[tuple[datetime, int, str, str]] = []
+        self._seq = 0
+        self._clock: datetime | None = None
+
+    @property
+    def n_pending(self) -> int:
+        """Events waiting for their partner."""
+        return len(self._predictions) + len(self._outcomes)
+
+    @property
+    def clock(self) -> datetime | None:
+        """The latest event time seen, or None before the first event."""
+        return self._clock
+
+    def _schedule(self, kind: str, prediction_id: str, event_time: datetime) -> None:
+        self._seq += 1
+        heapq.heappush(self._deadlines, (event_time + self._ttl, self._seq, kind, prediction_id))
+
+    def _tick(self, event_time: datetime) -> None:
+        if self._clock is None or event_time > self._clock:
+            self._clock = event_time
+
+    def _is_duplicate(self, prediction_id: str, pending: dict[str, object]) -> bool:
+        return prediction_id in pending or prediction_id in self._joined
+
+    def add_prediction(self, event: PredictionEvent, ref: Ref) -> LabelledExample | Duplicate | None:
+        """Add a prediction: its labelled example if the outcome was waiting, else None."""
+        pid = event.prediction_id
+        self._tick(event.event_time)
+        if self._is_duplicate(pid, self._predictions):  # type: ignore[arg-type]
+            return Duplicate("prediction", pid)
+        waiting = self._outcomes.pop(pid, None)
+        if waiting is None:
+            self._predictions[pid] = (event, ref)
+            self._schedule("prediction", pid, event.event_time)
+            return None
+        return self._joined_example(event, waiting[0])
+
+    def add_outcome(self, event: OutcomeEvent, ref: Ref) -> LabelledExample | Duplicate | None:
+        """Add an outcome: its labelled example if the prediction was waiting, else None."""
+        pid = event.prediction_id
+        self._tick(event.event_time)
+        if self._is_duplicate(pid, self._outcomes):  # type: ignore[arg-type]
+            return Duplicate("outcome", pid)
+        waiting = self._predictions.pop(pid, None)
+        if waiting is None:
+            self._outcomes[pid] = (event, ref)
+            self._schedule("outcome", pid, event.event_time)
+            return None
+        return self._joined_example(waiting[0], event)
+
+    def _joined_example(self, prediction: PredictionEvent, outcome: OutcomeEvent) -> LabelledExample:
+        later = max(prediction.event_time, outcome.event_time)
+        self._joined[prediction.prediction_id] = later
+        self._schedule("joined", prediction.prediction_id, later)
+        return LabelledExample(prediction=prediction, outcome=outcome)
+
+    def advance(self, now: datetime) -> None:
+        """Move the clock forward, e.g. while the stream is idle; never backwards."""
+        self._tick(now)
+
+    def expire(self) -> list[Expired[Ref]]:
+        """Remove and return every pending event whose deadline has passed."""
+        expired: list[Expired[Ref]] = []
+        if self._clock is None:
+            return expired
+        while self._deadlines and self._deadlines[0][0] < self._clock:
+            _, _, kind, pid = heapq.heappop(self._deadlines)
+            if kind == "joined":
+                self._joined.pop(pid, None)
+            elif kind == "prediction" and pid in self._predictions:
+                pred, ref = self._predictions.pop(pid)
+                expired.append(Expired("prediction", pid, pred.event_time, ref))
+            elif kind == "outcome" and pid in self._outcomes:
+                out, oref = self._outcomes.pop(pid)
+                expired.append(Expired("outcome", pid, out.event_time, oref))
+        return expired

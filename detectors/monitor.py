@@ -1,0 +1,366 @@
+"""The monitors: what the worker and the backtest run on each model's labelled examples.
+
+A :class:`ModelMonitor` keeps, for one model, a rolling performance metric and a
+change detector on the per-example loss.  It fires an alert when the metric
+crosses its threshold or the detector alarms, resolves it once the metric is
+back past the threshold by the hysteresis margin (no flapping), and asks for a
+retrain at most once per cooldown.  Everything is decided per event, in event
+order, so the same stream gives the same alerts however it is cut into batches.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections import defaultdict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+import numpy as np
+import numpy.typing as npt
+
+from detectors.base import DriftDetector
+from detectors.exceptions import DetectorError, InvalidParameter
+from detectors.rolling import RollingMean
+from schemas.config import ModelSpec, MonitorConfig
+from schemas.events import Alert, LabelledExample, PredictionEvent, RetrainTrigger, deterministic_id
+from schemas.exceptions import ConfigError
+
+__all__ = ["ModelMonitor", "MonitorResult", "MonitorSet", "UnscorableExample", "loss_of"]
+
+PERFORMANCE = "performance"
+THRESHOLD = "threshold"
+# Event times kept to map a detector's change-start estimate back to a time.
+_TIME_HISTORY = 20_000
+
+
+class UnscorableExample(DetectorError, ValueError):
+    """A labelled example whose prediction or outcome does not fit the model's task."""
+
+
+def loss_of(example: LabelledExample, task: str) -> float:
+    """0/1 error for classification, absolute error for regression.
+
+    >>> from datetime import datetime, timezone
+    >>> from schemas.events import OutcomeEvent, PredictionEvent
+    >>> t = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    >>> p = PredictionEvent(prediction_id="a", model="m", model_version="1", event_time=t, prediction=101.5)
+    >>> loss_of(LabelledExample(prediction=p, outcome=OutcomeEvent(prediction_id="a", event_time=t, actual=100.0)), "regression")
+    1.5
+    """
+    predicted, actual = example.prediction.prediction, example.outcome.actual
+    if task == "classification":
+        return 0.0 if predicted == actual else 1.0
+    if isinstance(predicted, str) or isinstance(actual, str):
+        raise UnscorableExample(f"regression needs numeric prediction and actual, got {predicted!r} and {actual!r}")
+    return abs(float(predicted) - float(actual))
+
+
+@dataclass
+class MonitorResult:
+    """What one batch produced: alerts and triggers to publish, examples refused."""
+
+    alerts: list[Alert] = field(default_factory=list)
+    triggers: list[RetrainTrigger] = field(default_factory=list)
+    rejected: list[tuple[LabelledExample, str]] = field(default_factory=list)
+    n_unmonitored: int = 0
+
+    def extend(self, other: MonitorResult) -> None:
+        self.alerts.extend(other.alerts)
+        self.triggers.extend(other.triggers)
+        self.rejected.extend(other.rejected)
+        self.n_unmonitored += other.n_unmonitored
+
+
+@dataclass(frozen=True)
+class _Alarm:
+    statistic: float
+    threshold: float
+    change_start: int | None
+
+
+@dataclass
+class _Episode:
+    episode_id: str
+    fired_at: int  # index of the firing event among all examples seen
+    alert_id: str
+
+
+class ModelMonitor:
+    """Rolling performance and a change detector for one model.
+
+    Parameters
+    ----------
+    model
+        The monitored model's name.
+    spec
+        Its entry in the monitor config.
+    detector
+        A change detector fed the per-example loss, or None for threshold only.
+    """
+
+    def __init__(self, model: str, spec: ModelSpec, detector: DriftDetector | None) -> None:
+        self.model = model
+        self.spec = spec
+        self.detector = detector
+        self._rolling = RollingMean(spec.performance.window)
+        self._times: deque[datetime] = deque(maxlen=max(_TIME_HISTORY, spec.performance.window))
+        self._open: dict[str, _Episode] = {}
+        self._last_trigger_time: datetime | None = None
+        self._higher_is_better = spec.metric == "accuracy"
+
+    @property
+    def n_seen(self) -> int:
+        return self._rolling.n_seen
+
+    @property
+    def metric_name(self) -> str:
+        return self.spec.metric
+
+    @property
+    def metric_value(self) -> float:
+        """The rolling metric now (NaN before the first example)."""
+        mean = self._rolling.mean
+        return 1.0 - mean if self._higher_is_better else mean
+
+    @property
+    def open_alerts(self) -> list[str]:
+        """Names of the detectors whose alert is fired and not yet resolved."""
+        return sorted(self._open)
+
+    def _metric_series(self, losses: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        means = self._rolling.update_many(losses)
+        return 1.0 - means if self._higher_is_better else means
+
+    def observe(self, examples: Sequence[LabelledExample]) -> MonitorResult:
+        """Score a batch of this model's examples, in event order, and decide."""
+        result = MonitorResult()
+        scored: list[LabelledExample] = []
+        losses: list[float] = []
+        for example in examples:
+            try:
+                losses.append(loss_of(example, self.spec.task))
+            except UnscorableExample as exc:
+                result.rejected.append((example, str(exc)))
+                continue
+            scored.append(example)
+        if not scored:
+            return result
+        first_index = self.n_seen
+        values = self._metric_series(np.asarray(losses))
+        self._times.extend(e.prediction.event_time for e in scored)
+        perf = self.spec.performance
+        n_in_window = np.minimum(np.arange(first_index + 1, first_index + len(scored) + 1), perf.window)
+        min_samples = perf.min_samples or perf.window
+        if self._higher_is_better:
+            breach = (values < perf.threshold) & (n_in_window >= min_samples)
+            healthy = values >= perf.threshold + perf.hysteresis
+        else:
+            breach = (values > perf.threshold) & (n_in_window >= min_samples)
+            healthy = values <= perf.threshold - perf.hysteresis
+
+        alarms = self._detector_alarms(np.asarray(losses))
+        # Each detector walks the batch from one state change to the next
+        # (changes are rare, so this loops a few times per batch, not once per
+        # event); the changes of all detectors are then applied in event order.
+        transitions: list[tuple[int, int, str, _Alarm | None]] = []
+        for order, name in enumerate(self._detector_names()):
+            open_since = self._open[name].fired_at - first_index if name in self._open else None
+            pos = 0
+            while pos < len(scored):
+                if open_since is None:
+                    fire = self._next_fire(name, pos, breach, alarms)
+                    if fire is None:
+                        break
+                    idx, alarm = fire
+                    transitions.append((idx, order, name, alarm))
+                    open_since = idx
+                else:
+                    # Judge recovery only on a full window of examples after the firing.
+                    earliest = max(pos, open_since + perf.window)
+                    hits = np.flatnonzero(healthy[earliest:]) if earliest < len(scored) else []
+                    if len(hits) == 0:
+                        break
+                    idx = earliest + int(hits[0])
+                    transitions.append((idx, order, name, None))
+                    open_since = None
+                pos = idx + 1
+        for idx, _, name, alarm in sorted(transitions, key=lambda t: (t[0], t[1])):
+            if name in self._open:
+                self._resolve(name, scored[idx].prediction, float(values[idx]), result)
+            else:
+                self._fire(name, idx, first_index, scored[idx].prediction, float(values[idx]), alarm, result)
+        return result
+
+    def _detector_alarms(self, losses: npt.NDArray[np.float64]) -> dict[int, _Alarm]:
+        """Alarm positions in the batch, with the detector's statistic and change estimate at each."""
+        if self.detector is None:
+            return {}
+        before = copy.deepcopy(self.detector)
+        positions = self.detector.update_many(losses)
+        if len(positions) == 0:
+            return {}
+        # Alarms are rare: replay the batch one update at a time from the
+        # snapshot to read the detector's state at each alarm.
+        self.detector = before
+        alarms: dict[int, _Alarm] = {}
+        for i, loss in enumerate(losses):
+            self.detector.update(float(loss))
+            if self.detector.drift_detected:
+                alarms[i] = _Alarm(
+                    statistic=float(getattr(self.detector, "statistic", float("nan"))),
+                    threshold=float(getattr(self.detector, "threshold", float("nan"))),
+                    change_start=self.detector.change_start,
+                )
+        return alarms
+
+    def _detector_names(self) -> list[str]:
+        names = [THRESHOLD]
+        if self.detector is not None and self.spec.detector is not None:
+            names.append(self.spec.detector.name)
+        return names
+
+    def _next_fire(
+        self, name: str, pos: int, breach: npt.NDArray[np.bool_], alarms: dict[int, _Alarm]
+    ) -> tuple[int, _Alarm | None] | None:
+        if name == THRESHOLD:
+            hits = np.flatnonzero(breach[pos:])
+            return (pos + int(hits[0]), None) if len(hits) else None
+        later = [a for a in alarms if a >= pos]
+        return (min(later), alarms[min(later)]) if later else None
+
+    def _fire(
+        self,
+        name: str,
+        idx: int,
+        first_index: int,
+        example: PredictionEvent,
+        value: float,
+        alarm: _Alarm | None,
+        result: MonitorResult,
+    ) -> None:
+        perf = self.spec.performance
+        global_index = first_index + idx
+        episode_id = deterministic_id(self.model, PERFORMANCE, name, example.prediction_id, example.event_time)
+        alert_id = deterministic_id(episode_id, "fired")
+        self._open[name] = _Episode(episode_id, global_index, alert_id)
+        if alarm is None:
+            direction = "fell below" if self._higher_is_better else "rose above"
+            message = (
+                f"{self.model}: {self.metric_name} {value:.4g} over the last {min(global_index + 1, perf.window)} "
+                f"examples {direction} the threshold {perf.threshold:g} (model version {example.model_version})"
+            )
+            statistic, threshold, severity, lookback = value, perf.threshold, "critical", perf.window
+        else:
+            lookback = alarm.change_start if alarm.change_start is not None else perf.window
+            message = (
+                f"{self.model}: {name} detected a rise in the per-example loss, "
+                f"which began about {lookback} examples earlier; rolling {self.metric_name} is {value:.4g} "
+                f"(model version {example.model_version})"
+            )
+            statistic, threshold, severity = alarm.statistic, alarm.threshold, "warning"
+        alert = self._alert(alert_id, "fired", severity, name, statistic, threshold, example, episode_id, message)
+        result.alerts.append(alert)
+        self._maybe_trigger(alert, global_index, lookback, example.event_time, result)
+
+    def _resolve(self, name: str, example: PredictionEvent, value: float, result: MonitorResult) -> None:
+        episode = self._open.pop(name)
+        perf = self.spec.performance
+        message = (
+            f"{self.model}: {self.metric_name} recovered to {value:.4g} "
+            f"(threshold {perf.threshold:g}, hysteresis {perf.hysteresis:g}); {name} alert resolved"
+        )
+        alert_id = deterministic_id(episode.episode_id, "resolved")
+        result.alerts.append(
+            self._alert(alert_id, "resolved", "info", name, value, perf.threshold, example, episode.episode_id, message)
+        )
+
+    def _alert(
+        self,
+        alert_id: str,
+        status: str,
+        severity: str,
+        detector: str,
+        statistic: float,
+        threshold: float,
+        example: PredictionEvent,
+        episode_id: str,
+        message: str,
+    ) -> Alert:
+        return Alert(
+            alert_id=alert_id,
+            status=status,  # type: ignore[arg-type]
+            kind="performance_decay",
+            severity=severity,  # type: ignore[arg-type]
+            model=self.model,
+            model_version=example.model_version,
+            monitor=PERFORMANCE,
+            detector=detector,
+            # Alerts carry finite numbers only; a detector without a statistic reports 0.
+            statistic=statistic if math.isfinite(statistic) else 0.0,
+            threshold=threshold if math.isfinite(threshold) else 0.0,
+            event_time=example.event_time,
+            episode_id=episode_id,
+            message=message,
+        )
+
+    def _maybe_trigger(
+        self, alert: Alert, global_index: int, lookback: int, event_time: datetime, result: MonitorResult
+    ) -> None:
+        retrain = self.spec.retrain
+        if not retrain.enabled:
+            return
+        if self._last_trigger_time is not None and event_time - self._last_trigger_time < timedelta(
+            seconds=retrain.cooldown_seconds
+        ):
+            return
+        self._last_trigger_time = event_time
+        # self._times ends at the batch's last example; index back from there.
+        back = (self.n_seen - 1 - global_index) + lookback
+        data_from = self._times[max(0, len(self._times) - 1 - back)]
+        result.triggers.append(
+            RetrainTrigger(
+                trigger_id=deterministic_id(alert.alert_id, "retrain"),
+                model=self.model,
+                reason="performance_decay",
+                alert_ids=[alert.alert_id],
+                data_from=data_from,
+                event_time=event_time,
+                message=alert.message,
+            )
+        )
+
+
+DetectorFactory = Callable[..., DriftDetector]
+
+
+class MonitorSet:
+    """One :class:`ModelMonitor` per configured model; examples of other models are counted, not scored."""
+
+    def __init__(self, config: MonitorConfig, build_detector: DetectorFactory) -> None:
+        self.config = config
+        self.monitors: dict[str, ModelMonitor] = {}
+        for model, spec in config.models.items():
+            detector = None
+            if spec.detector is not None:
+                try:
+                    detector = build_detector(spec.detector.name, **spec.detector.params)
+                except InvalidParameter as exc:
+                    field_path = f"models.{model}.detector.params.{exc.name}"
+                    raise ConfigError("monitor config", [(field_path, exc.rule)]) from exc
+                except (TypeError, KeyError, ValueError) as exc:
+                    raise ConfigError("monitor config", [(f"models.{model}.detector", str(exc))]) from exc
+            self.monitors[model] = ModelMonitor(model, spec, detector)
+
+    def observe(self, examples: Sequence[LabelledExample]) -> MonitorResult:
+        """Route a batch to each model's monitor, keeping event order within a model."""
+        by_model: dict[str, list[LabelledExample]] = defaultdict(list)
+        result = MonitorResult()
+        for example in examples:
+            if example.prediction.model in self.monitors:
+                by_model[example.prediction.model].append(example)
+            else:
+                result.n_unmonitored += 1
+        for model, batch in by_model.items():
+            result.extend(self.monitors[model].observe(batch))
+        return result

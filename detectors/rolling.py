@@ -1,0 +1,69 @@
+"""Rolling statistics over the last ``window`` observations, fed in batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from detectors.exceptions import InvalidParameter
+
+__all__ = ["RollingMean"]
+
+
+class RollingMean:
+    """Mean of the last ``window`` values, with the value after every update of a batch.
+
+    ``update_many`` returns the rolling mean as it stood after each value of the
+    batch, so that a caller can find the exact event at which a threshold was
+    crossed however the stream was cut into batches.
+
+    Parameters
+    ----------
+    window
+        How many of the most recent values the mean covers.
+
+    Examples
+    --------
+    >>> rm = RollingMean(window=3)
+    >>> rm.update_many([1.0, 2.0, 3.0, 4.0]).tolist()
+    [1.0, 1.5, 2.0, 3.0]
+    >>> rm.mean, rm.n_seen
+    (3.0, 4)
+    """
+
+    def __init__(self, window: int) -> None:
+        if window < 1:
+            raise InvalidParameter("window", "must be at least 1")
+        self.window = window
+        self._tail = np.empty(0, dtype=float)
+        self._n_seen = 0
+
+    @property
+    def n_seen(self) -> int:
+        """Values seen since construction."""
+        return self._n_seen
+
+    @property
+    def n_in_window(self) -> int:
+        return len(self._tail)
+
+    @property
+    def mean(self) -> float:
+        """Current rolling mean; NaN before the first value."""
+        return float(self._tail.mean()) if len(self._tail) else float("nan")
+
+    def update_many(self, xs: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """Add a batch; return the rolling mean after each of its values."""
+        xs = np.asarray(xs, dtype=float)
+        if xs.size == 0:
+            return np.empty(0)
+        joined = np.concatenate([self._tail, xs])
+        # Summing from a fresh cumsum per batch keeps float error bounded by
+        # one window, unlike a running sum carried forever.
+        csum = np.concatenate([[0.0], np.cumsum(joined)])
+        ends = np.arange(len(self._tail) + 1, len(joined) + 1)
+        starts = np.maximum(ends - self.window, 0)
+        means = (csum[ends] - csum[starts]) / (ends - starts)
+        self._tail = joined[-self.window :].copy()
+        self._n_seen += len(xs)
+        return means

@@ -1,0 +1,132 @@
+"""The monitor config: one YAML file declaring every monitored model.
+
+A bad file fails at start-up with a :class:`~schemas.exceptions.ConfigError`
+that names each bad field by its dotted path, e.g.
+``models.speech-asr.performance.window``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+
+from schemas.exceptions import ConfigError
+
+__all__ = [
+    "DetectorSpec",
+    "ModelSpec",
+    "MonitorConfig",
+    "PerformanceSpec",
+    "RetrainSpec",
+    "load_monitor_config",
+    "parse_monitor_config",
+]
+
+ModelName = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PerformanceSpec(_Spec):
+    """Rolling performance over the last ``window`` labelled examples."""
+
+    metric: Literal["accuracy", "mae"] | None = Field(
+        default=None, description="Defaults to accuracy for classification and mae for regression."
+    )
+    window: Annotated[int, Field(ge=10, le=1_000_000)] = 500
+    threshold: Annotated[float, Field(ge=0, allow_inf_nan=False)] = Field(
+        description="Alert when accuracy falls below, or mae rises above, this value."
+    )
+    hysteresis: Annotated[float, Field(ge=0, allow_inf_nan=False)] = Field(
+        default=0.02, description="Resolve only once the metric is this far back on the good side: no flapping."
+    )
+    min_samples: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="Examples needed before the threshold is judged; defaults to the window."
+    )
+
+
+class DetectorSpec(_Spec):
+    """A change detector run on the per-example loss (0/1 error, or absolute error)."""
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "bernoulli_cusum"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class RetrainSpec(_Spec):
+    enabled: bool = True
+    cooldown_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] = Field(
+        default=3600.0, description="Event-time seconds after a trigger during which a model gets no other."
+    )
+
+
+class ModelSpec(_Spec):
+    task: Literal["classification", "regression"]
+    performance: PerformanceSpec
+    detector: DetectorSpec | None = Field(default_factory=DetectorSpec)
+    retrain: RetrainSpec = Field(default_factory=RetrainSpec)
+
+    @model_validator(mode="after")
+    def _metric_fits_task(self) -> ModelSpec:
+        metric = self.performance.metric
+        if metric is not None and (metric == "accuracy") != (self.task == "classification"):
+            raise ValueError(f"metric {metric!r} does not fit task {self.task!r}")
+        if metric == "accuracy" and self.performance.threshold > 1:
+            raise ValueError("an accuracy threshold must be between 0 and 1")
+        return self
+
+    @property
+    def metric(self) -> Literal["accuracy", "mae"]:
+        return self.performance.metric or ("accuracy" if self.task == "classification" else "mae")
+
+
+class MonitorConfig(_Spec):
+    """Every monitored model, by name.
+
+    >>> cfg = parse_monitor_config('''
+    ... models:
+    ...   speech-asr:
+    ...     task: classification
+    ...     performance: {window: 500, threshold: 0.85}
+    ... ''')
+    >>> cfg.models["speech-asr"].metric, cfg.models["speech-asr"].detector.name
+    ('accuracy', 'bernoulli_cusum')
+    >>> parse_monitor_config("models: {asr: {task: classification, performance: {window: 2, threshold: 0.8}}}")
+    Traceback (most recent call last):
+    ...
+    schemas.exceptions.ConfigError: invalid config <string>:
+      models.asr.performance.window: Input should be greater than or equal to 10
+    """
+
+    models: dict[ModelName, ModelSpec] = Field(default_factory=dict)
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "<root>"
+
+
+def parse_monitor_config(text: str, source: str = "<string>") -> MonitorConfig:
+    """Parse and validate the YAML text of a monitor config."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [("<yaml>", str(exc).replace("\n", " "))]) from exc
+    try:
+        return MonitorConfig.model_validate(raw if raw is not None else {})
+    except ValidationError as exc:
+        problems = [(_dotted(err["loc"]), err["msg"]) for err in exc.errors()]
+        raise ConfigError(source, problems) from exc
+
+
+def load_monitor_config(path: str | Path) -> MonitorConfig:
+    """Read and validate a monitor config file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(str(path), [("<file>", exc.strerror or str(exc))]) from exc
+    return parse_monitor_config(text, source=str(path))
