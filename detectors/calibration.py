@@ -1,0 +1,153 @@
+"""Alarm thresholds derived from a false-alarm horizon, by simulation, cached in memory and on disk.
+
+The detectors in :mod:`detectors.glr` estimate their reference (a baseline
+rate, or a median and MAD) from a warm-up, then run a bank of CUSUMs.  No
+closed form gives the mean time to a false alarm of the largest of several
+CUSUMs whose reference is itself estimated, so the threshold is found by
+simulation:
+
+1. simulate ``n_streams`` stationary streams through the same warm-up and
+   bank, each monitored for ``L = min(horizon, 20_000)`` updates, and keep the
+   largest statistic each stream reached;
+2. if the time to a false alarm is roughly exponential with mean ``A``, the
+   chance that a stream alarms within ``L`` updates is ``1 - exp(-L / A)``;
+   the threshold is the quantile of the simulated maxima exceeded with that
+   chance.  Front-loaded false alarms (from a poor warm-up estimate) only make
+   this conservative;
+3. horizons beyond ``80_000`` are reached by extrapolation: every row is a
+   log-likelihood ratio, so by Wald's identity the chance of crossing ``h``
+   falls like ``exp(-h)`` and the horizon grows like ``exp(h)``; one more nat
+   of threshold buys a factor ``e`` of horizon.
+
+Results are cached per parameter set with :func:`functools.lru_cache` and as
+small JSON files under the system temporary directory, so each set is
+simulated once per machine.  The simulation is seeded from the parameters, so
+the threshold is deterministic.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import os
+import tempfile
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["calibrated_threshold", "simulate_maxima"]
+
+_VERSION = 1
+_N_STREAMS = 400
+_MAX_LENGTH = 20_000
+# Horizons up to this are calibrated directly; larger ones are extrapolated.
+_MAX_DIRECT = 4 * _MAX_LENGTH
+# Bernoulli baselines are bucketed on the log-odds scale, a quarter-unit apart,
+# so nearby estimates share one simulation.
+_LOGIT_STEP = 0.25
+
+
+def _bucket(p0: float) -> float:
+    k = round(math.log(p0 / (1 - p0)) / _LOGIT_STEP)
+    return 1 / (1 + math.exp(-k * _LOGIT_STEP))
+
+
+def calibrated_threshold(kind: str, horizon: float, warmup: int, spec: dict[str, Any]) -> float:
+    """Threshold (nats) giving a mean of ``horizon`` stationary updates between false alarms.
+
+    Parameters
+    ----------
+    kind
+        ``"bernoulli"`` or ``"gaussian"``.
+    horizon
+        The false-alarm horizon wanted.
+    warmup
+        Warm-up length the detector uses to estimate its reference (0 when known).
+    spec
+        The detector's bank: for Bernoulli ``ratios``, ``two_sided`` and the
+        baseline ``p0``; for Gaussian ``shifts``, ``variance_ratios``,
+        ``two_sided`` and ``clip``.
+
+    Examples
+    --------
+    >>> h = calibrated_threshold("gaussian", 1000.0, 200, {"shifts": (0.5, 1.0), "variance_ratios": (),
+    ...                          "two_sided": False, "clip": 4.0})
+    >>> 2.0 < h < 7.0
+    True
+    """
+    spec = dict(spec)
+    if kind == "bernoulli":
+        spec["p0"] = _bucket(float(spec["p0"]))
+    key = json.dumps([_VERSION, kind, float(horizon), int(warmup), sorted(spec.items())])
+    return _cached(key)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached(key: str) -> float:
+    path = Path(tempfile.gettempdir()) / "driftline-calibration" / (hashlib.sha1(key.encode()).hexdigest() + ".json")
+    try:
+        stored = json.loads(path.read_text())
+        if stored["key"] == key:
+            return float(stored["threshold"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    _, kind, horizon, warmup, items = json.loads(key)
+    spec = {k: tuple(v) if isinstance(v, list) else v for k, v in items}
+    threshold = _calibrate(kind, horizon, warmup, spec, zlib.crc32(key.encode()))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"key": key, "threshold": threshold}))
+        os.replace(tmp, path)
+    except OSError:
+        # A read-only temp dir only costs a re-simulation in the next process.
+        pass
+    return threshold
+
+
+def _calibrate(kind: str, horizon: float, warmup: int, spec: dict[str, Any], seed: int) -> float:
+    direct = min(horizon, _MAX_DIRECT)
+    length = int(min(direct, _MAX_LENGTH))
+    maxima = simulate_maxima(kind, warmup, spec, _N_STREAMS, length, seed)
+    p_alarm = 1 - math.exp(-length / direct)
+    threshold = float(np.quantile(maxima, 1 - p_alarm))
+    return threshold + math.log(horizon / direct)
+
+
+def simulate_maxima(
+    kind: str, warmup: int, spec: dict[str, Any], n_streams: int, length: int, seed: int
+) -> npt.NDArray[np.float64]:
+    """Largest bank statistic each simulated stationary stream reaches in ``length`` monitored updates."""
+    # Imported here: glr imports this module for its thresholds.
+    from detectors.glr import _bernoulli_rows, _gaussian_rows, robust_reference
+
+    rng = np.random.default_rng(seed)
+    maxima = np.empty(n_streams)
+    if kind == "gaussian":
+        a, b, g = (np.asarray(v)[:, None] for v in _gaussian_rows(spec["shifts"], spec["variance_ratios"],
+                                                                   spec["two_sided"]))
+    for i in range(n_streams):
+        if kind == "bernoulli":
+            p = float(spec["p0"])
+            x = rng.random(warmup + length) < p
+            p0 = (int(x[:warmup].sum()) + 1) / (warmup + 2) if warmup else p
+            rows = np.asarray(_bernoulli_rows(p0, spec["ratios"], spec["two_sided"]))[:, None]
+            up, down = np.log(rows / p0), np.log((1 - rows) / (1 - p0))
+            inc = np.where(x[None, warmup:], up, down)
+        elif kind == "gaussian":
+            x = rng.standard_normal(warmup + length)
+            center, scale = robust_reference(x[:warmup])
+            clip = spec["clip"]
+            z = np.clip((x[warmup:] - center) / scale, -clip, clip)
+            inc = a * z + b * (z * z) + g
+        else:
+            raise ValueError(f"unknown kind {kind!r}")
+        c = np.cumsum(inc, axis=1)
+        stat = c - np.minimum(np.minimum.accumulate(c, axis=1), 0.0)
+        maxima[i] = stat.max()
+    return maxima
