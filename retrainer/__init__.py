@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from retrainer.artifacts import ArtifactStore, LocalArtifactStore, StoredArtifact, sha256_hex
 from retrainer.config import LearnerKind, LearnerSpec, Task
 from retrainer.exceptions import (
     ArtifactError,
@@ -14,23 +15,39 @@ from retrainer.exceptions import (
     UnknownModel,
     UnknownVersion,
 )
-from retrainer.learners import OnlineModel, example_to_xy, features_to_x, make_estimator
+from retrainer.core import MAX_WAITING_TRIGGERS, Retrainer
+from retrainer.evaluation import Evaluation, decide, evaluate, score
+from retrainer.learners import OnlineModel, example_to_xy, features_to_x, make_estimator, target
+from retrainer.registry import REGISTRY_FILENAME, ModelRegistry
 
 __all__ = [
     "ArtifactError",
     "ArtifactOutsideStore",
+    "ArtifactStore",
     "BadExample",
     "ChecksumMismatch",
+    "Evaluation",
     "LearnerKind",
     "LearnerSpec",
+    "LocalArtifactStore",
+    "MAX_WAITING_TRIGGERS",
+    "ModelRegistry",
     "OnlineModel",
+    "REGISTRY_FILENAME",
     "RegistryError",
+    "Retrainer",
     "RetrainerError",
     "RollbackUnavailable",
+    "StoredArtifact",
     "Task",
     "UnknownModel",
     "UnknownVersion",
+    "decide",
+    "evaluate",
     "example_to_xy",
     "features_to_x",
     "make_estimator",
+    "score",
+    "sha256_hex",
+    "target",
 ]

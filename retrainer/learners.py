@@ -174,6 +174,10 @@ class OnlineModel:
         x, y = example_to_xy(example, self.spec.task)
         return self.learn_one(x, y)
 
+    def reset_metric(self) -> None:
+        """Start the progressive metric afresh (a warm-started copy scores only its new data)."""
+        self._metric = self._metric.clone()
+
     def copy(self) -> OnlineModel:
         """An independent deep copy, trained state and metric included (for a warm start)."""
         return copy.deepcopy(self)
