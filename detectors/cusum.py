@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 
-from detectors.base import DriftDetector
+import numpy as np
+import numpy.typing as npt
+
 from detectors.exceptions import InvalidParameter
+from detectors.glr import _SCALE, _CUSUMBank
 
 __all__ = ["BernoulliCUSUM"]
 
 
-class BernoulliCUSUM(DriftDetector):
+class BernoulliCUSUM(_CUSUMBank):
     """Page's CUSUM for a rise in a Bernoulli error rate (accuracy decay).
 
     The baseline error rate ``p0`` is learnt from the first ``warmup`` updates
@@ -18,7 +21,13 @@ class BernoulliCUSUM(DriftDetector):
     ``p1 = p0 + delta`` against ``p0`` and alarms when it exceeds
     ``h = log(false_alarm_horizon)``; by Lorden's bound the mean number of
     stationary updates between false alarms is then at least about
-    ``false_alarm_horizon``.
+    ``false_alarm_horizon``.  The bound is conservative: for a shift-agnostic
+    detector with a threshold calibrated to the horizon, see
+    :class:`detectors.glr.BernoulliGLR`.
+
+    ``update_many`` is vectorised (cumulative sum minus running minimum between
+    alarms) on fixed-point statistics, so it matches a loop of ``update``
+    exactly.
 
     Parameters
     ----------
@@ -62,47 +71,36 @@ class BernoulliCUSUM(DriftDetector):
         self.delta = delta
         self.warmup = warmup
         self.p0 = p0
+        self._init_state()
         self._threshold = math.log(false_alarm_horizon)
-        self._statistic = 0.0
         self._n_errors = 0
-        self._since_zero = 0
-        self._change_start: int | None = None
-        self._weights: tuple[float, float] | None = None if p0 is None else self._llr_weights(p0)
+        self._weights: tuple[int, int] = (0, 0)
+        if p0 is not None:
+            self._start_monitoring()
 
-    def _llr_weights(self, p0: float) -> tuple[float, float]:
+    def _llr_weights(self, p0: float) -> tuple[int, int]:
         p1 = min(p0 + self.delta, 0.999)
-        return math.log(p1 / p0), math.log((1 - p1) / (1 - p0))
+        return round(math.log(p1 / p0) * _SCALE), round(math.log((1 - p1) / (1 - p0)) * _SCALE)
 
-    @property
-    def statistic(self) -> float:
-        """The current CUSUM statistic (log-likelihood ratio)."""
-        return self._statistic
+    def _absorb(self, x: float) -> None:
+        self._n_errors += 1 if x else 0
 
-    @property
-    def threshold(self) -> float:
-        return self._threshold
+    def _absorb_many(self, xs: npt.NDArray[np.float64]) -> None:
+        self._n_errors += int(np.count_nonzero(xs))
 
-    @property
-    def change_start(self) -> int | None:
-        return self._change_start
+    def _finish_warmup(self) -> float:
+        # Laplace smoothing keeps p0 off 0 and 1 after a perfect warm-up.
+        p0 = self.p0 if self.p0 is not None else (self._n_errors + 1) / (self._n + 2)
+        self._weights = self._llr_weights(p0)
+        # Lorden's bound: h = log(horizon) guarantees the horizon (conservatively).
+        return math.log(self.false_alarm_horizon)
 
-    def update(self, x: float) -> None:
-        if self._drift_detected:
-            # The post-change level becomes the new normal after a fresh
-            # warm-up, so a persisting change is reported once.
-            self.reset()
-        self._n += 1
-        error = 1 if x else 0
-        if self._weights is None:
-            self._n_errors += error
-            if self._n >= self.warmup:
-                # Laplace smoothing keeps p0 off 0 and 1 after a perfect warm-up.
-                p0 = (self._n_errors + 1) / (self._n + 2)
-                self._weights = self._llr_weights(p0)
-            return
+    def _n_rows(self) -> int:
+        return 1
+
+    def _increments_one(self, x: float) -> list[int]:
+        return [self._weights[0] if x else self._weights[1]]
+
+    def _increments(self, xs: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
         up, down = self._weights
-        self._statistic = max(0.0, self._statistic + (up if error else down))
-        self._since_zero = self._since_zero + 1 if self._statistic > 0 else 0
-        if self._statistic > self._threshold:
-            self._drift_detected = True
-            self._change_start = self._since_zero
+        return np.where(xs != 0, np.int64(up), np.int64(down))[None, :]
