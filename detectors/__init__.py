@@ -5,5 +5,17 @@ from __future__ import annotations
 from detectors.base import DriftDetector
 from detectors.cusum import BernoulliCUSUM
 from detectors.exceptions import DetectorError, InvalidParameter
+from detectors.glr import BernoulliGLR, GaussianGLR
+from detectors.outliers import RobustSpikeDetector
+from detectors.registry import build_detector
 
-__all__ = ["BernoulliCUSUM", "DetectorError", "DriftDetector", "InvalidParameter"]
+__all__ = [
+    "BernoulliCUSUM",
+    "BernoulliGLR",
+    "DetectorError",
+    "DriftDetector",
+    "GaussianGLR",
+    "InvalidParameter",
+    "RobustSpikeDetector",
+    "build_detector",
+]
