@@ -11,7 +11,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
-from urllib.parse import quote, unquote, urlparse
+from urllib.parse import quote, urlparse
 from urllib.request import url2pathname
 
 from retrainer.exceptions import ArtifactError, ArtifactOutsideStore, ChecksumMismatch
@@ -123,7 +123,7 @@ class LocalArtifactStore:
             raise ArtifactOutsideStore(uri, str(self.root))
         # resolve() follows symlinks, so a link inside the root that points
         # elsewhere is judged by where it really leads.
-        path = Path(url2pathname(unquote(parsed.path))).resolve()
+        path = Path(url2pathname(parsed.path)).resolve()
         if not path.is_relative_to(self.root):
             raise ArtifactOutsideStore(uri, str(self.root))
         return path
