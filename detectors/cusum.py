@@ -92,6 +92,10 @@ class BernoulliCUSUM(_CUSUMBank):
         # Laplace smoothing keeps p0 off 0 and 1 after a perfect warm-up.
         p0 = self.p0 if self.p0 is not None else (self._n_errors + 1) / (self._n + 2)
         self._weights = self._llr_weights(p0)
+        if self.p0 is None and self._n_errors == self._n:
+            # Only errors in the warm-up: the rate cannot rise, and a
+            # persisting all-error stream must not look like a change.
+            self._weights = (-1, -1)
         # Lorden's bound: h = log(horizon) guarantees the horizon (conservatively).
         return math.log(self.false_alarm_horizon)
 

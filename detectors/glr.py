@@ -311,8 +311,14 @@ class BernoulliGLR(_CUSUMBank):
             warmup = self.warmup
         self._p0_hat = p0
         rows = _bernoulli_rows(p0, self.ratios, self.two_sided)
-        self._up = [round(math.log(p1 / p0) * _SCALE) for p1 in rows]
-        self._down = [round(math.log((1 - p1) / (1 - p0)) * _SCALE) for p1 in rows]
+        if self.p0 is None and self._n_errors == self._n:
+            # Only errors in the warm-up: the rate cannot rise, and a
+            # persisting all-error stream must not look like a change.
+            rows = [p1 for p1 in rows if p1 < p0]
+        if self.p0 is None and self._n_errors == 0:
+            rows = [p1 for p1 in rows if p1 > p0]
+        self._up = [round(math.log(p1 / p0) * _SCALE) for p1 in rows] or [-1]
+        self._down = [round(math.log((1 - p1) / (1 - p0)) * _SCALE) for p1 in rows] or [-1]
         return calibrated_threshold(
             "bernoulli", float(self.false_alarm_horizon), warmup,
             {"ratios": tuple(self.ratios), "two_sided": bool(self.two_sided), "p0": p0},
