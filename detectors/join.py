@@ -1,9 +1,12 @@
 """Joining outcomes to their predictions by prediction id, in either arrival order.
 
-Time is event time: the joiner's clock is the latest event time it was shown
-(``advance``), so a replay gives the same joins and expiries as the live run.
-A prediction or outcome whose partner has not come ``ttl_seconds`` after its own
-event time expires and is handed back, so that nothing disappears unaccounted.
+Time is event time, so a replay gives the same joins and expiries as the live
+run.  Each side keeps its own clock, the latest event time seen on it: a
+prediction expires once the *outcome* clock has passed its event time plus
+``ttl_seconds`` (the outcome stream has moved on without its partner), and an
+outcome once the *prediction* clock has.  One clock for both would expire every
+pending prediction whenever a consumer happened to read far ahead on the other
+topic.  Expired events are handed back, so that nothing disappears unaccounted.
 """
 
 from __future__ import annotations
@@ -77,28 +80,28 @@ class OutcomeJoiner(Generic[Ref]):
         self._outcomes: dict[str, tuple[OutcomeEvent, Ref]] = {}
         # Ids joined within the TTL, so that a redelivered event is caught as a duplicate.
         self._joined: dict[str, datetime] = {}
-        # (deadline, sequence, kind, id); stale entries are skipped when popped.
-        self._deadlines: list[tuple[datetime, int, str, str]] = []
+        # Per kind, a heap of (deadline, sequence, id); stale entries are skipped when popped.
+        self._deadlines: dict[str, list[tuple[datetime, int, str]]] = {"prediction": [], "outcome": [], "joined": []}
         self._seq = 0
-        self._clock: datetime | None = None
+        self._clocks: dict[Side, datetime | None] = {"prediction": None, "outcome": None}
 
     @property
     def n_pending(self) -> int:
         """Events waiting for their partner."""
         return len(self._predictions) + len(self._outcomes)
 
-    @property
-    def clock(self) -> datetime | None:
-        """The latest event time seen, or None before the first event."""
-        return self._clock
+    def clock(self, side: Side) -> datetime | None:
+        """The latest event time seen on one side, or None before its first event."""
+        return self._clocks[side]
 
     def _schedule(self, kind: str, prediction_id: str, event_time: datetime) -> None:
         self._seq += 1
-        heapq.heappush(self._deadlines, (event_time + self._ttl, self._seq, kind, prediction_id))
+        heapq.heappush(self._deadlines[kind], (event_time + self._ttl, self._seq, prediction_id))
 
-    def _tick(self, event_time: datetime) -> None:
-        if self._clock is None or event_time > self._clock:
-            self._clock = event_time
+    def _tick(self, side: Side, event_time: datetime) -> None:
+        current = self._clocks[side]
+        if current is None or event_time > current:
+            self._clocks[side] = event_time
 
     def _is_duplicate(self, prediction_id: str, pending: dict[str, object]) -> bool:
         return prediction_id in pending or prediction_id in self._joined
@@ -106,7 +109,7 @@ class OutcomeJoiner(Generic[Ref]):
     def add_prediction(self, event: PredictionEvent, ref: Ref) -> LabelledExample | Duplicate | None:
         """Add a prediction: its labelled example if the outcome was waiting, else None."""
         pid = event.prediction_id
-        self._tick(event.event_time)
+        self._tick("prediction", event.event_time)
         if self._is_duplicate(pid, self._predictions):  # type: ignore[arg-type]
             return Duplicate("prediction", pid)
         waiting = self._outcomes.pop(pid, None)
@@ -119,7 +122,7 @@ class OutcomeJoiner(Generic[Ref]):
     def add_outcome(self, event: OutcomeEvent, ref: Ref) -> LabelledExample | Duplicate | None:
         """Add an outcome: its labelled example if the prediction was waiting, else None."""
         pid = event.prediction_id
-        self._tick(event.event_time)
+        self._tick("outcome", event.event_time)
         if self._is_duplicate(pid, self._outcomes):  # type: ignore[arg-type]
             return Duplicate("outcome", pid)
         waiting = self._predictions.pop(pid, None)
@@ -135,23 +138,28 @@ class OutcomeJoiner(Generic[Ref]):
         self._schedule("joined", prediction.prediction_id, later)
         return LabelledExample(prediction=prediction, outcome=outcome)
 
-    def advance(self, now: datetime) -> None:
-        """Move the clock forward, e.g. while the stream is idle; never backwards."""
-        self._tick(now)
+    def advance(self, side: Side, now: datetime) -> None:
+        """Move one side's clock forward to ``now``, e.g. while the stream is idle; never backwards."""
+        self._tick(side, now)
 
     def expire(self) -> list[Expired[Ref]]:
-        """Remove and return every pending event whose deadline has passed."""
+        """Remove and return every pending event whose partner's clock has passed its deadline."""
         expired: list[Expired[Ref]] = []
-        if self._clock is None:
-            return expired
-        while self._deadlines and self._deadlines[0][0] < self._clock:
-            _, _, kind, pid = heapq.heappop(self._deadlines)
-            if kind == "joined":
+        waits_on: dict[Side, Side] = {"prediction": "outcome", "outcome": "prediction"}
+        for side, other in waits_on.items():
+            clock = self._clocks[other]
+            heap = self._deadlines[side]
+            pending = self._predictions if side == "prediction" else self._outcomes
+            while clock is not None and heap and heap[0][0] < clock:
+                _, _, pid = heapq.heappop(heap)
+                if pid in pending:
+                    event, ref = pending.pop(pid)  # type: ignore[attr-defined]
+                    expired.append(Expired(side, pid, event.event_time, ref))
+        known = [c for c in self._clocks.values() if c is not None]
+        if len(known) == 2:
+            oldest = min(known)
+            heap = self._deadlines["joined"]
+            while heap and heap[0][0] < oldest:
+                _, _, pid = heapq.heappop(heap)
                 self._joined.pop(pid, None)
-            elif kind == "prediction" and pid in self._predictions:
-                pred, ref = self._predictions.pop(pid)
-                expired.append(Expired("prediction", pid, pred.event_time, ref))
-            elif kind == "outcome" and pid in self._outcomes:
-                out, oref = self._outcomes.pop(pid)
-                expired.append(Expired("outcome", pid, out.event_time, oref))
         return expired

@@ -1,0 +1,213 @@
+"""The Faust worker: a thin shell that reads raw bytes, calls the pure core and sends results.
+
+Two agents, each consuming micro-batches with ``take_events``:
+
+* ``ingest`` reads predictions and outcomes (keyed by prediction id, so the two
+  topics are co-partitioned), hands them to :class:`detectors.pipeline.JoinStage`
+  and sends labelled examples, keyed by model, to the internal labelled topic;
+  rejects go to the dead-letter topic and expiries to the expired topic.
+* ``monitor`` reads labelled examples, so each model's examples meet in one
+  worker, runs :class:`detectors.monitor.MonitorSet` and publishes alerts and
+  retrain triggers.
+
+Agent concurrency stays 1: faust-streaming #606 loses messages above it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any, NamedTuple
+
+import faust
+from prometheus_client import generate_latest
+from pydantic import TypeAdapter
+
+from detectors.monitor import MonitorResult, MonitorSet
+from detectors.pipeline import IngestResult, JoinStage, RawRecord
+from detectors.registry import build_detector
+from schemas.config import MonitorConfig
+from schemas.decoding import Rejection, decode
+from schemas.events import LabelledExample
+from streams.metrics import WorkerMetrics
+from streams.settings import Settings
+
+__all__ = ["SourceRef", "create_app"]
+
+log = logging.getLogger(__name__)
+_LABELLED = TypeAdapter(LabelledExample)
+CLOUDEVENTS_SOURCE = "urn:driftline:worker"
+
+
+class SourceRef(NamedTuple):
+    """Where a raw value came from, for its dead-letter headers."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+
+
+def _ref(event: Any) -> SourceRef:
+    message = event.message
+    return SourceRef(message.topic, message.partition, message.offset, message.key)
+
+
+def _dead_letter_headers(ref: SourceRef, rejection: Rejection, stage: str) -> list[tuple[str, bytes]]:
+    return [
+        ("driftline_reason", rejection.reason.encode()),
+        ("driftline_reason_kind", rejection.kind.encode()),
+        ("driftline_stage", stage.encode()),
+        ("driftline_source_topic", ref.topic.encode()),
+        ("driftline_source_partition", str(ref.partition).encode()),
+        ("driftline_source_offset", str(ref.offset).encode()),
+        ("driftline_dead_lettered_at", datetime.now(timezone.utc).isoformat().encode()),
+    ]
+
+
+def _cloudevents_headers(event_id: str, event_type: str, event_time: datetime) -> list[tuple[str, bytes]]:
+    # CloudEvents Kafka binding, binary mode: attributes travel as ce_* headers.
+    return [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", event_id.encode()),
+        ("ce_type", event_type.encode()),
+        ("ce_source", CLOUDEVENTS_SOURCE.encode()),
+        ("ce_time", event_time.isoformat().encode()),
+        ("content-type", b"application/json"),
+    ]
+
+
+def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics | None = None) -> faust.App:
+    """Build the worker's Faust app; the monitor config is validated before this is called."""
+    metrics = metrics or WorkerMetrics()
+    names = settings.topics
+    monitors = MonitorSet(config, build_detector)
+    join_stage: JoinStage[SourceRef] = JoinStage(settings.join_ttl_seconds, settings.max_event_bytes)
+    for model, monitor in monitors.monitors.items():
+        metrics.performance_threshold.labels(model, monitor.metric_name).set(monitor.spec.performance.threshold)
+
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        topic_allow_declare=True,
+        datadir=str(settings.data_dir),
+        web_port=settings.web_port,
+        web_host=settings.web_host,
+        web_in_thread=False,
+        broker_session_timeout=settings.broker_session_timeout,
+        broker_request_timeout=settings.broker_request_timeout,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        # Faust's own table/recovery machinery is unused for now; keep its logs quiet.
+        loghandlers=[],
+    )
+    raw = {"key_serializer": "raw", "value_serializer": "raw"}
+    sources = app.topic(names.predictions, names.outcomes, internal=False, **raw)
+    labelled_topic = app.topic(names.labelled, internal=False, **raw)
+    alerts_topic = app.topic(names.alerts, internal=False, **raw)
+    retrain_topic = app.topic(names.retrain, internal=False, **raw)
+    deadletter_topic = app.topic(names.deadletter, internal=False, **raw)
+    expired_topic = app.topic(names.expired, internal=False, **raw)
+    side_of_topic = {names.predictions: "prediction", names.outcomes: "outcome"}
+
+    def publish_ingest(out: IngestResult[SourceRef]) -> None:
+        for example in out.labelled:
+            labelled_topic.send_soon(key=example.prediction.model.encode(), value=example.model_dump_json().encode())
+        for dead in out.dead_letters:
+            ref = dead.record.ref
+            deadletter_topic.send_soon(
+                key=ref.key, value=dead.record.value, headers=_dead_letter_headers(ref, dead.rejection, "ingest")
+            )
+            metrics.events_dead_lettered.labels(dead.record.side, dead.rejection.kind).inc()
+        for item in out.expired:
+            record = {"side": item.side, "prediction_id": item.prediction_id, "event_time": item.event_time.isoformat(),
+                      "source_topic": item.ref.topic, "source_partition": item.ref.partition,
+                      "source_offset": item.ref.offset, "ttl_seconds": settings.join_ttl_seconds}
+            expired_topic.send_soon(key=item.prediction_id.encode(), value=json.dumps(record).encode())
+            metrics.events_expired.labels(item.side).inc()
+        if out.labelled:
+            metrics.events_processed.labels("prediction").inc(len(out.labelled))
+            metrics.events_processed.labels("outcome").inc(len(out.labelled))
+        metrics.join_pending.set(join_stage.n_pending)
+
+    @app.agent(sources, concurrency=1)
+    async def ingest(stream: faust.StreamT[bytes]) -> None:
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
+            started = time.perf_counter()
+            records = [RawRecord(side_of_topic[e.message.topic], e.value, _ref(e)) for e in events]  # type: ignore[arg-type]
+            for side, n in Counter(r.side for r in records).items():
+                metrics.events_read.labels(side).inc(n)
+            publish_ingest(join_stage.process(records, wall_time=time.time()))
+            metrics.batch_size.labels("ingest").observe(len(events))
+            metrics.batch_seconds.labels("ingest").observe(time.perf_counter() - started)
+
+    @app.timer(interval=1.0)
+    async def expire_while_idle() -> None:
+        publish_ingest(join_stage.idle(time.time()))
+
+    def publish_monitor(result: MonitorResult, dead: Sequence[tuple[RawRecord[SourceRef], Rejection]]) -> None:
+        for alert in result.alerts:
+            alerts_topic.send_soon(
+                key=alert.model.encode(), value=alert.model_dump_json().encode(),
+                headers=_cloudevents_headers(alert.alert_id, f"dev.driftline.alert.{alert.status}", alert.event_time),
+            )
+            metrics.alerts.labels(alert.model, alert.detector, alert.status, alert.severity).inc()
+            log.warning("alert %s %s: %s", alert.status, alert.alert_id, alert.message)
+        for trigger in result.triggers:
+            retrain_topic.send_soon(
+                key=trigger.model.encode(), value=trigger.model_dump_json().encode(),
+                headers=_cloudevents_headers(trigger.trigger_id, "dev.driftline.retrain", trigger.event_time),
+            )
+            metrics.retrain_triggers.labels(trigger.model, trigger.reason).inc()
+        for example, reason in result.rejected:
+            ref = SourceRef(names.labelled, -1, -1, example.prediction.model.encode())
+            deadletter_topic.send_soon(
+                key=ref.key, value=example.model_dump_json().encode(),
+                headers=_dead_letter_headers(ref, Rejection("unscorable", reason), "monitor"),
+            )
+            metrics.examples_rejected.labels(example.prediction.model).inc()
+        for record, rejection in dead:
+            deadletter_topic.send_soon(
+                key=record.ref.key, value=record.value, headers=_dead_letter_headers(record.ref, rejection, "monitor")
+            )
+        if result.n_unmonitored:
+            metrics.examples_unmonitored.inc(result.n_unmonitored)
+        for model, monitor in monitors.monitors.items():
+            metrics.performance.labels(model, monitor.metric_name).set(monitor.metric_value)
+            metrics.alerts_open.labels(model).set(len(monitor.open_alerts))
+
+    @app.agent(labelled_topic, concurrency=1)
+    async def monitor(stream: faust.StreamT[bytes]) -> None:
+        # Labelled examples are ours, but a foreign producer could still write here.
+        max_bytes = 4 * settings.max_event_bytes
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
+            started = time.perf_counter()
+            examples: list[LabelledExample] = []
+            dead: list[tuple[RawRecord[SourceRef], Rejection]] = []
+            for event in events:
+                decoded = decode(_LABELLED, event.value, max_bytes)  # type: ignore[arg-type]
+                if isinstance(decoded, Rejection):
+                    dead.append((RawRecord("prediction", event.value, _ref(event)), decoded))  # type: ignore[arg-type]
+                else:
+                    examples.append(decoded)
+            result = monitors.observe(examples)
+            for model, n in Counter(e.prediction.model for e in examples).items():
+                if model in monitors.monitors:
+                    metrics.examples.labels(model).inc(n)
+            publish_monitor(result, dead)
+            metrics.batch_size.labels("monitor").observe(len(events))
+            metrics.batch_seconds.labels("monitor").observe(time.perf_counter() - started)
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(metrics.registry), content_type="text/plain; version=0.0.4")
+
+    app.driftline_metrics = metrics  # type: ignore[attr-defined]
+    return app

@@ -1,0 +1,234 @@
+"""A local, single-node Apache Kafka (KRaft) on loopback, run from Kafka's own jars.
+
+For development, the demo and the tests on a machine without Docker: the broker
+jars are resolved from Maven Central with Maven into a cache that later runs
+reuse, the storage is formatted once, and the broker is started as a detached
+JVM whose pid is kept beside its data.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from schemas.exceptions import DriftlineError
+
+__all__ = ["DEFAULT_KAFKA_VERSION", "LocalKafka", "LocalKafkaError"]
+
+DEFAULT_KAFKA_VERSION = "4.1.1"
+
+
+class LocalKafkaError(DriftlineError):
+    """The local broker could not be set up, started or stopped."""
+
+
+def _require(tool: str, hint: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise LocalKafkaError(f"{tool} not found on PATH: {hint}")
+    return path
+
+
+def _alive(pid: int) -> bool:
+    """Whether pid is a running process; reaps it if it is our exited child."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child: the broker was started by another process
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
+
+
+@dataclass(frozen=True)
+class LocalKafka:
+    """One local broker: where its jars, data and logs live, and which ports it takes.
+
+    Parameters
+    ----------
+    data_dir
+        Holds the formatted storage, the config, the pid file and the broker log.
+    port
+        The PLAINTEXT listener on 127.0.0.1; the controller takes ``port + 1``
+        unless ``controller_port`` is given.
+    cache_dir
+        Where resolved jars are kept, per Kafka version, across runs.
+    """
+
+    data_dir: Path
+    port: int = 9092
+    controller_port: int | None = None
+    version: str = DEFAULT_KAFKA_VERSION
+    cache_dir: Path = Path.home() / ".cache" / "driftline" / "kafka"
+    heap: str = "512m"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def libs_dir(self) -> Path:
+        return self.cache_dir / self.version / "libs"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "broker.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "broker.log"
+
+    def resolve_jars(self) -> Path:
+        """Download the broker's jars with Maven, once per version."""
+        done = self.libs_dir / ".complete"
+        if done.exists():
+            return self.libs_dir
+        mvn = _require("mvn", "install Maven (Debian: apt-get install maven)")
+        work = self.cache_dir / self.version
+        work.mkdir(parents=True, exist_ok=True)
+        pom = resources.files("streams.kafka").joinpath("pom.xml").read_text()
+        (work / "pom.xml").write_text(pom.replace("@KAFKA_VERSION@", self.version))
+        cmd = [mvn, "-q", "-B", "-f", str(work / "pom.xml"), "dependency:copy-dependencies",
+               "-DincludeScope=runtime", f"-DoutputDirectory={self.libs_dir}"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = (proc.stdout + proc.stderr).strip().splitlines()[-5:]
+            raise LocalKafkaError(f"Maven could not resolve Kafka {self.version}: " + " | ".join(tail))
+        done.write_text(self.version)
+        return self.libs_dir
+
+    def _java(self) -> str:
+        return _require("java", "install a JDK 17 or later (Debian: apt-get install openjdk-17-jre-headless)")
+
+    def _write_config(self) -> Path:
+        cport = self.controller_port or self.port + 1
+        logs = self.data_dir / "logs"
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{cport}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "controller.quorum.voters": f"1@127.0.0.1:{cport}",
+            "log.dirs": str(logs),
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "4",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            # Driftline creates its topics itself, with the partition counts it needs.
+            "auto.create.topics.enable": "false",
+            "num.partitions": "1",
+        }
+        path = self.data_dir / "server.properties"
+        path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        return path
+
+    def _classpath(self) -> str:
+        return str(self.resolve_jars() / "*")
+
+    def _log4j(self) -> str:
+        target = self.data_dir / "log4j2.xml"
+        target.write_text(resources.files("streams.kafka").joinpath("log4j2.xml").read_text())
+        return f"-Dlog4j2.configurationFile={target}"
+
+    def pid(self) -> int | None:
+        """The broker's pid if it is running."""
+        try:
+            pid = int(self.pid_file.read_text())
+        except (OSError, ValueError):
+            return None
+        return pid if _alive(pid) else None
+
+    def is_ready(self, timeout: float = 2.0) -> bool:
+        """Whether the broker answers a metadata request."""
+        from confluent_kafka import KafkaException
+        from confluent_kafka.admin import AdminClient
+
+        # A plain connect first, so that a broker still starting up does not
+        # make librdkafka log a connection failure every few milliseconds.
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=timeout).close()
+        except OSError:
+            return False
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
+        try:
+            return bool(admin.list_topics(timeout=timeout).brokers)
+        except KafkaException:
+            return False
+
+    def start(self, timeout: float = 90.0) -> None:
+        """Format storage if needed, start the broker detached, and wait until it answers."""
+        if self.pid() is not None:
+            if self.is_ready():
+                return
+            raise LocalKafkaError(f"a broker (pid {self.pid()}) is running from {self.data_dir} but does not answer")
+        java = self._java()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = self._write_config()
+        classpath = self._classpath()
+        log4j = self._log4j()
+        if not (self.data_dir / "logs" / "meta.properties").exists():
+            cluster_id = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+            fmt = subprocess.run(
+                [java, "-cp", classpath, log4j, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
+                capture_output=True, text=True,
+            )
+            if fmt.returncode != 0:
+                raise LocalKafkaError(f"formatting KRaft storage failed: {fmt.stderr.strip() or fmt.stdout.strip()}")
+        cmd = [java, f"-Xms{self.heap}", "-Xmx1g", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+               "-Djava.awt.headless=true", log4j, "-cp", classpath, "kafka.Kafka", str(config)]
+        with open(self.log_file, "ab") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+        self.pid_file.write_text(str(proc.pid))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                tail = self.log_file.read_text(errors="replace").strip().splitlines()[-5:]
+                raise LocalKafkaError(f"broker exited with {proc.returncode}: " + " | ".join(tail))
+            if self.is_ready(timeout=1.0):
+                return
+            time.sleep(0.5)
+        self.stop()
+        raise LocalKafkaError(f"broker did not answer on {self.bootstrap} within {timeout:.0f}s; see {self.log_file}")
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """SIGTERM the broker, SIGKILL it after ``timeout``; False if none was running."""
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                break
+            time.sleep(0.2)
+        else:
+            os.kill(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+
+if __name__ == "__main__":  # pragma: no cover - used by scripts and the Makefile
+    sys.exit("use `driftline kafka start|stop|status`")

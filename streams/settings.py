@@ -1,0 +1,78 @@
+"""Process settings: read once, from ``DRIFTLINE_*`` environment variables or the constructor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.exceptions import ConfigError
+from schemas.topics import TopicNames
+
+__all__ = ["Settings", "load_settings"]
+
+
+class Settings(BaseSettings):
+    """Everything a Driftline process needs to know about its surroundings."""
+
+    model_config = SettingsConfigDict(env_prefix="DRIFTLINE_", frozen=True, extra="forbid")
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+
+    topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$")
+    partitions: Annotated[int, Field(ge=1, le=1024)] = 4
+    replication_factor: Annotated[int, Field(ge=1, le=16)] = 1
+
+    app_id: str = Field(default="driftline", pattern=r"^[A-Za-z0-9._-]+$")
+    monitor_config: Path = Path("monitors.yaml")
+    data_dir: Path = Path(".driftline/worker")
+    web_port: Annotated[int, Field(ge=1, le=65535)] = 6066
+    web_host: str = "127.0.0.1"
+
+    join_ttl_seconds: Annotated[float, Field(gt=0)] = 3600.0
+    max_event_bytes: Annotated[int, Field(ge=256)] = 64 * 1024
+    batch_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    batch_seconds: Annotated[float, Field(gt=0, le=60)] = 0.5
+    broker_session_timeout: Annotated[float, Field(gt=0)] = 30.0
+    broker_request_timeout: Annotated[float, Field(gt=0)] = 90.0
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+
+    @model_validator(mode="after")
+    def _timeouts_fit(self) -> Settings:
+        # faust refuses to start otherwise, with a message that does not name our setting.
+        if self.broker_request_timeout < self.broker_session_timeout:
+            raise ValueError(
+                "broker_request_timeout must be at least broker_session_timeout "
+                f"({self.broker_request_timeout} < {self.broker_session_timeout})"
+            )
+        if (self.kafka_sasl_mechanism is None) != (self.kafka_sasl_username is None):
+            raise ValueError("kafka_sasl_mechanism and kafka_sasl_username go together")
+        return self
+
+    @property
+    def topics(self) -> TopicNames:
+        return TopicNames(self.topic_prefix)
+
+    def confluent_config(self) -> dict[str, str]:
+        """librdkafka client settings for the confluent-kafka clients."""
+        conf = {"bootstrap.servers": self.kafka_bootstrap, "security.protocol": self.kafka_security_protocol}
+        if self.kafka_sasl_mechanism is not None:
+            conf["sasl.mechanism"] = self.kafka_sasl_mechanism
+            conf["sasl.username"] = self.kafka_sasl_username or ""
+            conf["sasl.password"] = self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else ""
+        return conf
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings, turning a validation error into a ConfigError naming the field."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = [("DRIFTLINE_" + ".".join(str(p) for p in err["loc"]).upper() if err["loc"] else "settings", err["msg"]) for err in exc.errors()]
+        raise ConfigError("settings", problems) from exc

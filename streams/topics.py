@@ -1,0 +1,81 @@
+"""Creating Driftline's topics, idempotently, with the partition counts the worker expects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from schemas.exceptions import DriftlineError
+from streams.settings import Settings
+
+__all__ = ["TopicError", "TopicSpec", "ensure_topics", "topic_specs"]
+
+
+class TopicError(DriftlineError):
+    """A topic could not be created, or exists with the wrong shape."""
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str]
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Every topic Driftline reads or writes, with its partitions and config."""
+    t = settings.topics
+    n = settings.partitions
+    week = str(7 * 24 * 3600 * 1000)
+    return [
+        # predictions and outcomes are joined by key, so they must have the same partition count.
+        TopicSpec(t.predictions, n, {"retention.ms": week}),
+        TopicSpec(t.outcomes, n, {"retention.ms": week}),
+        TopicSpec(t.labelled, n, {"retention.ms": week}),
+        TopicSpec(t.alerts, n, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
+        TopicSpec(t.retrain, n, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
+        TopicSpec(t.models, 1, {"cleanup.policy": "compact"}),
+        TopicSpec(t.deadletter, n, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
+        TopicSpec(t.expired, n, {"retention.ms": week}),
+    ]
+
+
+def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
+    """Create the topics that are missing; return their names.
+
+    A topic that exists with another partition count is an error, because the
+    worker would otherwise crash-loop on faust's PartitionsMismatch.
+    """
+    admin = AdminClient(settings.confluent_config())
+    specs = topic_specs(settings)
+    try:
+        existing = admin.list_topics(timeout=timeout).topics
+    except KafkaException as exc:
+        raise TopicError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from exc
+    for spec in specs:
+        meta = existing.get(spec.name)
+        if meta is not None and len(meta.partitions) != spec.partitions:
+            raise TopicError(
+                f"topic {spec.name} has {len(meta.partitions)} partitions, Driftline expects {spec.partitions} "
+                "(set DRIFTLINE_PARTITIONS to match, or use another DRIFTLINE_TOPIC_PREFIX)"
+            )
+    missing = [s for s in specs if s.name not in existing]
+    if not missing:
+        return []
+    futures = admin.create_topics(
+        [NewTopic(s.name, num_partitions=s.partitions, replication_factor=settings.replication_factor, config=s.config)
+         for s in missing],
+        request_timeout=timeout,
+    )
+    created = []
+    for name, future in futures.items():
+        try:
+            future.result()
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args and isinstance(exc.args[0], KafkaError) and exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue  # another worker created it first
+            raise TopicError(f"could not create topic {name}: {exc}") from exc
+    return created
