@@ -395,12 +395,12 @@ class GaussianGLR(_CUSUMBank):
     >>> returns = np.concatenate([rng.normal(0.001, 0.01, 5000), rng.normal(-0.004, 0.01, 1000)])
     >>> detector = GaussianGLR()
     >>> [int(a) for a in detector.update_many(returns)]
-    [5112]
+    [5110]
 
     The same series in other units alarms at the same event:
 
     >>> [int(a) for a in GaussianGLR().update_many(returns * 1e6 + 42)]
-    [5112]
+    [5110]
 
     References
     ----------
@@ -415,7 +415,7 @@ class GaussianGLR(_CUSUMBank):
         shifts: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0),
         variance_ratios: tuple[float, ...] = (1.5, 2.5),
         two_sided: bool = True,
-        clip: float = 4.0,
+        clip: float = 3.0,
     ) -> None:
         super().__init__()
         _check_horizon(false_alarm_horizon)
