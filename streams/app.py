@@ -86,7 +86,9 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
     metrics = metrics or WorkerMetrics()
     names = settings.topics
     monitors = MonitorSet(config, build_detector)
-    join_stage: JoinStage[SourceRef] = JoinStage(settings.join_ttl_seconds, settings.max_event_bytes)
+    join_stage: JoinStage[SourceRef] = JoinStage(
+        settings.join_ttl_seconds, settings.max_event_bytes, idle_seconds=settings.join_idle_seconds
+    )
     for model, monitor in monitors.monitors.items():
         metrics.performance_threshold.labels(model, monitor.metric_name).set(monitor.spec.performance.threshold)
 

@@ -1,0 +1,52 @@
+# Two commands for a fresh machine: `make demo` and `make test`.
+# Everything they need (virtualenv, Python packages, Kafka jars) is installed here.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: help install demo test test-unit test-integration bench bench-detectors kafka-start kafka-stop lint clean
+
+help:
+	@echo "make demo             replay the speech-accuracy-decay scenario through a real worker on a local Kafka"
+	@echo "make test             unit, property, doctest, integration and end-to-end tests (starts its own Kafka)"
+	@echo "make test-unit        only the fast tests, no broker"
+	@echo "make bench            worker throughput against a plain-consumer ceiling on the real broker"
+	@echo "make bench-detectors  detection delay, false alarms and speed: ours vs river's"
+	@echo "make kafka-start|kafka-stop  the local broker on 127.0.0.1:9092"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/driftline demo
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-unit: $(STAMP)
+	$(PY) -m pytest -m "not integration"
+
+test-integration: $(STAMP)
+	$(PY) -m pytest -m integration tests/integration
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_worker.py
+
+bench-detectors: $(STAMP)
+	$(PY) benchmarks/bench_detectors.py
+
+kafka-start: $(STAMP)
+	$(VENV)/bin/driftline kafka start
+
+kafka-stop: $(STAMP)
+	$(VENV)/bin/driftline kafka stop
+
+clean:
+	rm -rf .driftline .pytest_cache build *.egg-info
