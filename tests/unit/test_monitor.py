@@ -395,3 +395,15 @@ def test_mae_alerts_do_not_depend_on_batch_size_after_a_huge_error() -> None:
     one_by_one = run(monitors(config), examples, batch=1)
     assert [a.status for a in one_by_one.alerts] == ["fired"]  # true MAE stays at 1.0 > 0.5
     assert whole.alerts == one_by_one.alerts
+
+
+def test_speech_scenario_is_seeded_and_has_the_stated_accuracies(speech: list[LabelledExample]) -> None:
+    again = [LabelledExample(prediction=p, outcome=o) for p, o in SPEECH.events()]
+    assert again == speech
+    other = next(iter(SpeechScenario(n_events=8000, change_at=4000, seed=8).events()))
+    assert other[0].prediction_id != speech[0].prediction.prediction_id
+    correct = np.array([e.prediction.prediction == e.outcome.actual for e in speech])
+    assert correct[: SPEECH.change_at].mean() == pytest.approx(0.92, abs=0.015)
+    assert correct[SPEECH.change_at :].mean() == pytest.approx(0.80, abs=0.015)
+    assert all(e.outcome.event_time > e.prediction.event_time for e in speech[:100])
+    assert len({e.prediction.prediction_id for e in speech}) == len(speech)
