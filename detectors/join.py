@@ -6,7 +6,10 @@ prediction expires once the *outcome* clock has passed its event time plus
 ``ttl_seconds`` (the outcome stream has moved on without its partner), and an
 outcome once the *prediction* clock has.  One clock for both would expire every
 pending prediction whenever a consumer happened to read far ahead on the other
-topic.  Expired events are handed back, so that nothing disappears unaccounted.
+topic.  A partner stream that stops is handled by the caller moving its clock
+with the wall clock (see ``detectors.pipeline.JoinStage.idle``), and memory
+has a hard bound, ``max_pending``, past which the oldest pending events expire
+early.  Expired events are handed back, so that nothing disappears unaccounted.
 """
 
 from __future__ import annotations
@@ -48,12 +51,15 @@ class Duplicate:
 
 
 class OutcomeJoiner(Generic[Ref]):
-    """Pairs each outcome with its prediction; memory is bounded by the TTL.
+    """Pairs each outcome with its prediction, in either order.
 
     Parameters
     ----------
     ttl_seconds
         How long, in event time, an event waits for its partner.
+    max_pending
+        At most this many events wait at once; beyond it the one closest to
+        its deadline expires early.
 
     Examples
     --------
@@ -71,10 +77,14 @@ class OutcomeJoiner(Generic[Ref]):
     0
     """
 
-    def __init__(self, ttl_seconds: float) -> None:
+    def __init__(self, ttl_seconds: float, max_pending: int = 1_000_000) -> None:
         if not ttl_seconds > 0:
             raise InvalidParameter("ttl_seconds", "must be positive")
+        if max_pending < 1:
+            raise InvalidParameter("max_pending", "must be at least 1")
         self.ttl_seconds = ttl_seconds
+        self.max_pending = max_pending
+        self._evicted: list[Expired[Ref]] = []
         self._ttl = timedelta(seconds=ttl_seconds)
         self._predictions: dict[str, tuple[PredictionEvent, Ref]] = {}
         self._outcomes: dict[str, tuple[OutcomeEvent, Ref]] = {}
@@ -116,6 +126,7 @@ class OutcomeJoiner(Generic[Ref]):
         if waiting is None:
             self._predictions[pid] = (event, ref)
             self._schedule("prediction", pid, event.event_time)
+            self._enforce_capacity()
             return None
         return self._joined_example(event, waiting[0])
 
@@ -129,8 +140,23 @@ class OutcomeJoiner(Generic[Ref]):
         if waiting is None:
             self._outcomes[pid] = (event, ref)
             self._schedule("outcome", pid, event.event_time)
+            self._enforce_capacity()
             return None
         return self._joined_example(waiting[0], event)
+
+    def _enforce_capacity(self) -> None:
+        while self.n_pending > self.max_pending:
+            heads = []
+            for side, pending in (("prediction", self._predictions), ("outcome", self._outcomes)):
+                heap = self._deadlines[side]
+                while heap and heap[0][2] not in pending:
+                    heapq.heappop(heap)  # already joined or expired
+                if heap:
+                    heads.append((heap[0], side, pending))
+            (_, _, pid), side, pending = min(heads, key=lambda h: h[0])
+            heapq.heappop(self._deadlines[side])
+            event, ref = pending.pop(pid)
+            self._evicted.append(Expired(side, pid, event.event_time, ref))  # type: ignore[arg-type]
 
     def _joined_example(self, prediction: PredictionEvent, outcome: OutcomeEvent) -> LabelledExample:
         later = max(prediction.event_time, outcome.event_time)
@@ -144,7 +170,7 @@ class OutcomeJoiner(Generic[Ref]):
 
     def expire(self) -> list[Expired[Ref]]:
         """Remove and return every pending event whose partner's clock has passed its deadline."""
-        expired: list[Expired[Ref]] = []
+        expired, self._evicted = self._evicted, []
         waits_on: dict[Side, Side] = {"prediction": "outcome", "outcome": "prediction"}
         for side, other in waits_on.items():
             clock = self._clocks[other]

@@ -216,8 +216,8 @@ class ModelMonitor:
 
     def _detector_names(self) -> list[str]:
         names = [THRESHOLD]
-        if self.detector is not None and self.spec.detector is not None:
-            names.append(self.spec.detector.name)
+        if self.detector is not None and self.spec.detector_name is not None:
+            names.append(self.spec.detector_name)
         return names
 
     def _next_fire(
@@ -342,11 +342,12 @@ class MonitorSet:
         self.monitors: dict[str, ModelMonitor] = {}
         for model, spec in config.models.items():
             detector = None
-            if spec.detector is not None:
+            if spec.detector is not None and spec.detector_name is not None:
                 try:
-                    detector = build_detector(spec.detector.name, **spec.detector.params)
+                    detector = build_detector(spec.detector_name, **spec.detector.params)
                 except InvalidParameter as exc:
-                    field_path = f"models.{model}.detector.params.{exc.name}"
+                    where = "name" if exc.name == "name" else "params" if exc.name == "params" else f"params.{exc.name}"
+                    field_path = f"models.{model}.detector.{where}"
                     raise ConfigError("monitor config", [(field_path, exc.rule)]) from exc
                 except (TypeError, KeyError, ValueError) as exc:
                     raise ConfigError("monitor config", [(f"models.{model}.detector", str(exc))]) from exc

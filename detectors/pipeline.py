@@ -62,7 +62,9 @@ class JoinStage(Generic[Ref]):
     max_event_bytes
         Values larger than this are dead-lettered unread.
     idle_seconds
-        Wall-clock quiet after which event time is let run on (see :meth:`idle`).
+        Wall-clock quiet after which a side's event time is let run on (see :meth:`idle`).
+    max_pending
+        Hard bound on events waiting for their partner (see :class:`~detectors.join.OutcomeJoiner`).
 
     Examples
     --------
@@ -81,16 +83,20 @@ class JoinStage(Generic[Ref]):
     (2, 1, 1)
     """
 
-    def __init__(self, ttl_seconds: float, max_event_bytes: int, idle_seconds: float = 5.0) -> None:
+    def __init__(
+        self, ttl_seconds: float, max_event_bytes: int, idle_seconds: float = 5.0, max_pending: int = 1_000_000
+    ) -> None:
         self.ttl_seconds = ttl_seconds
         self.max_event_bytes = max_event_bytes
         self.idle_seconds = idle_seconds
-        self._joiner: OutcomeJoiner[Ref] = OutcomeJoiner(ttl_seconds)
+        self.max_pending = max_pending
+        self._joiner: OutcomeJoiner[Ref] = OutcomeJoiner(ttl_seconds, max_pending)
         self.n_read: Counter[str] = Counter()
         self.n_processed: Counter[str] = Counter()
         self.n_dead_lettered: Counter[str] = Counter()
         self.n_expired: Counter[str] = Counter()
-        self._last_event: tuple[float, dict[Side, datetime | None]] | None = None
+        # Per side: wall time of its last valid event, and its clock then.
+        self._last_seen: dict[Side, tuple[float, datetime | None]] = {}
 
     @property
     def n_pending(self) -> int:
@@ -99,6 +105,7 @@ class JoinStage(Generic[Ref]):
     def process(self, records: Iterable[RawRecord[Ref]], wall_time: float | None = None) -> IngestResult[Ref]:
         """Decode and join one batch; expire what the batch's event times have outdated."""
         out: IngestResult[Ref] = IngestResult()
+        valid_sides: set[Side] = set()
         for record in records:
             self.n_read[record.side] += 1
             if record.side == "prediction":
@@ -108,6 +115,7 @@ class JoinStage(Generic[Ref]):
             if isinstance(event, Rejection):
                 self._dead_letter(record, event, out)
                 continue
+            valid_sides.add(record.side)
             if isinstance(event, PredictionEvent):
                 joined = self._joiner.add_prediction(event, record.ref)
             else:
@@ -119,28 +127,38 @@ class JoinStage(Generic[Ref]):
                 self.n_processed["outcome"] += 1
                 out.labelled.append(joined)
         if wall_time is not None:
-            self._last_event = (wall_time, {side: self._joiner.clock(side) for side in ("prediction", "outcome")})
+            self._note_activity(valid_sides, wall_time)
         self._expire(out)
         return out
 
     def idle(self, wall_time: float) -> IngestResult[Ref]:
-        """Let event time run on with the wall clock once no event has come for ``idle_seconds``.
+        """Let a quiet side's event time run on with the wall clock, and expire.
 
-        Without this, the last events before a quiet spell would wait for
-        their partners until traffic resumed.  Each side's clock moves to where
-        it stood at the last event plus the wall time since, so a live stream,
-        whose event time follows the wall clock, is never pushed ahead.
+        A side (predictions or outcomes) that has had no event for
+        ``idle_seconds`` has its clock moved to where it stood at its last event
+        plus the wall time since.  Without this, predictions whose outcomes
+        stopped coming (or never came) would wait for them forever.  A side
+        that still receives events keeps its own event time, so a consumer
+        reading one topic ahead of the other expires nothing early.
         """
         out: IngestResult[Ref] = IngestResult()
-        if self._last_event is not None:
-            wall_at_last, clocks = self._last_event
+        for side, seen in self._last_seen.items():
+            wall_at_last, clock_at_last = seen
             quiet = wall_time - wall_at_last
-            if quiet >= self.idle_seconds:
-                for side, clock in clocks.items():
-                    if clock is not None:
-                        self._joiner.advance(side, clock + timedelta(seconds=quiet))
+            if quiet >= self.idle_seconds and clock_at_last is not None:
+                self._joiner.advance(side, clock_at_last + timedelta(seconds=quiet))
         self._expire(out)
         return out
+
+    def _note_activity(self, sides: set[Side], wall_time: float) -> None:
+        # Only valid events restart a side's quiet period: a trickle of garbage must not stop expiry.
+        for side in sides:
+            self._last_seen[side] = (wall_time, self._joiner.clock(side))
+        for side in ("prediction", "outcome"):
+            if side not in self._last_seen and sides:
+                # A side never heard from is quiet since the other's first event, at the other's clock.
+                other = "outcome" if side == "prediction" else "prediction"
+                self._last_seen[side] = (wall_time, self._joiner.clock(other))
 
     def _dead_letter(self, record: RawRecord[Ref], rejection: Rejection, out: IngestResult[Ref]) -> None:
         self.n_dead_lettered[record.side] += 1

@@ -57,6 +57,9 @@ def build_detector(name: str, **params: Any) -> DriftDetector:
     for key, value in list(params.items()):
         if key not in accepted:
             raise InvalidParameter(key, f"is not a parameter of {name}; expected one of {', '.join(accepted)}")
+        default = signature.parameters[key].default
+        if _is_number(default) and not _is_number(value):
+            raise InvalidParameter(key, f"must be a number, got {value!r}")
         if isinstance(value, list):
             params[key] = tuple(value)
     try:
@@ -64,5 +67,9 @@ def build_detector(name: str, **params: Any) -> DriftDetector:
     except InvalidParameter:
         raise
     except (TypeError, ValueError) as exc:
-        # Whatever a wrapped library rejects, report it against a parameter name.
-        raise InvalidParameter(next(iter(params), "name"), str(exc)) from exc
+        # A wrapped library's complaint does not say which parameter; name them all.
+        raise InvalidParameter("params", str(exc)) from exc
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

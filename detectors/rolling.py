@@ -58,12 +58,34 @@ class RollingMean:
         if xs.size == 0:
             return np.empty(0)
         joined = np.concatenate([self._tail, xs])
-        # Summing from a fresh cumsum per batch keeps float error bounded by
-        # one window, unlike a running sum carried forever.
-        csum = np.concatenate([[0.0], np.cumsum(joined)])
-        ends = np.arange(len(self._tail) + 1, len(joined) + 1)
-        starts = np.maximum(ends - self.window, 0)
-        means = (csum[ends] - csum[starts]) / (ends - starts)
+        means = _window_sums(joined, self.window)[len(self._tail) :]
+        counts = np.minimum(np.arange(len(self._tail) + 1, len(joined) + 1), self.window)
+        means = means / counts
         self._tail = joined[-self.window :].copy()
         self._n_seen += len(xs)
         return means
+
+
+def _window_sums(x: npt.NDArray[np.float64], window: int) -> npt.NDArray[np.float64]:
+    """Sum of the up-to-``window`` values ending at each position.
+
+    The array is cut into blocks of ``window`` values; a window then spans the
+    end of one block and the start of the next, and its sum is a suffix sum of
+    the first plus a prefix sum of the second.  Unlike a difference of two
+    long-running cumulative sums, the rounding error depends only on the values
+    inside the window, so one huge value cannot poison every later mean.
+    """
+    n = len(x)
+    n_blocks = -(-n // window)
+    blocks = np.zeros(n_blocks * window)
+    blocks[:n] = x
+    blocks = blocks.reshape(n_blocks, window)
+    prefix = np.cumsum(blocks, axis=1).ravel()[:n]
+    suffix = np.cumsum(blocks[:, ::-1], axis=1)[:, ::-1].ravel()[:n]
+    ends = np.arange(n)
+    starts = ends - window + 1
+    sums = prefix.copy()
+    # A full window that does not start on a block boundary spans two blocks.
+    spans = (starts > 0) & (starts % window != 0)
+    sums[spans] = suffix[starts[spans]] + prefix[ends[spans]]
+    return sums

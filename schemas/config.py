@@ -11,7 +11,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from schemas.exceptions import ConfigError
 
@@ -50,10 +59,26 @@ class PerformanceSpec(_Spec):
     )
 
 
-class DetectorSpec(_Spec):
-    """A change detector run on the per-example loss (0/1 error, or absolute error)."""
+    @field_validator("min_samples")
+    @classmethod
+    def _within_window(cls, value: int | None, info: ValidationInfo) -> int | None:
+        window = info.data.get("window")
+        if value is not None and window is not None and value > window:
+            raise ValueError(f"must not exceed the window ({window}): the window never holds more examples")
+        return value
 
-    name: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "bernoulli_cusum"
+
+DEFAULT_DETECTORS = {"classification": "bernoulli_glr", "regression": "gaussian_glr"}
+
+
+class DetectorSpec(_Spec):
+    """A change detector run on the per-example loss (0/1 error, or absolute error).
+
+    Without a name, the task picks one: a Bernoulli GLR on the 0/1 error of a
+    classifier, a Gaussian GLR on the absolute error of a regressor.
+    """
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -72,12 +97,22 @@ class ModelSpec(_Spec):
 
     @model_validator(mode="after")
     def _metric_fits_task(self) -> ModelSpec:
-        metric = self.performance.metric
-        if metric is not None and (metric == "accuracy") != (self.task == "classification"):
-            raise ValueError(f"metric {metric!r} does not fit task {self.task!r}")
-        if metric == "accuracy" and self.performance.threshold > 1:
-            raise ValueError("an accuracy threshold must be between 0 and 1")
+        perf = self.performance
+        if perf.metric is not None and (perf.metric == "accuracy") != (self.task == "classification"):
+            raise ValueError(f"metric {perf.metric!r} does not fit task {self.task!r}")
+        # An alert whose recovery level cannot be reached would never resolve.
+        if self.metric == "accuracy" and perf.threshold + perf.hysteresis > 1:
+            raise ValueError("an accuracy threshold plus its hysteresis must be at most 1")
+        if self.metric == "mae" and perf.hysteresis >= perf.threshold:
+            raise ValueError("an mae hysteresis must be smaller than the threshold")
         return self
+
+    @property
+    def detector_name(self) -> str | None:
+        """The detector to run, or None for threshold alerts only."""
+        if self.detector is None:
+            return None
+        return self.detector.name or DEFAULT_DETECTORS[self.task]
 
     @property
     def metric(self) -> Literal["accuracy", "mae"]:
@@ -93,8 +128,8 @@ class MonitorConfig(_Spec):
     ...     task: classification
     ...     performance: {window: 500, threshold: 0.85}
     ... ''')
-    >>> cfg.models["speech-asr"].metric, cfg.models["speech-asr"].detector.name
-    ('accuracy', 'bernoulli_cusum')
+    >>> cfg.models["speech-asr"].metric, cfg.models["speech-asr"].detector_name
+    ('accuracy', 'bernoulli_glr')
     >>> parse_monitor_config("models: {asr: {task: classification, performance: {window: 2, threshold: 0.8}}}")
     Traceback (most recent call last):
     ...

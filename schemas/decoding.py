@@ -60,8 +60,12 @@ def _non_finite(value: Any) -> bool:
 def _summary(errors: list[Any]) -> str:
     seen: dict[str, str] = {}
     for err in errors:
-        # Union members repeat the same location; keep the first message per field.
-        loc = ".".join(str(p) for p in err["loc"] if not _is_union_branch(p)) or "<root>"
+        # Each member of a union reports the same field with its type's tag
+        # appended; drop that one trailing tag and keep the first message per field.
+        parts = list(err["loc"])
+        if len(parts) > 1 and _is_union_branch(parts[-1]):
+            parts.pop()
+        loc = ".".join(str(p) for p in parts) or "<root>"
         seen.setdefault(loc, err["msg"])
     text = "; ".join(f"{loc}: {msg}" for loc, msg in seen.items())
     return text[:1000]

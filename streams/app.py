@@ -87,7 +87,7 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
     names = settings.topics
     monitors = MonitorSet(config, build_detector)
     join_stage: JoinStage[SourceRef] = JoinStage(
-        settings.join_ttl_seconds, settings.max_event_bytes, idle_seconds=settings.join_idle_seconds
+        settings.join_ttl_seconds, settings.max_event_bytes, settings.join_idle_seconds, settings.join_max_pending
     )
     for model, monitor in monitors.monitors.items():
         metrics.performance_threshold.labels(model, monitor.metric_name).set(monitor.spec.performance.threshold)

@@ -10,12 +10,13 @@ client produced them.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from schemas.events import Alert, OutcomeEvent, PredictionEvent
@@ -44,6 +45,9 @@ class LoggerStats:
 class PredictionLogger:
     """Publishes prediction and outcome events without ever blocking the caller.
 
+    ``log_prediction`` and ``log_outcome`` take the event model or a dict in the
+    wire format (what ``json.loads`` gives) and return whether it was queued.
+
     Parameters
     ----------
     config
@@ -54,6 +58,8 @@ class PredictionLogger:
         Events held in memory while the broker is unreachable; beyond this they are dropped and counted.
     delivery_timeout_seconds
         How long an event may wait for the broker before it counts as failed.
+    max_event_bytes
+        Larger events are refused as invalid: the worker would dead-letter them (keep the two equal).
     """
 
     def __init__(
@@ -62,8 +68,10 @@ class PredictionLogger:
         topics: TopicNames | None = None,
         max_buffered: int = 100_000,
         delivery_timeout_seconds: float = 30.0,
+        max_event_bytes: int = 64 * 1024,
     ) -> None:
         self.topics = topics or TopicNames()
+        self.max_event_bytes = max_event_bytes
         self.stats = LoggerStats()
         self._producer = Producer(
             {
@@ -75,6 +83,8 @@ class PredictionLogger:
                 "enable.idempotence": True,
                 "message.timeout.ms": int(delivery_timeout_seconds * 1000),
                 "error_cb": self._on_error,
+                # librdkafka's own log lines go through Python logging, not the app's stderr.
+                "logger": log,
             }
         )
 
@@ -88,20 +98,32 @@ class PredictionLogger:
             self.stats.n_failed += 1
             log.warning("prediction logger: delivery failed: %s", error)
 
-    def _send(self, topic: str, event: BaseModel | dict[str, Any], adapter: TypeAdapter[Any]) -> bool:
+    def _send(self, topic: str, event: BaseModel | dict[str, Any], kind: type[BaseModel]) -> bool:
         try:
-            valid = event if isinstance(event, BaseModel) else adapter.validate_python(event)
-        except ValidationError as exc:
+            if isinstance(event, kind):
+                valid = event
+            elif isinstance(event, BaseModel):
+                raise TypeError(f"expected a {kind.__name__}, got a {type(event).__name__}")
+            else:
+                # Dicts are read as the wire format (ISO times as strings), as from json.loads.
+                valid = kind.model_validate_json(json.dumps(event, default=str))
+            value = valid.model_dump_json().encode()
+            if len(value) > self.max_event_bytes:
+                raise ValueError(f"event of {len(value)} bytes exceeds max_event_bytes={self.max_event_bytes}")
+        except (ValidationError, TypeError, ValueError) as exc:
             self.stats.n_invalid += 1
-            log.warning("prediction logger: invalid event dropped: %s", exc.errors(include_url=False)[:3])
+            log.warning("prediction logger: invalid event dropped: %s", exc)
             return False
         try:
             self._producer.produce(
-                topic, key=valid.prediction_id.encode(), value=valid.model_dump_json().encode(),
-                on_delivery=self._on_delivery,
+                topic, key=valid.prediction_id.encode(), value=value, on_delivery=self._on_delivery  # type: ignore[attr-defined]
             )
         except BufferError:
             self.stats.n_dropped_buffer_full += 1
+            return False
+        except KafkaException as exc:
+            self.stats.n_failed += 1
+            log.warning("prediction logger: produce refused: %s", exc)
             return False
         finally:
             # Serve delivery callbacks without waiting.
@@ -111,11 +133,11 @@ class PredictionLogger:
 
     def log_prediction(self, event: PredictionEvent | dict[str, Any]) -> bool:
         """Queue one prediction; False if it was invalid or dropped."""
-        return self._send(self.topics.predictions, event, _PREDICTION)
+        return self._send(self.topics.predictions, event, PredictionEvent)
 
     def log_outcome(self, event: OutcomeEvent | dict[str, Any]) -> bool:
         """Queue one outcome; False if it was invalid or dropped."""
-        return self._send(self.topics.outcomes, event, _OUTCOME)
+        return self._send(self.topics.outcomes, event, OutcomeEvent)
 
     def flush(self, timeout: float = 10.0) -> int:
         """Wait up to ``timeout`` for queued events; return how many are still queued."""
@@ -125,8 +147,6 @@ class PredictionLogger:
         self.flush(timeout)
 
 
-_PREDICTION: TypeAdapter[PredictionEvent] = TypeAdapter(PredictionEvent)
-_OUTCOME: TypeAdapter[OutcomeEvent] = TypeAdapter(OutcomeEvent)
 _ALERT: TypeAdapter[Alert] = TypeAdapter(Alert)
 
 
@@ -150,7 +170,8 @@ class AlertSubscriber:
     ) -> None:
         self.topics = topics or TopicNames()
         self._consumer = Consumer(
-            {**config, "group.id": group_id, "auto.offset.reset": "earliest" if from_beginning else "latest"}
+            {**config, "group.id": group_id, "auto.offset.reset": "earliest" if from_beginning else "latest",
+             "logger": log}
         )
         self._consumer.subscribe([self.topics.alerts])
 

@@ -37,7 +37,7 @@ models:
       threshold: 0.85
       hysteresis: 0.02
     detector:
-      name: bernoulli_cusum
+      name: bernoulli_glr
       params: {false_alarm_horizon: 100000}
     retrain:
       cooldown_seconds: 3600

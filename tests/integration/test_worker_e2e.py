@@ -21,7 +21,7 @@ models:
   speech-asr:
     task: classification
     performance: {metric: accuracy, window: 500, threshold: 0.85, hysteresis: 0.02}
-    detector: {name: bernoulli_cusum, params: {false_alarm_horizon: 100000}}
+    detector: {name: bernoulli_glr, params: {false_alarm_horizon: 100000}}
     retrain: {cooldown_seconds: 3600}
 """
 ALERTS = TypeAdapter(Alert)
@@ -51,7 +51,7 @@ def test_speech_decay_alerts_and_triggers_only_after_the_change(kafka_bootstrap:
     assert fired, "no alert fired although accuracy fell from 92% to 80%"
     assert all(a.kind == "performance_decay" and a.model == "speech-asr" for a in fired)
     assert [a for a in fired if a.event_time < change_time] == [], "alert before the change: a false alarm"
-    assert {a.detector for a in fired} == {"threshold", "bernoulli_cusum"}
+    assert {a.detector for a in fired} == {"threshold", "bernoulli_glr"}
     # Both must come within 1,000 utterances of the change.
     assert max(a.event_time for a in fired) < change_time + timedelta(seconds=1000)
     assert len(triggers) == 1, "the cooldown allows one trigger per hour of event time"

@@ -93,12 +93,6 @@ def test_close_is_bounded_by_its_timeout() -> None:
     lg.flush(1.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="streams/client.py _send catches only BufferError around produce(): an event bigger than "
-    "librdkafka's message.max.bytes (valid per the schema, e.g. 256 features of 1024 NUL chars, each "
-    "escaped to 6 bytes) raises KafkaException(MSG_SIZE_TOO_LARGE) into the app",
-)
 def test_an_oversized_valid_event_does_not_raise(logger: PredictionLogger) -> None:
     big = PredictionEvent(
         prediction_id="big", model="asr", model_version="1", event_time=T0, prediction=1,
@@ -108,20 +102,10 @@ def test_an_oversized_valid_event_does_not_raise(logger: PredictionLogger) -> No
     assert logger.log_prediction(big) is False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="streams/client.py _send skips validation for any BaseModel, so log_outcome(PredictionEvent) "
-    "is accepted and published on the outcomes topic, where the worker dead-letters it",
-)
 def test_a_prediction_given_as_an_outcome_is_invalid(logger: PredictionLogger) -> None:
     assert logger.log_outcome(PredictionEvent.model_validate(prediction(0))) is False  # type: ignore[arg-type]
     assert logger.stats.n_invalid == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="streams/client.py validates dicts with validate_python on strict models, so a dict in the "
-    "wire format (event_time as an ISO string, as from json.loads) is counted invalid and dropped",
-)
 def test_a_dict_in_wire_format_is_accepted(logger: PredictionLogger) -> None:
     assert logger.log_prediction({**prediction(0), "event_time": "2026-01-01T00:00:00Z"}) is True

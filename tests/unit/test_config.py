@@ -30,7 +30,7 @@ models:
     )
     asr, eta = cfg.models["asr"], cfg.models["eta"]
     assert (asr.metric, asr.performance.window, asr.performance.min_samples) == ("accuracy", 500, None)
-    assert asr.detector is not None and asr.detector.name == "bernoulli_cusum"
+    assert asr.detector is not None and asr.detector_name == "bernoulli_glr"
     assert asr.retrain.enabled and asr.retrain.cooldown_seconds == 3600.0
     assert (eta.metric, eta.performance.window, eta.performance.min_samples) == ("mae", 50, 20)
     assert eta.detector is None
@@ -84,12 +84,6 @@ def test_explicit_accuracy_threshold_above_one_is_refused_but_mae_is_not() -> No
     assert parse_monitor_config("models: {eta: {task: regression, performance: {threshold: 1.5}}}").models["eta"].metric == "mae"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="schemas/config.py ModelSpec._metric_fits_task checks self.performance.metric (None when "
-    "defaulted) instead of self.metric, so a classification model with the default metric accepts "
-    "an accuracy threshold of 1.5, which breaches on every example",
-)
 def test_defaulted_accuracy_threshold_above_one_is_refused() -> None:
     with pytest.raises(ConfigError) as info:
         parse_monitor_config("models: {asr: {task: classification, performance: {threshold: 1.5}}}")
@@ -155,11 +149,6 @@ def test_config_is_frozen() -> None:
         cfg.models["asr"].performance.window = 3  # type: ignore[misc]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="schemas/config.py accepts an accuracy threshold + hysteresis above 1: the resolve level "
-    "can never be reached, so every alert stays open forever",
-)
 def test_unreachable_resolve_level_is_refused() -> None:
     with pytest.raises(ConfigError) as info:
         parse_monitor_config(

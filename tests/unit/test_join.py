@@ -90,35 +90,30 @@ def test_joined_ids_are_forgotten_after_ttl_on_both_clocks() -> None:
     assert j.add_outcome(outc("a", 11), 5) is None
 
 
-def test_prediction_expires_on_the_outcome_clock_only() -> None:
+def test_prediction_expires_on_the_outcome_clock_while_its_own_runs_less_than_two_ttls_ahead() -> None:
     j: OutcomeJoiner[str] = OutcomeJoiner(TTL)
     j.add_prediction(pred("a", 0), "ref-a")
-    # The prediction clock racing ahead (a consumer reading far ahead) expires nothing.
-    j.add_prediction(pred("b", 10_000), "ref-b")
+    # The prediction clock racing ahead (a consumer reading ahead) expires nothing within two TTLs.
+    j.add_prediction(pred("b", 2 * TTL), "ref-b")
     assert j.expire() == []
     assert j.n_pending == 2
-    # Outcome clock exactly at the deadline: not yet.  (The unmatched outcomes
-    # themselves expire at once, on the far-ahead prediction clock.)
+    # Outcome clock exactly at the deadline: not yet.
     j.add_outcome(outc("z", TTL), "ref-z")
-    assert [e.prediction_id for e in j.expire()] == ["z"]
-    assert j.n_pending == 2
+    assert j.expire() == []
     j.add_outcome(outc("z2", TTL + 0.001), "ref-z2")
     expired = j.expire()
-    assert Expired("prediction", "a", at(0), "ref-a") in expired
-    assert [e.side for e in expired].count("prediction") == 1
-    assert j.clock("prediction") == at(10_000) and j.clock("outcome") == at(TTL + 0.001)
+    assert [(e.side, e.prediction_id, e.ref) for e in expired] == [("prediction", "a", "ref-a")]
+    assert j.clock("prediction") == at(2 * TTL) and j.clock("outcome") == at(TTL + 0.001)
 
 
-def test_outcome_expires_on_the_prediction_clock_only() -> None:
+def test_outcome_expires_on_the_prediction_clock_while_its_own_runs_less_than_two_ttls_ahead() -> None:
     j: OutcomeJoiner[str] = OutcomeJoiner(TTL)
     j.add_outcome(outc("a", 0), "ref-a")
-    j.add_outcome(outc("b", 10_000), "ref-b")
+    j.add_outcome(outc("b", 2 * TTL), "ref-b")
     assert j.expire() == []
-    j.advance("prediction", at(TTL + 1))
-    assert j.expire() == [Expired("outcome", "a", at(0), "ref-a")]
-    assert j.n_pending == 1
-    # An expired id is no longer a duplicate: its late partner waits afresh.
-    assert j.add_prediction(pred("a", 0), "late") is None
+    j.add_prediction(pred("y", TTL + 0.001), "ref-y")
+    expired = j.expire()
+    assert [(e.side, e.prediction_id, e.ref) for e in expired] == [("outcome", "a", "ref-a")]
 
 
 def test_advance_never_moves_a_clock_backwards() -> None:
@@ -148,15 +143,21 @@ def test_ttl_must_be_positive(ttl: float) -> None:
     assert info.value.name == "ttl_seconds"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="detectors/join.py expire(): predictions only expire on the outcome clock, which is None until "
-    "the first outcome; a model whose outcomes never come keeps every prediction forever, "
-    "so memory is not bounded by the TTL as the class docstring says",
-)
 def test_memory_is_bounded_when_no_outcome_ever_arrives() -> None:
-    j: OutcomeJoiner[int] = OutcomeJoiner(TTL)
+    """No partner clock ever moves: max_pending still bounds memory, and evictions are reported."""
+    j: OutcomeJoiner[int] = OutcomeJoiner(TTL, max_pending=50)
+    expired: list[Expired[int]] = []
     for i in range(1000):
         j.add_prediction(pred(f"p{i}", i * 10.0), i)
-        j.expire()
-    assert j.n_pending <= TTL / 10 + 1
+        expired.extend(j.expire())
+        assert j.n_pending <= 50
+    # The oldest go first, and every event is either pending or reported expired.
+    assert [e.ref for e in expired] == list(range(950))
+    assert j.n_pending + len(expired) == 1000
+
+
+def test_max_pending_must_be_positive() -> None:
+    with pytest.raises(InvalidParameter) as info:
+        OutcomeJoiner(TTL, max_pending=0)
+    assert info.value.name == "max_pending"
+

@@ -164,17 +164,21 @@ def test_idle_waits_for_quiet_and_then_runs_event_time_on() -> None:
 def test_new_traffic_restarts_the_quiet_period() -> None:
     stage: JoinStage[str] = JoinStage(ttl_seconds=TTL, max_event_bytes=MAX_BYTES, idle_seconds=5.0)
     stage.process([RawRecord("prediction", pred_bytes("a", 0), "p-a"), RawRecord("outcome", out_bytes("b", 0), "o-b")], wall_time=0.0)
-    stage.process([RawRecord("prediction", pred_bytes("c", 1), "p-c")], wall_time=50.0)
-    # 61 s after the first batch but only 11 s after the last: event time runs on 11 s.
+    stage.process([RawRecord("prediction", pred_bytes("c", 1), "p-c"), RawRecord("outcome", out_bytes("d", 1), "o-d")], wall_time=50.0)
+    # 61 s after the first batch but only 11 s after the last on both sides: event time runs on 11 s.
     assert stage.idle(61.0).expired == []
-    assert stage.n_pending == 3
+    assert stage.n_pending == 4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="detectors/pipeline.py idle() only advances clocks that are not None, and join.py expires "
-    "predictions on the outcome clock alone: with no outcome ever read, a prediction never expires",
-)
+def test_a_quiet_outcome_side_expires_predictions_that_keep_flowing() -> None:
+    stage: JoinStage[str] = JoinStage(ttl_seconds=TTL, max_event_bytes=MAX_BYTES, idle_seconds=5.0)
+    stage.process([RawRecord("prediction", pred_bytes("a", 0), "p-a"), RawRecord("outcome", out_bytes("b", 0), "o-b")], wall_time=0.0)
+    for wall in range(10, 70, 10):
+        stage.process([RawRecord("prediction", pred_bytes(f"p{wall}", wall), f"p-{wall}")], wall_time=float(wall))
+    # The outcome side has been quiet 61 s: its clock stands at 61, past a's deadline (60) only.
+    expired = stage.idle(61.0).expired
+    assert [(e.side, e.prediction_id) for e in expired] == [("prediction", "a")]
+
 def test_idle_drains_when_only_predictions_ever_came() -> None:
     stage: JoinStage[str] = JoinStage(ttl_seconds=TTL, max_event_bytes=MAX_BYTES, idle_seconds=5.0)
     stage.process([RawRecord("prediction", pred_bytes("a", 0), "p-a")], wall_time=0.0)

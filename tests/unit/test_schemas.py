@@ -284,11 +284,6 @@ def test_schema_reason_names_each_bad_field() -> None:
     assert len(result.reason) <= 1000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="decoding._is_union_branch drops any location part named bool/int/float/str/none, "
-    "so a bad feature called 'bool' is reported against 'features' instead of 'features.bool'",
-)
 def test_schema_reason_names_feature_even_if_called_like_a_type() -> None:
     result = decode(PREDICTION, _raw(_valid_prediction(features={"bool": [1]})), 4096)
     assert isinstance(result, Rejection)
