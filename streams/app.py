@@ -149,6 +149,7 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
             publish_ingest(join_stage.process(records, wall_time=time.time()))
             metrics.batch_size.labels("ingest").observe(len(events))
             metrics.batch_seconds.labels("ingest").observe(time.perf_counter() - started)
+            metrics.observe_batch("ingest", events, side_of_topic.get, app.consumer.highwater)
 
     @app.timer(interval=1.0)
     async def expire_while_idle() -> None:
@@ -204,8 +205,11 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
                 if model in monitors.monitors:
                     metrics.examples.labels(model).inc(n)
             publish_monitor(result, dead)
+            metrics.observe_label_delay(examples, monitors.monitors)
+            metrics.observe_alert_latency(result.alerts, events)
             metrics.batch_size.labels("monitor").observe(len(events))
             metrics.batch_seconds.labels("monitor").observe(time.perf_counter() - started)
+            metrics.observe_batch("monitor", events, lambda _topic: "labelled", app.consumer.highwater)
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Container, Iterable, Sequence
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 __all__ = ["WorkerMetrics"]
@@ -55,3 +59,70 @@ class WorkerMetrics:
         self.retrain_triggers = Counter(
             "driftline_retrain_triggers", "Retrain triggers published.", ["model", "reason"], registry=r
         )
+        self.alert_latency = Histogram(
+            "driftline_alert_latency_seconds",
+            # Event times can be historical (replays, backtests), so this is the pipeline's delay, not event-time delay.
+            "Wall time from the Kafka timestamp of the oldest labelled example in the batch that raised an alert "
+            "to the alert being handed to the producer.",
+            ["model"], registry=r,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+        )
+        self.label_delay = Histogram(
+            "driftline_label_delay_seconds",
+            "Event time from a prediction to its outcome (how late ground truth arrives).",
+            ["model"], registry=r,
+            buckets=(0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 6 * 3600.0, 86400.0, 7 * 86400.0),
+        )
+        self.consumer_lag = Gauge(
+            "driftline_consumer_lag_messages",
+            # Updated per batch from the high-water marks the fetches return; a partition with no batch keeps its
+            # last value, so a stall shows as a frozen non-zero lag with no reads (see the DriftlineConsumptionStalled rule).
+            "Messages behind the partition's high-water mark after the last batch read from it.",
+            ["source", "partition"], registry=r,
+        )
+        self.last_batch = Gauge(
+            "driftline_last_batch_timestamp_seconds", "Unix time at which the last micro-batch was handled.",
+            ["stage"], registry=r,
+        )
+
+    def observe_batch(
+        self, stage: str, events: Sequence[Any], source_of: Callable[[str], str | None],
+        highwater: Callable[[Any], int | None],
+    ) -> None:
+        """Consumer lag of each partition the batch came from, and the batch's wall time.
+
+        ``events`` are Faust events (``event.message.tp``, ``.offset``); ``highwater`` is
+        ``app.consumer.highwater``, which reads the mark cached from the last fetch, so this costs no request.
+        """
+        self.last_batch.labels(stage).set(time.time())
+        last_offset: dict[Any, int] = {}
+        for event in events:
+            last_offset[event.message.tp] = event.message.offset
+        for tp, offset in last_offset.items():
+            source = source_of(tp.topic)
+            try:
+                mark = highwater(tp)
+            # aiokafka asserts the partition is assigned; during a rebalance it may not be, and a metric
+            # must never stop the stream.
+            except (AssertionError, KeyError, RuntimeError):
+                continue
+            if source is None or mark is None:
+                continue
+            self.consumer_lag.labels(source, str(tp.partition)).set(max(mark - offset - 1, 0))
+
+    def observe_label_delay(self, examples: Iterable[Any], models: Container[str]) -> None:
+        """Prediction-to-outcome event-time delay of labelled examples of configured models (bounded labels)."""
+        for example in examples:
+            model = example.prediction.model
+            if model in models:
+                delay = (example.outcome.event_time - example.prediction.event_time).total_seconds()
+                self.label_delay.labels(model).observe(max(delay, 0.0))
+
+    def observe_alert_latency(self, alerts: Iterable[Any], events: Sequence[Any]) -> None:
+        """Pipeline delay of each alert: now minus the oldest Kafka timestamp of the batch that raised it."""
+        stamps = [e.message.timestamp for e in events if e.message.timestamp]
+        if not stamps:
+            return
+        latency = max(time.time() - min(stamps), 0.0)
+        for alert in alerts:
+            self.alert_latency.labels(alert.model).observe(latency)
