@@ -28,6 +28,7 @@ demo: $(STAMP)
 	$(VENV)/bin/driftline demo
 
 test: $(STAMP)
+	sh scripts/ensure-tools.sh
 	$(PY) -m pytest
 
 test-unit: $(STAMP)

@@ -1,0 +1,14 @@
+# The driftline image: the worker, the retrainer, topic creation and the demo producer (docker-compose.yml).
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY schemas schemas
+COPY detectors detectors
+COPY retrainer retrainer
+COPY streams streams
+RUN pip install --no-cache-dir . && useradd --system --create-home driftline && mkdir -p /var/lib/driftline \
+    && chown driftline /var/lib/driftline
+USER driftline
+ENV DRIFTLINE_WEB_HOST=0.0.0.0 DRIFTLINE_DATA_DIR=/var/lib/driftline
+ENTRYPOINT ["driftline"]
+CMD ["--help"]

@@ -1,0 +1,182 @@
+"""The deployment files: generated dashboards are fresh and structurally valid, rules and compose parse with real tools."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+RULES = DEPLOY / "prometheus" / "rules"
+
+
+def _load_dashboards_module():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("driftline_deploy_dashboards", DEPLOY / "dashboards.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+dashboards = _load_dashboards_module()
+PANEL_TYPES = {"timeseries", "stat", "table", "gauge", "bargauge", "heatmap", "text", "row", "state-timeline"}
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is missing: run scripts/ensure-tools.sh (make test does)")
+    return path
+
+
+def _provisioned_datasource_uid() -> str:
+    doc = yaml.safe_load((DEPLOY / "grafana/provisioning/datasources/prometheus.yml").read_text())
+    (source,) = doc["datasources"]
+    assert source["type"] == "prometheus"
+    return str(source["uid"])
+
+
+def test_checked_in_dashboards_equal_the_generator_output() -> None:
+    assert dashboards.stale_files() == [], "run `python deploy/dashboards.py` and commit the JSON"
+    on_disk = {p.name for p in (DEPLOY / "grafana/dashboards").glob("*.json")}
+    assert on_disk == set(dashboards.dashboard_files()), "a dashboard file the generator does not make"
+
+
+def test_staleness_check_notices_a_hand_edit(tmp_path: Path) -> None:
+    for name, text in dashboards.dashboard_files().items():
+        (tmp_path / name).write_text(text)
+    assert dashboards.stale_files(tmp_path) == []
+    first = sorted(dashboards.dashboard_files())[0]
+    (tmp_path / first).write_text((tmp_path / first).read_text().replace('"refresh": "10s"', '"refresh": "5s"'))
+    assert dashboards.stale_files(tmp_path) == [first]
+
+
+@pytest.mark.parametrize("name", sorted(dashboards.dashboard_files()))
+def test_dashboard_json_is_valid_for_its_schema_version(name: str) -> None:
+    board = json.loads((DEPLOY / "grafana/dashboards" / name).read_text())
+    uid = _provisioned_datasource_uid()
+    # schemaVersion 39 (Grafana 10.4/11): panels at the top level with gridPos, targets with refId, templating.list.
+    assert board["schemaVersion"] == 39
+    assert board["uid"] and len(board["uid"]) <= 40 and board["title"]
+    assert isinstance(board["templating"]["list"], list) and isinstance(board["annotations"]["list"], list)
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    for var in variables.values():
+        assert var["type"] == "query" and var["datasource"]["uid"] == uid
+        assert var["query"]["query"].startswith("label_values(")
+    ids = [p["id"] for p in board["panels"]]
+    assert len(ids) == len(set(ids)) and all(isinstance(i, int) and i > 0 for i in ids)
+    cells: set[tuple[int, int]] = set()
+    for panel in board["panels"]:
+        assert panel["type"] in PANEL_TYPES, panel["type"]
+        assert panel["datasource"] == {"type": "prometheus", "uid": uid}, panel["title"]
+        grid = panel["gridPos"]
+        assert all(isinstance(grid[k], int) for k in ("h", "w", "x", "y"))
+        assert grid["w"] > 0 and grid["h"] > 0 and grid["x"] + grid["w"] <= 24, panel["title"]
+        mine = {(x, y) for x in range(grid["x"], grid["x"] + grid["w"]) for y in range(grid["y"], grid["y"] + grid["h"])}
+        assert not mine & cells, f"panel {panel['title']!r} overlaps another"
+        cells |= mine
+        assert panel["targets"], panel["title"]
+        ref_ids = [t["refId"] for t in panel["targets"]]
+        assert len(ref_ids) == len(set(ref_ids))
+        for target in panel["targets"]:
+            assert target["expr"].strip() and target["datasource"]["uid"] == uid
+            _check_variables(target["expr"], variables)
+    for annotation in board["annotations"]["list"][1:]:
+        assert annotation["datasource"]["uid"] == uid and annotation["expr"].strip()
+        _check_variables(annotation["expr"], variables)
+
+
+def _check_variables(expr: str, variables: dict) -> None:  # type: ignore[type-arg]
+    for var in re.findall(r"\$(\w+)", expr):
+        assert var.startswith("__") or var in variables, f"${var} in {expr!r} is no templating variable"
+
+
+def test_per_model_dashboard_is_templated_by_model() -> None:
+    board = json.loads((DEPLOY / "grafana/dashboards/driftline-model.json").read_text())
+    assert [v["name"] for v in board["templating"]["list"]] == ["model"]
+    assert all('model="$model"' in t["expr"] for p in board["panels"] for t in p["targets"])
+
+
+def test_dashboard_promql_parses_with_promtool(tmp_path: Path) -> None:
+    """Each dashboard expression, variables substituted, as a recording rule: promtool parses every one."""
+    rules = [{"record": f"dashboard:expr_{i}", "expr": _substitute(expr)}
+             for i, (_, expr) in enumerate(dashboards.all_expressions())]
+    path = tmp_path / "dashboards.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
+    result = subprocess.run([_tool("promtool"), "check", "rules", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _substitute(expr: str) -> str:
+    return expr.replace("$__rate_interval", "1m").replace("$model", "speech-asr")
+
+
+def test_alert_and_recording_rules_pass_promtool() -> None:
+    files = sorted(RULES.glob("*.yml"))
+    assert files
+    result = subprocess.run([_tool("promtool"), "check", "rules", *map(str, files)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    names = {r.get("alert") for f in files for g in yaml.safe_load(f.read_text())["groups"] for r in g["rules"]}
+    assert {"DriftlineModelAlertOpen", "DriftlineDeadLetterSpike", "DriftlineConsumptionStalled",
+            "DriftlineWorkerDown", "DriftlineWorkerAbsent"} <= names
+
+
+def test_prometheus_config_passes_promtool_and_scrapes_the_jobs_the_rules_name() -> None:
+    config = DEPLOY / "prometheus/prometheus.yml"
+    result = subprocess.run([_tool("promtool"), "check", "config", str(config)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    jobs = {j["job_name"] for j in yaml.safe_load(config.read_text())["scrape_configs"]}
+    assert jobs == {dashboards.WORKER_JOB, dashboards.RETRAINER_JOB}
+
+
+def test_compose_file_parses_with_docker_compose_and_has_the_stack() -> None:
+    run = [_tool("docker-compose"), "--project-directory", str(ROOT), "-f", str(ROOT / "docker-compose.yml")]
+    demo = subprocess.run([*run, "--profile", "demo", "config"], capture_output=True, text=True, cwd=ROOT)
+    assert demo.returncode == 0, demo.stderr
+    services = yaml.safe_load(demo.stdout)["services"]
+    # docker-compose 1.29's `config` lists profiled services too; what `up` starts is what has no profile.
+    assert {n for n, s in services.items() if not s.get("profiles")} == {
+        "kafka", "topics", "worker", "retrainer", "prometheus", "grafana"}
+    assert services["demo"]["profiles"] == ["demo"]
+
+    kafka = services["kafka"]
+    assert kafka["image"] == "apache/kafka:4.1.1"
+    env = kafka["environment"]
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    listeners = dict(item.split("://") for item in env["KAFKA_ADVERTISED_LISTENERS"].split(","))
+    assert listeners["PLAINTEXT_HOST"] == "localhost:9092" and listeners["PLAINTEXT"].startswith("kafka:")
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"].startswith("1@kafka:")
+    assert len(env["CLUSTER_ID"]) == 22  # 16 bytes, URL-safe base64 without padding
+
+    assert services["topics"]["command"] == ["topics", "create"]
+    assert services["worker"]["command"] == ["worker"] and services["retrainer"]["command"] == ["retrainer"]
+    for name in ("worker", "retrainer", "demo"):
+        assert services[name]["depends_on"]["topics"]["condition"] == "service_completed_successfully"
+        assert services[name]["environment"]["DRIFTLINE_KAFKA_BOOTSTRAP"] == "kafka:19092"
+    assert services["topics"]["depends_on"]["kafka"]["condition"] == "service_healthy"
+
+    targets = {t for j in yaml.safe_load((DEPLOY / "prometheus/prometheus.yml").read_text())["scrape_configs"]
+               for c in j["static_configs"] for t in c["targets"]}
+    assert targets == {f"worker:{services['worker']['environment']['DRIFTLINE_WEB_PORT']}",
+                       f"retrainer:{services['retrainer']['environment']['DRIFTLINE_WEB_PORT']}"}
+    volumes = [_volume(v) for name in ("grafana", "prometheus") for v in services[name]["volumes"]]
+    assert {"/etc/grafana/provisioning", "/var/lib/grafana/dashboards", "/etc/prometheus/rules"} <= {t for _, t in volumes}
+    for source, target in volumes:
+        assert (ROOT / source).exists(), (source, target)
+
+
+def _volume(volume: str | dict) -> tuple[str, str]:  # type: ignore[type-arg]
+    """(source, target) of a short ("src:dst:ro") or long-syntax volume, as docker-compose versions print them."""
+    if isinstance(volume, dict):
+        return str(volume["source"]), str(volume["target"])
+    source, target = volume.split(":")[:2]
+    return source, target
