@@ -138,6 +138,10 @@ class MonitorConfig(_Spec):
     """
 
     models: dict[ModelName, ModelSpec] = Field(default_factory=dict)
+    learners: dict[ModelName, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per-model online learner of the retrainer; validated by the retrainer (retrainer.settings).",
+    )
 
 
 def _dotted(loc: tuple[int | str, ...]) -> str:

@@ -132,6 +132,106 @@ def demo(
     raise typer.Exit(run_demo(n_events=events, timeout=timeout))
 
 
+models_app = typer.Typer(no_args_is_help=True, help="The model registry: versions, lineage, rollbacks.")
+app.add_typer(models_app, name="models")
+
+
+def _retrainer_setup(config: Optional[Path]):  # type: ignore[no-untyped-def]
+    from retrainer.settings import retrainer_config
+    from streams.settings import load_settings
+
+    settings = load_settings(**({"monitor_config": config} if config else {}))
+    return settings, retrainer_config(load_monitor_config(settings.monitor_config), source=str(settings.monitor_config))
+
+
+@app.command()
+def retrainer(
+    config: Annotated[Optional[Path], typer.Option(help="Monitor config with the learners: section (default: DRIFTLINE_MONITOR_CONFIG).")] = None,
+) -> None:
+    """Run the retrainer: learn online from labelled examples, answer retrain triggers, publish model versions."""
+    from streams.retrainer_app import run_retrainer
+    from streams.topics import ensure_topics
+
+    settings, learners = _retrainer_setup(config)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ensure_topics(settings)
+    run_retrainer(settings, learners)
+
+
+def _registry():  # type: ignore[no-untyped-def]
+    from retrainer.settings import open_registry
+    from streams.settings import load_settings
+
+    settings = load_settings()
+    return settings, open_registry(settings.retrainer_data_dir)
+
+
+@models_app.command("list")
+def models_list(model: Annotated[Optional[str], typer.Argument(help="Only this model.")] = None) -> None:
+    """Every version of every model (or of one), its status, parent and headline metric."""
+    settings, registry = _registry()
+    names = [model] if model else registry.models()
+    if not names or (model and not registry.history(model)):
+        typer.echo(f"no versions in {registry.path}")
+        raise typer.Exit(1 if model else 0)
+    for name in names:
+        current = registry.current(name)
+        for v in registry.versions(name):
+            mark = "*" if current is not None and v.version == current.version else " "
+            headline = ", ".join(f"{k}={val:.4g}" for k, val in v.metrics.items() if k.startswith(("challenger_", "progressive_")))
+            typer.echo(f"{mark} {name} {v.version:>4} {v.status:<11} parent={v.parent_version or '-':<4} "
+                       f"examples={v.n_examples:<6} {headline}")
+    typer.echo("(* = current, served from the models topic)")
+
+
+@models_app.command("show")
+def models_show(
+    model: Annotated[str, typer.Argument()],
+    version: Annotated[Optional[str], typer.Argument(help="Default: the current version.")] = None,
+) -> None:
+    """One version's lineage: every record written for it, as JSON lines."""
+    from retrainer.exceptions import UnknownVersion
+
+    settings, registry = _registry()
+    if version is None:
+        current = registry.current(model)
+        if current is None:
+            typer.echo(f"model {model!r} has no current version", err=True)
+            raise typer.Exit(1)
+        version = current.version
+    try:
+        registry.get(model, version)
+    except UnknownVersion as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
+    for record in registry.history(model):
+        if record.version == version:
+            typer.echo(record.model_dump_json())
+
+
+@models_app.command("rollback")
+def models_rollback(
+    model: Annotated[str, typer.Argument()],
+    reason: Annotated[str, typer.Option(help="Why; kept in the registry.")] = "",
+) -> None:
+    """Roll back to the previously promoted version and announce it on the models topic."""
+    from datetime import datetime, timezone
+
+    from confluent_kafka import Producer
+
+    from streams.retrainer_app import publish_versions
+
+    settings, registry = _registry()
+    records = registry.rollback(model, now=datetime.now(timezone.utc), reason=reason)
+    producer = Producer({**settings.confluent_config(), "acks": "all"})
+    failed = publish_versions(producer, settings.topics.models, records)
+    typer.echo(f"{model}: version {records[0].version} rolled back, version {records[1].version} is current")
+    if failed:
+        typer.echo(f"the registry is updated but {failed} message(s) did not reach {settings.topics.models}; "
+                   "the retrainer republishes the registry when it starts", err=True)
+        raise typer.Exit(1)
+
+
 def main() -> None:
     try:
         app()

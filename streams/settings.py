@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     broker_request_timeout: Annotated[float, Field(gt=0)] = 90.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
 
+    # The retrainer service (``driftline retrainer``) and the apps that serve its models.
+    retrainer_data_dir: Path = Path(".driftline/retrainer")
+    retrainer_group_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]+$")
+    retrainer_web_port: Annotated[int, Field(ge=1, le=65535)] = 6067
+    retrainer_replay_examples: Annotated[int, Field(ge=0, le=10_000_000)] = 5_000
+    retrainer_poll_seconds: Annotated[float, Field(gt=0, le=60)] = 0.5
+
     @model_validator(mode="after")
     def _timeouts_fit(self) -> Settings:
         # faust refuses to start otherwise, with a message that does not name our setting.
@@ -60,6 +67,11 @@ class Settings(BaseSettings):
     @property
     def topics(self) -> TopicNames:
         return TopicNames(self.topic_prefix)
+
+    @property
+    def retrainer_group(self) -> str:
+        """The retrainer's consumer group: its own, never the worker's."""
+        return self.retrainer_group_id or f"{self.app_id}-retrainer"
 
     def confluent_config(self) -> dict[str, str]:
         """librdkafka client settings for the confluent-kafka clients."""

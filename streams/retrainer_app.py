@@ -1,0 +1,380 @@
+"""The retrainer service (``driftline retrainer``): a thin Kafka shell around :class:`retrainer.Retrainer`.
+
+It is its own process with its own consumer group.  It reads the labelled
+examples the worker publishes and the retrain triggers, feeds them to the
+pure core (``learn``, ``on_trigger``, ``poll``) and publishes every
+:class:`~schemas.events.ModelVersion` the core returns on the models topic.
+
+Why plain confluent-kafka clients and not a Faust app: training a challenger is
+seconds of CPU work that would stall Faust's event loop (and its consumer
+heartbeats); the service needs exact control of offsets (commit a trigger only
+once it is decided, replay a window of examples on start) that Faust's agents
+hide; and one sequential loop has no agent concurrency to get wrong
+(faust-streaming #606).
+
+What is on the compacted models topic
+-------------------------------------
+* key ``<model>``: the model's **current** version, i.e. only ``promoted``
+  records (a rollback publishes the re-promoted version here).  Compaction
+  keeps exactly one per model: this is what serving apps read.
+* key ``<model>@<version>``: the latest record of each version (candidate,
+  then promoted or rejected, later perhaps rolled_back), so the topic also
+  holds every version's lineage.  ``@`` cannot occur in a model name.
+
+The registry on disk is the source of truth; the topic is its projection, and
+the service republishes it on start, which repairs a crash between the two.
+
+Offsets and restarts
+--------------------
+Labelled offsets are committed as consumed; on start each partition is
+rewound ``retrainer_replay_examples`` before its committed offset so the
+buffers (holdout and training history) refill.  A trigger's offset is
+committed only once it is decided, so a trigger still waiting for data is read
+again after a restart; a decided trigger read again is ignored, because the
+registry records it as handled.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, Message, Producer, TopicPartition
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from pydantic import TypeAdapter
+
+from retrainer.core import Retrainer
+from retrainer.exceptions import BadExample, UnknownModel
+from retrainer.registry import ModelRegistry
+from retrainer.settings import RetrainerConfig, open_registry, open_store
+from schemas.decoding import Rejection, decode
+from schemas.events import LabelledExample, ModelVersion, RetrainTrigger
+from streams.settings import Settings
+
+__all__ = [
+    "RetrainerMetrics",
+    "RetrainerService",
+    "current_key",
+    "model_version_messages",
+    "publish_versions",
+    "run_retrainer",
+    "version_key",
+]
+
+log = logging.getLogger(__name__)
+_LABELLED = TypeAdapter(LabelledExample)
+_TRIGGER = TypeAdapter(RetrainTrigger)
+CLOUDEVENTS_SOURCE = "urn:driftline:retrainer"
+# Examples read per consume call: big enough to amortise the call, small
+# enough that a trigger waits at most a fraction of a second behind them.
+CONSUME_BATCH = 500
+COMMIT_SECONDS = 2.0
+
+
+def current_key(model: str) -> bytes:
+    """Key of a model's current (promoted) version on the models topic."""
+    return model.encode()
+
+
+def version_key(model: str, version: str) -> bytes:
+    """Key of one version's latest record on the models topic."""
+    return f"{model}@{version}".encode()
+
+
+def model_version_messages(
+    records: Iterable[ModelVersion], announce_current: bool = True
+) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+    """``(key, value, headers)`` of every message that publishes ``records``, in order.
+
+    Every record goes under its version key; a promoted one also under the
+    model's key, as the new current version (unless ``announce_current`` is false).
+
+    >>> from datetime import datetime, timezone
+    >>> t = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    >>> rs = [ModelVersion(model="asr", version="2", status=s, created_at=t) for s in ("candidate", "promoted")]
+    >>> [key for key, _, _ in model_version_messages(rs)]
+    [b'asr@2', b'asr@2', b'asr']
+    """
+    messages = []
+    for record in records:
+        value = record.model_dump_json().encode()
+        headers = [
+            ("ce_specversion", b"1.0"),
+            ("ce_id", f"{record.model}@{record.version}:{record.status}:{record.created_at.isoformat()}".encode()),
+            ("ce_type", f"dev.driftline.model_version.{record.status}".encode()),
+            ("ce_source", CLOUDEVENTS_SOURCE.encode()),
+            ("ce_time", record.created_at.isoformat().encode()),
+            ("content-type", b"application/json"),
+        ]
+        messages.append((version_key(record.model, record.version), value, headers))
+        if announce_current and record.status == "promoted":
+            messages.append((current_key(record.model), value, headers))
+    return messages
+
+
+def publish_versions(
+    producer: Producer, topic: str, records: Sequence[ModelVersion], timeout: float = 30.0, announce_current: bool = True
+) -> int:
+    """Publish ``records`` on the models topic and wait for the broker; return how many failed."""
+    failed = 0
+
+    def on_delivery(err: Any, _msg: Message) -> None:
+        nonlocal failed
+        if err is not None:
+            failed += 1
+            log.error("could not publish a model version to %s: %s", topic, err)
+
+    for key, value, headers in model_version_messages(records, announce_current):
+        producer.produce(topic, key=key, value=value, headers=headers, on_delivery=on_delivery)
+    remaining = producer.flush(timeout)
+    return failed + remaining
+
+
+class RetrainerMetrics:
+    """The retrainer's Prometheus metrics, in a registry of their own."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.challengers = Counter("driftline_challengers", "Challengers decided, by outcome.", ["model", "outcome"], registry=r)
+        self.version_info = Gauge("driftline_model_version_info", "1 for the current (promoted) version of each model.", ["model", "version"], registry=r)
+        self.examples = Counter("driftline_retrainer_examples", "Labelled examples learnt from.", ["model"], registry=r)
+        self.triggers_received = Counter("driftline_retrain_triggers_received", "Retrain triggers read.", ["model"], registry=r)
+        self.triggers_handled = Counter("driftline_retrain_triggers_handled", "Retrain triggers decided (promoted or rejected) by this process.", ["model"], registry=r)
+        self.triggers_duplicate = Counter("driftline_retrain_triggers_duplicate", "Retrain triggers read again after they were handled; ignored.", ["model"], registry=r)
+        self.skipped = Counter("driftline_retrainer_messages_skipped", "Messages not learnt from, by topic and reason.", ["topic", "reason"], registry=r)
+        self.versions_published = Counter("driftline_model_versions_published", "Model-version records published.", ["model", "status"], registry=r)
+        self.publish_failures = Counter("driftline_model_versions_publish_failures", "Model-version messages the broker did not take.", registry=r)
+        self._current: dict[str, str] = {}
+
+    def set_current(self, model: str, version: str | None) -> None:
+        old = self._current.get(model)
+        if old == version:
+            return
+        if old is not None:
+            self.version_info.remove(model, old)
+        if version is not None:
+            self.version_info.labels(model, version).set(1)
+            self._current[model] = version
+        else:
+            self._current.pop(model, None)
+
+
+class RetrainerService:
+    """Consumes labelled examples and triggers, runs the core, publishes versions.
+
+    Parameters
+    ----------
+    settings
+        Process settings (Kafka, topics, ``retrainer_*``).
+    config
+        The validated learner of each model.
+    metrics
+        Where to count; a fresh :class:`RetrainerMetrics` by default.
+    """
+
+    def __init__(self, settings: Settings, config: RetrainerConfig, metrics: RetrainerMetrics | None = None) -> None:
+        self.settings = settings
+        self.topics = settings.topics
+        self.metrics = metrics or RetrainerMetrics()
+        self.registry: ModelRegistry = open_registry(settings.retrainer_data_dir)
+        self.retrainer = Retrainer(config.learners, open_store(settings.retrainer_data_dir), self.registry)
+        self.learners = config.learners
+        self._max_bytes = 4 * settings.max_event_bytes
+        # Next offset to commit per (topic, partition), and where each waiting trigger sits.
+        self._positions: dict[tuple[str, int], int] = {}
+        self._waiting_at: dict[str, tuple[int, int]] = {}
+        self._producer = Producer({**settings.confluent_config(), "acks": "all", "enable.idempotence": True,
+                                   "partitioner": "murmur2_random"})
+        self._consumer: Consumer | None = None
+
+    # -- Kafka plumbing ------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        labelled = [tp for tp in partitions if tp.topic == self.topics.labelled]
+        replay = self.settings.retrainer_replay_examples
+        if labelled and replay:
+            for committed in consumer.committed(labelled, timeout=10):
+                if committed.offset == OFFSET_INVALID or committed.offset < 0:
+                    continue  # never consumed: auto.offset.reset (earliest) applies
+                low, _high = consumer.get_watermark_offsets(committed, timeout=10)
+                start = max(low, committed.offset - replay)
+                for tp in labelled:
+                    if tp.partition == committed.partition:
+                        tp.offset = start
+                log.info("labelled partition %d: replaying from %d (committed %d)", committed.partition, start, committed.offset)
+        consumer.assign(partitions)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._commit()
+        for tp in partitions:
+            self._positions.pop((tp.topic, tp.partition), None)
+
+    def _commit(self) -> None:
+        if self._consumer is None or not self._positions:
+            return
+        offsets = []
+        for (topic, partition), position in self._positions.items():
+            if topic == self.topics.retrain:
+                waiting = [o for (p, o) in self._waiting_at.values() if p == partition]
+                position = min([position, *waiting])
+            offsets.append(TopicPartition(topic, partition, position))
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            # Nothing is lost: the next commit carries the same or later positions.
+            log.warning("offset commit failed: %s", exc)
+
+    def _publish(self, records: Sequence[ModelVersion]) -> None:
+        if not records:
+            return
+        failed = publish_versions(self._producer, self.topics.models, records)
+        if failed:
+            self.metrics.publish_failures.inc(failed)
+        for record in records:
+            self.metrics.versions_published.labels(record.model, record.status).inc()
+            if record.status in ("promoted", "rejected") and record.trigger_id is not None:
+                self.metrics.challengers.labels(record.model, record.status).inc()
+                self.metrics.triggers_handled.labels(record.model).inc()
+
+    def republish_registry(self) -> None:
+        """Publish every version's latest record and each model's current version again (idempotent)."""
+        self.registry.refresh()
+        failed = 0
+        for model in self.registry.models():
+            # Every version under its own key first, then the current one under the model's key.
+            failed += publish_versions(self._producer, self.topics.models, self.registry.versions(model), announce_current=False)
+            current = self.registry.current(model)
+            if current is not None:
+                failed += publish_versions(self._producer, self.topics.models, [current])
+        if failed:
+            self.metrics.publish_failures.inc(failed)
+        self._refresh_gauges()
+
+    def _refresh_gauges(self) -> None:
+        self.registry.refresh()
+        for model in sorted(set(self.registry.models()) | set(self.learners)):
+            current = self.registry.current(model)
+            self.metrics.set_current(model, current.version if current else None)
+
+    # -- the loop ------------------------------------------------------------
+
+    def handle(self, messages: Sequence[Message], now: datetime) -> list[ModelVersion]:
+        """Route one batch of messages to the core; returns the records to publish."""
+        records: list[ModelVersion] = []
+        for message in messages:
+            if message.error():
+                log.warning("consumer error: %s", message.error())
+                continue
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            self._positions[(topic, partition)] = offset + 1
+            if topic == self.topics.labelled:
+                records += self._learn(message.value())
+            elif topic == self.topics.retrain:
+                records += self._trigger(message.value(), partition, offset, now)
+        return records
+
+    def _learn(self, value: bytes | None) -> list[ModelVersion]:
+        decoded = decode(_LABELLED, value, self._max_bytes)
+        if isinstance(decoded, Rejection):
+            # The worker reads the same topic and dead-letters it; counting is enough here.
+            self.metrics.skipped.labels("labelled", decoded.kind).inc()
+            return []
+        try:
+            records = self.retrainer.learn(decoded)
+        except UnknownModel:
+            self.metrics.skipped.labels("labelled", "unknown_model").inc()
+            return []
+        except BadExample as exc:
+            log.debug("example not learnable: %s", exc)
+            self.metrics.skipped.labels("labelled", "bad_example").inc()
+            return []
+        self.metrics.examples.labels(decoded.prediction.model).inc()
+        return records
+
+    def _trigger(self, value: bytes | None, partition: int, offset: int, now: datetime) -> list[ModelVersion]:
+        decoded = decode(_TRIGGER, value, self._max_bytes)
+        if isinstance(decoded, Rejection):
+            log.warning("undecodable retrain trigger at %s[%d]@%d: %s", self.topics.retrain, partition, offset, decoded.reason)
+            self.metrics.skipped.labels("retrain", decoded.kind).inc()
+            return []
+        if decoded.model not in self.learners:
+            log.warning("retrain trigger %s for model %s, which has no learner; ignored", decoded.trigger_id, decoded.model)
+            self.metrics.skipped.labels("retrain", "unknown_model").inc()
+            return []
+        self.metrics.triggers_received.labels(decoded.model).inc()
+        if self.registry.is_trigger_handled(decoded.trigger_id):
+            log.info("trigger %s was handled before; ignored", decoded.trigger_id)
+            self.metrics.triggers_duplicate.labels(decoded.model).inc()
+            return []
+        log.info("trigger %s for %s (%s), data from %s", decoded.trigger_id, decoded.model, decoded.reason, decoded.data_from.isoformat())
+        self._waiting_at.setdefault(decoded.trigger_id, (partition, offset))
+        records = self.retrainer.on_trigger(decoded, now=now)
+        self._forget_decided()
+        return records
+
+    def _forget_decided(self) -> None:
+        waiting = {t.trigger_id for model in self.learners for t in self.retrainer.waiting_triggers(model)}
+        for trigger_id in list(self._waiting_at):
+            if trigger_id not in waiting:
+                del self._waiting_at[trigger_id]
+
+    def run(self, should_stop: Callable[[], bool]) -> None:
+        """Consume until ``should_stop()``; commit and flush on the way out."""
+        consumer = Consumer({
+            **self.settings.confluent_config(),
+            "group.id": self.settings.retrainer_group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            # A challenger can take seconds to train; the loop never blocks longer than that.
+            "max.poll.interval.ms": 300_000,
+        })
+        self._consumer = consumer
+        self.republish_registry()
+        consumer.subscribe([self.topics.labelled, self.topics.retrain], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        last_poll = last_commit = time.monotonic()
+        try:
+            while not should_stop():
+                messages = consumer.consume(CONSUME_BATCH, timeout=self.settings.retrainer_poll_seconds)
+                now = datetime.now(timezone.utc)
+                records = self.handle(messages, now)
+                if time.monotonic() - last_poll >= self.settings.retrainer_poll_seconds:
+                    records += self.retrainer.poll(now)
+                    self._forget_decided()
+                    self._refresh_gauges()
+                    last_poll = time.monotonic()
+                self._publish(records)
+                if records:
+                    self._refresh_gauges()
+                if time.monotonic() - last_commit >= COMMIT_SECONDS:
+                    self._commit()
+                    last_commit = time.monotonic()
+        finally:
+            self._commit()
+            consumer.close()
+            self._consumer = None
+            self._producer.flush(10)
+
+
+def run_retrainer(settings: Settings, config: RetrainerConfig) -> None:
+    """Serve metrics, run the service until SIGTERM or SIGINT."""
+    metrics = RetrainerMetrics()
+    start_http_server(settings.retrainer_web_port, addr=settings.web_host, registry=metrics.registry)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    service = RetrainerService(settings, config, metrics)
+    log.info("retrainer: group %s, data in %s, learners for %s, metrics on :%d",
+             settings.retrainer_group, settings.retrainer_data_dir, ", ".join(config.learners) or "no model",
+             settings.retrainer_web_port)
+    service.run(stop.is_set)
