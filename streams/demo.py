@@ -25,7 +25,7 @@ from streams.scenarios import SpeechScenario
 from streams.settings import load_settings
 from streams.topics import ensure_topics
 
-__all__ = ["run_demo", "scrape_metrics", "start_worker", "stop_worker", "free_port"]
+__all__ = ["run_demo", "scrape_metrics", "start_retrainer", "start_worker", "stop_worker", "free_port"]
 
 DEMO_CONFIG = """\
 models:
@@ -62,6 +62,15 @@ def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]
     log = open(log_path, "wb")
     return subprocess.Popen(
         [sys.executable, "-m", "streams.cli", "worker"], env={**os.environ, **env},
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+    )
+
+
+def start_retrainer(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start ``driftline retrainer`` as a subprocess in its own session (stop it with :func:`stop_worker`)."""
+    log = open(log_path, "wb")
+    return subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "retrainer"], env={**os.environ, **env},
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
     )
 

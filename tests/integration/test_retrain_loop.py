@@ -1,0 +1,255 @@
+"""The closed loop on a real Apache Kafka: decay, alert, trigger, challenger, promotion, hot swap, recovery.
+
+The worker and the retrainer run as subprocesses; the test plays the app: it
+predicts each utterance with a :class:`~streams.serving.ModelServer` and logs
+predictions and outcomes with the app client.  The rejection and restart tests
+play the worker's part instead, writing labelled examples and a trigger to the
+retrainer's input topics.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+from pydantic import TypeAdapter
+
+from retrainer.settings import open_registry, open_store
+from schemas.events import Alert, LabelledExample, ModelVersion, OutcomeEvent, RetrainTrigger
+from streams.client import PredictionLogger
+from streams.demo import free_port, metric_sum, scrape_metrics, start_retrainer, stop_worker
+from streams.scenarios import LearnableSpeechScenario
+from streams.serving import ModelServer
+from streams.settings import Settings, load_settings
+from streams.topics import ensure_topics
+from tests.integration.harness import read_topic, running_worker
+
+pytestmark = pytest.mark.integration
+
+MONITORS = """\
+models:
+  speech-asr:
+    task: classification
+    performance: {metric: accuracy, window: 500, threshold: 0.85, hysteresis: 0.02}
+    detector: {name: bernoulli_glr, params: {false_alarm_horizon: 100000}}
+    retrain: {cooldown_seconds: 3600}
+learners:
+  speech-asr: {kind: logistic_regression, holdout_size: 200, min_training_examples: 500, promotion_margin: 0.02}
+"""
+VERSIONS = TypeAdapter(ModelVersion)
+ALERTS = TypeAdapter(Alert)
+TRIGGERS = TypeAdapter(RetrainTrigger)
+MODEL = "speech-asr"
+
+
+@dataclass
+class RetrainerProc:
+    settings: Settings
+    web_port: int
+    log_path: Path
+
+    def metric(self, name: str, **labels: str) -> float:
+        return metric_sum(scrape_metrics(self.web_port), name, **labels)
+
+    def wait_for(self, what: str, condition, timeout: float) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                return
+            time.sleep(0.3)
+        raise AssertionError(f"timed out waiting for {what}; retrainer log tail:\n"
+                             f"{self.log_path.read_text(errors='replace')[-3000:]}")
+
+
+@contextmanager
+def running_retrainer(settings: Settings, config_path: Path, data_dir: Path, log_path: Path,
+                      group: str | None = None) -> Iterator[RetrainerProc]:
+    web_port = free_port()
+    env = {
+        "DRIFTLINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "DRIFTLINE_TOPIC_PREFIX": settings.topic_prefix,
+        "DRIFTLINE_APP_ID": settings.app_id,
+        "DRIFTLINE_PARTITIONS": str(settings.partitions),
+        "DRIFTLINE_MONITOR_CONFIG": str(config_path),
+        "DRIFTLINE_RETRAINER_DATA_DIR": str(data_dir),
+        "DRIFTLINE_RETRAINER_WEB_PORT": str(web_port),
+        "DRIFTLINE_RETRAINER_POLL_SECONDS": "0.2",
+        "DRIFTLINE_LOG_LEVEL": "INFO",
+        **({"DRIFTLINE_RETRAINER_GROUP_ID": group} if group else {}),
+    }
+    proc = start_retrainer(env, log_path)
+    retrainer = RetrainerProc(settings.model_copy(update={"retrainer_data_dir": data_dir}), web_port, log_path)
+    try:
+        retrainer.wait_for("the retrainer's metrics endpoint", lambda: bool(scrape_metrics(web_port)) or proc.poll() is not None, 30)
+        assert proc.poll() is None, f"retrainer exited with {proc.returncode}:\n{log_path.read_text(errors='replace')[-3000:]}"
+        yield retrainer
+    finally:
+        stop_worker(proc)
+
+
+def _versions(bootstrap: str, settings: Settings, expected: int, timeout: float = 10.0) -> list[tuple[bytes, ModelVersion]]:
+    return [(m.key(), VERSIONS.validate_json(m.value())) for m in read_topic(bootstrap, settings.topics.models, expected, timeout)]
+
+
+def test_decayed_stream_leads_to_a_promoted_version_and_recovered_live_accuracy(kafka_bootstrap: str, tmp_path: Path) -> None:
+    scenario = LearnableSpeechScenario(n_events=3600, change_at=1200, seed=5)
+    change_time = scenario.start + timedelta(seconds=scenario.change_at)
+    data_dir = tmp_path / "retrainer"
+    with running_worker(kafka_bootstrap, tmp_path, MONITORS, partitions="2") as worker, \
+            running_retrainer(worker.settings, worker.settings.monitor_config, data_dir, tmp_path / "retrainer.log") as retrainer:
+        server = ModelServer(MODEL, open_store(data_dir), worker.settings.confluent_config(), worker.topics,
+                             fallback=scenario.factory_predict, fallback_version="factory").start(wait_seconds=10)
+        logger = PredictionLogger(worker.settings.confluent_config(), worker.topics)
+        served: list[tuple[int, str, bool]] = []
+        pending: list[OutcomeEvent] = []
+        started = time.monotonic()
+        for u in scenario.utterances():
+            out = server.predict(u.features)
+            served.append((u.index, out.version, out.prediction == u.truth))
+            logger.log_prediction(scenario.prediction(u, str(out.prediction), out.version))
+            pending.append(scenario.outcome(u))
+            if len(pending) > 20:
+                logger.log_outcome(pending.pop(0))
+            # A live app: 300 utterances a second, so the loop can close while it runs.
+            ahead = (u.index + 1) / 300 - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+        for outcome in pending:
+            logger.log_outcome(outcome)
+        assert logger.flush(30) == 0
+        worker.wait_for(lambda m: metric_sum(m, "driftline_events_processed_total") >= 2 * scenario.n_events, 60,
+                        "all events processed")
+        retrainer.wait_for("a promotion", lambda: retrainer.metric("driftline_challengers_total", outcome="promoted") >= 1, 30)
+        assert retrainer.metric("driftline_model_version_info", model=MODEL, version="2") == 1
+        server.stop()
+        triggers = [TRIGGERS.validate_json(m.value()) for m in read_topic(kafka_bootstrap, worker.topics.retrain, 1, 10)]
+        alerts = [ALERTS.validate_json(m.value()) for m in read_topic(kafka_bootstrap, worker.topics.alerts, 3, 20)]
+        versions = _versions(kafka_bootstrap, worker.settings, 5)
+
+    assert len(triggers) == 1
+    trigger = triggers[0]
+    promoted = [v for k, v in versions if v.status == "promoted" and k == MODEL.encode()]
+    assert [v.version for v in promoted] == ["1", "2"], "bootstrap, then the challenger"
+    v2 = promoted[-1]
+    assert v2.trigger_id == trigger.trigger_id and v2.parent_version == "1"
+    assert v2.alert_ids == trigger.alert_ids
+    assert v2.data_from is not None and v2.data_from >= change_time - timedelta(seconds=50)
+    assert v2.metrics["challenger_accuracy"] > v2.metrics["champion_accuracy"] + 0.02
+    assert open_registry(data_dir).current(MODEL).version == "2"  # type: ignore[union-attr]
+
+    after_change = [(i, v, ok) for i, v, ok in served if i >= scenario.change_at]
+    stale = [ok for i, v, ok in after_change if v != "2"]
+    fresh = [ok for i, v, ok in after_change if v == "2"]
+    assert len(stale) > 100 and sum(stale) / len(stale) < 0.5, "the stale model decayed"
+    assert len(fresh) > 500, f"version 2 served only {len(fresh)} utterances"
+    assert sum(fresh) / len(fresh) > 0.87, "live accuracy recovered past threshold + hysteresis"
+    first_fresh = min(i for i, v, _ in after_change if v == "2")
+
+    fired = [a for a in alerts if a.status == "fired"]
+    resolved = [a for a in alerts if a.status == "resolved"]
+    assert fired and all(a.event_time >= change_time for a in fired)
+    assert {a.episode_id for a in resolved} == {a.episode_id for a in fired}, "every alert resolved"
+    assert all(scenario.utterance_at(a.event_time) > first_fresh for a in resolved)
+
+
+def _labelled(scenario: LearnableSpeechScenario, relabel: range = range(0)) -> Iterator[LabelledExample]:
+    """The worker's output for the scenario with the shipped model; ``relabel`` gets wrong ground truth."""
+    for u in scenario.utterances():
+        outcome = scenario.outcome(u)
+        if u.index in relabel:
+            # A labelling outage: every outcome in the window names the next word.
+            wrong = scenario.words[(scenario.words.index(u.truth) + 1 + u.index % 3) % len(scenario.words)]
+            outcome = outcome.model_copy(update={"actual": wrong})
+        yield LabelledExample(prediction=scenario.prediction(u, scenario.factory_predict(u.features), "0"), outcome=outcome)
+
+
+def _play_worker(settings: Settings, examples: Iterator[LabelledExample], trigger: RetrainTrigger) -> int:
+    producer = Producer({**settings.confluent_config(), "partitioner": "murmur2_random"})
+    n = 0
+    for example in examples:
+        producer.produce(settings.topics.labelled, key=MODEL.encode(), value=example.model_dump_json().encode())
+        n += 1
+        if n % 1000 == 0:
+            producer.flush(10)
+    producer.produce(settings.topics.retrain, key=MODEL.encode(), value=trigger.model_dump_json().encode())
+    assert producer.flush(30) == 0
+    return n
+
+
+def _fresh_settings(bootstrap: str, tmp_path: Path) -> tuple[Settings, Path]:
+    run = uuid.uuid4().hex[:10]
+    config = tmp_path / "monitors.yaml"
+    config.write_text(MONITORS)
+    settings = load_settings(kafka_bootstrap=bootstrap, topic_prefix=f"r{run}.", app_id=f"retrain-test-{run}",
+                             partitions=2, monitor_config=config)
+    ensure_topics(settings)
+    return settings, config
+
+
+def test_a_worse_challenger_is_rejected_and_the_champion_stays(kafka_bootstrap: str, tmp_path: Path) -> None:
+    settings, config = _fresh_settings(kafka_bootstrap, tmp_path)
+    scenario = LearnableSpeechScenario(n_events=1500, change_at=10**9, seed=8)
+    bad_from = 800
+    trigger = RetrainTrigger(trigger_id="manual-1", model=MODEL, reason="manual", alert_ids=[],
+                             data_from=scenario.start + timedelta(seconds=bad_from),
+                             event_time=scenario.start + timedelta(seconds=1499))
+    data_dir = tmp_path / "retrainer"
+    with running_retrainer(settings, config, data_dir, tmp_path / "retrainer.log") as retrainer:
+        n = _play_worker(settings, _labelled(scenario, relabel=range(bad_from, 1300)), trigger)
+        retrainer.wait_for("all examples", lambda: retrainer.metric("driftline_retrainer_examples_total") >= n, 30)
+        retrainer.wait_for("a decision", lambda: retrainer.metric("driftline_challengers_total") >= 1, 15)
+        assert retrainer.metric("driftline_challengers_total", outcome="rejected") == 1
+        assert retrainer.metric("driftline_challengers_total", outcome="promoted") == 0
+        assert retrainer.metric("driftline_model_version_info", model=MODEL, version="1") == 1
+        versions = _versions(kafka_bootstrap, settings, 4)
+
+    current = [v for k, v in versions if k == MODEL.encode()]
+    assert [(v.version, v.status) for v in current] == [("1", "promoted")], "only the bootstrap is ever current"
+    decided = [v for k, v in versions if k == f"{MODEL}@2".encode()]
+    assert [v.status for v in decided] == ["candidate", "rejected"]
+    rejected = decided[-1]
+    assert rejected.trigger_id == "manual-1" and rejected.parent_version == "1" and rejected.n_examples == 500
+    assert rejected.metrics["challenger_accuracy"] < rejected.metrics["champion_accuracy"]
+    assert rejected.reason.startswith("rejected")
+    registry = open_registry(data_dir)
+    assert registry.current(MODEL).version == "1"  # type: ignore[union-attr]
+    assert registry.is_trigger_handled("manual-1")
+
+
+def test_restarted_retrainer_keeps_its_champion_and_does_not_rerun_a_handled_trigger(kafka_bootstrap: str, tmp_path: Path) -> None:
+    settings, config = _fresh_settings(kafka_bootstrap, tmp_path)
+    scenario = LearnableSpeechScenario(n_events=2000, change_at=1000, seed=9)
+    trigger = RetrainTrigger(trigger_id="decay-1", model=MODEL, reason="performance_decay", alert_ids=["a-1"],
+                             data_from=scenario.start + timedelta(seconds=scenario.change_at),
+                             event_time=scenario.start + timedelta(seconds=1050))
+    data_dir = tmp_path / "retrainer"
+    with running_retrainer(settings, config, data_dir, tmp_path / "first.log") as first:
+        n = _play_worker(settings, _labelled(scenario), trigger)
+        first.wait_for("a promotion", lambda: first.metric("driftline_challengers_total", outcome="promoted") >= 1, 40)
+        assert first.metric("driftline_model_version_info", model=MODEL, version="2") == 1
+    before = open_registry(data_dir).history(MODEL)
+    assert [(v.version, v.status) for v in before] == [("1", "promoted"), ("2", "candidate"), ("2", "promoted")]
+
+    # A new consumer group reads the trigger and every example again: only the registry stops a re-run.
+    with running_retrainer(settings, config, data_dir, tmp_path / "second.log", group=f"{settings.app_id}-other") as second:
+        second.wait_for("the trigger read again", lambda: second.metric("driftline_retrain_triggers_received_total") >= 1, 30)
+        second.wait_for("all examples read again", lambda: second.metric("driftline_retrainer_examples_total") >= n, 30)
+        time.sleep(1.0)  # a few poll cycles in which a wrongly waiting trigger would run
+        assert second.metric("driftline_retrain_triggers_duplicate_total", model=MODEL) == 1
+        assert second.metric("driftline_retrain_triggers_handled_total") == 0
+        assert second.metric("driftline_challengers_total") == 0
+        assert second.metric("driftline_model_version_info", model=MODEL, version="2") == 1
+        assert second.metric("driftline_model_version_info", model=MODEL, version="1") == 0
+
+    assert open_registry(data_dir).history(MODEL) == before, "nothing new registered"
+    versions = _versions(kafka_bootstrap, settings, 6)
+    assert {v.version for _, v in versions} == {"1", "2"}
+    latest_current = [v for k, v in versions if k == MODEL.encode()][-1]
+    assert (latest_current.version, latest_current.status) == ("2", "promoted"), "republished on start, still 2"
