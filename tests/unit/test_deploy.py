@@ -167,7 +167,7 @@ def test_compose_file_parses_with_docker_compose_and_has_the_stack() -> None:
     targets = {t for j in yaml.safe_load((DEPLOY / "prometheus/prometheus.yml").read_text())["scrape_configs"]
                for c in j["static_configs"] for t in c["targets"]}
     assert targets == {f"worker:{services['worker']['environment']['DRIFTLINE_WEB_PORT']}",
-                       f"retrainer:{services['retrainer']['environment']['DRIFTLINE_WEB_PORT']}"}
+                       f"retrainer:{services['retrainer']['environment']['DRIFTLINE_RETRAINER_WEB_PORT']}"}
     volumes = [_volume(v) for name in ("grafana", "prometheus") for v in services[name]["volumes"]]
     assert {"/etc/grafana/provisioning", "/var/lib/grafana/dashboards", "/etc/prometheus/rules"} <= {t for _, t in volumes}
     for source, target in volumes:
