@@ -15,10 +15,11 @@ from retrainer.exceptions import (
     UnknownModel,
     UnknownVersion,
 )
-from retrainer.core import MAX_WAITING_TRIGGERS, Retrainer
+from retrainer.core import MAX_WAITING_TRIGGERS, Retrainer, register_initial_version
 from retrainer.evaluation import Evaluation, decide, evaluate, score
 from retrainer.learners import OnlineModel, example_to_xy, features_to_x, make_estimator, target
 from retrainer.registry import REGISTRY_FILENAME, ModelRegistry
+from retrainer.settings import RetrainerConfig, open_registry, open_store, retrainer_config
 
 __all__ = [
     "ArtifactError",
@@ -36,6 +37,7 @@ __all__ = [
     "REGISTRY_FILENAME",
     "RegistryError",
     "Retrainer",
+    "RetrainerConfig",
     "RetrainerError",
     "RollbackUnavailable",
     "StoredArtifact",
@@ -47,6 +49,10 @@ __all__ = [
     "example_to_xy",
     "features_to_x",
     "make_estimator",
+    "open_registry",
+    "open_store",
+    "register_initial_version",
+    "retrainer_config",
     "score",
     "sha256_hex",
     "target",

@@ -16,7 +16,7 @@ from retrainer.learners import OnlineModel, example_to_xy
 from retrainer.registry import ModelRegistry
 from schemas.events import Label, LabelledExample, ModelVersion, RetrainTrigger
 
-__all__ = ["MAX_WAITING_TRIGGERS", "Retrainer"]
+__all__ = ["MAX_WAITING_TRIGGERS", "Retrainer", "register_initial_version"]
 
 log = logging.getLogger(__name__)
 
@@ -351,3 +351,65 @@ class Retrainer:
         records = self.registry.rollback(model, now=now, reason=reason)
         self._install(state, records[-1])
         return records
+
+
+def register_initial_version(
+    registry: ModelRegistry,
+    store: ArtifactStore,
+    model: str,
+    trained: OnlineModel,
+    now: datetime,
+    *,
+    data_from: datetime | None = None,
+    data_to: datetime | None = None,
+    reason: str = "",
+) -> ModelVersion:
+    """Register a model trained elsewhere (offline, say) as the first promoted version of ``model``.
+
+    This is how a model that already ships is put under the retrainer: its
+    current version is then the champion the retrainer loads and challengers
+    are compared with, and serving apps load it from the models topic.
+
+    Raises
+    ------
+    RegistryError
+        ``model`` already has versions: the first version can be registered once.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from datetime import timezone
+    >>> from retrainer.artifacts import LocalArtifactStore
+    >>> root = tempfile.mkdtemp()
+    >>> registry, store = ModelRegistry(f"{root}/registry.jsonl"), LocalArtifactStore(f"{root}/artifacts")
+    >>> trained = OnlineModel(LearnerSpec())
+    >>> for i in range(50):
+    ...     _ = trained.learn_one({"a": i % 2}, i % 2 == 1)
+    >>> now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    >>> record = register_initial_version(registry, store, "churn", trained, now, reason="trained offline")
+    >>> record.version, record.status, record.n_examples, registry.current("churn") == record
+    ('1', 'promoted', 50, True)
+    >>> register_initial_version(registry, store, "churn", trained, now)
+    Traceback (most recent call last):
+    ...
+    retrainer.exceptions.RegistryError: model 'churn' already has versions; register a first version only once
+    """
+    if registry.history(model):
+        raise RegistryError(f"model {model!r} already has versions; register a first version only once")
+    version = registry.next_version(model)
+    stored = store.save(trained, model, version)
+    record = ModelVersion(
+        model=model,
+        version=version,
+        status="promoted",
+        created_at=now,
+        data_from=data_from,
+        data_to=data_to,
+        n_examples=trained.n_learned,
+        metrics={f"progressive_{trained.spec.metric}": trained.progressive_metric},
+        artifact_uri=stored.uri,
+        sha256=stored.sha256,
+        reason=reason or f"registered: trained outside the retrainer on {trained.n_learned} examples",
+    )
+    registry.record([record])
+    return record

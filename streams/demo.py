@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 from collections import Counter
+from datetime import datetime, timezone
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer
@@ -18,14 +19,18 @@ from pydantic import TypeAdapter
 from rich.console import Console
 from rich.table import Table
 
-from schemas.events import Alert, RetrainTrigger
+from retrainer.config import LearnerSpec
+from retrainer.core import register_initial_version
+from retrainer.learners import OnlineModel, features_to_x
+from retrainer.settings import open_registry, open_store
+from schemas.events import Alert, ModelVersion, RetrainTrigger
 from streams.client import PredictionLogger
 from streams.localkafka import LocalKafka
-from streams.scenarios import SpeechScenario
+from streams.scenarios import LearnableSpeechScenario, SpeechScenario
 from streams.settings import load_settings
 from streams.topics import ensure_topics
 
-__all__ = ["run_demo", "scrape_metrics", "start_retrainer", "start_worker", "stop_worker", "free_port"]
+__all__ = ["register_shipped_model", "run_demo", "scrape_metrics", "start_retrainer", "start_worker", "stop_worker", "free_port"]
 
 DEMO_CONFIG = """\
 models:
@@ -72,6 +77,28 @@ def start_retrainer(env: dict[str, str], log_path: Path) -> subprocess.Popen[byt
     return subprocess.Popen(
         [sys.executable, "-m", "streams.cli", "retrainer"], env={**os.environ, **env},
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+    )
+
+
+def register_shipped_model(data_dir: Path, scenario: LearnableSpeechScenario, spec: LearnerSpec, n_history: int = 2000) -> ModelVersion:
+    """Train the model the app ships with on ``n_history`` earlier utterances and register it as version 1.
+
+    This is the ML engineer's step before the loop runs: the retrainer then
+    starts from this champion, and serving apps load it from the models topic.
+    An already registered model is left alone.
+    """
+    registry = open_registry(data_dir)
+    current = registry.current(scenario.model)
+    if current is not None:
+        return current
+    trained = OnlineModel(spec)
+    history = list(scenario.history(n_history))
+    for u in history:
+        trained.learn_one(features_to_x(u.features), u.truth)
+    return register_initial_version(
+        registry, open_store(data_dir), scenario.model, trained, datetime.now(timezone.utc),
+        data_from=history[0].event_time, data_to=history[-1].event_time,
+        reason=f"shipped: trained offline on {n_history} historical utterances",
     )
 
 

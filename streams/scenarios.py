@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from datetime import datetime, timedelta, timezone
 
@@ -138,6 +138,12 @@ class LearnableSpeechScenario:
                 event_time=self.start + timedelta(seconds=i * self.seconds_apart),
                 features=features, truth=self.words[k], decayed=decayed,
             )
+
+    def history(self, n: int) -> Iterator[Utterance]:
+        """``n`` utterances from before this stream, none decayed: the data a shipped model was trained on."""
+        earlier = replace(self, n_events=n, change_at=n, seed=self.seed + 1000,
+                          start=self.start - timedelta(seconds=n * self.seconds_apart))
+        return earlier.utterances()
 
     def factory_predict(self, features: dict[str, float | int | str]) -> str:
         """The shipped model: the nearest pre-change centroid."""

@@ -21,10 +21,11 @@ import pytest
 from confluent_kafka import Producer
 from pydantic import TypeAdapter
 
-from retrainer.settings import open_registry, open_store
+from retrainer.settings import open_registry, open_store, retrainer_config
+from schemas.config import parse_monitor_config
 from schemas.events import Alert, LabelledExample, ModelVersion, OutcomeEvent, RetrainTrigger
 from streams.client import PredictionLogger
-from streams.demo import free_port, metric_sum, scrape_metrics, start_retrainer, stop_worker
+from streams.demo import free_port, metric_sum, register_shipped_model, scrape_metrics, start_retrainer, stop_worker
 from streams.scenarios import LearnableSpeechScenario
 from streams.serving import ModelServer
 from streams.settings import Settings, load_settings
@@ -38,7 +39,9 @@ models:
   speech-asr:
     task: classification
     performance: {metric: accuracy, window: 500, threshold: 0.85, hysteresis: 0.02}
-    detector: {name: bernoulli_glr, params: {false_alarm_horizon: 100000}}
+    # A 500-example warm-up (not the default 2000) so the detector is armed before the change at 1200:
+    # a threshold-first alert would ask for data from a whole window before the change.
+    detector: {name: bernoulli_glr, params: {false_alarm_horizon: 100000, warmup: 500}}
     retrain: {cooldown_seconds: 3600}
 learners:
   speech-asr: {kind: logistic_regression, holdout_size: 200, min_training_examples: 500, promotion_margin: 0.02}
@@ -102,10 +105,13 @@ def test_decayed_stream_leads_to_a_promoted_version_and_recovered_live_accuracy(
     scenario = LearnableSpeechScenario(n_events=3600, change_at=1200, seed=5)
     change_time = scenario.start + timedelta(seconds=scenario.change_at)
     data_dir = tmp_path / "retrainer"
+    spec = retrainer_config(parse_monitor_config(MONITORS)).learners[MODEL]
+    shipped = register_shipped_model(data_dir, scenario, spec)
     with running_worker(kafka_bootstrap, tmp_path, MONITORS, partitions="2") as worker, \
             running_retrainer(worker.settings, worker.settings.monitor_config, data_dir, tmp_path / "retrainer.log") as retrainer:
-        server = ModelServer(MODEL, open_store(data_dir), worker.settings.confluent_config(), worker.topics,
-                             fallback=scenario.factory_predict, fallback_version="factory").start(wait_seconds=10)
+        server = ModelServer(MODEL, open_store(data_dir), worker.settings.confluent_config(), worker.topics).start()
+        # The retrainer announces the registered version on start; the app serves it from the topic.
+        assert server.wait_for_version(lambda r: r.version == shipped.version, 30) == shipped
         logger = PredictionLogger(worker.settings.confluent_config(), worker.topics)
         served: list[tuple[int, str, bool]] = []
         pending: list[OutcomeEvent] = []
@@ -136,7 +142,7 @@ def test_decayed_stream_leads_to_a_promoted_version_and_recovered_live_accuracy(
     assert len(triggers) == 1
     trigger = triggers[0]
     promoted = [v for k, v in versions if v.status == "promoted" and k == MODEL.encode()]
-    assert [v.version for v in promoted] == ["1", "2"], "bootstrap, then the challenger"
+    assert [v.version for v in promoted] == ["1", "2"], "the shipped version, then the challenger"
     v2 = promoted[-1]
     assert v2.trigger_id == trigger.trigger_id and v2.parent_version == "1"
     assert v2.alert_ids == trigger.alert_ids
