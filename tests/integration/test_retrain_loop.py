@@ -9,6 +9,9 @@ retrainer's input topics.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -259,3 +262,15 @@ def test_restarted_retrainer_keeps_its_champion_and_does_not_rerun_a_handled_tri
     assert {v.version for _, v in versions} == {"1", "2"}
     latest_current = [v for k, v in versions if k == MODEL.encode()][-1]
     assert (latest_current.version, latest_current.status) == ("2", "promoted"), "republished on start, still 2"
+
+    # An operator rolls back with the CLI: the registry and the models topic agree on version 1 again.
+    env = {**os.environ, "DRIFTLINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "DRIFTLINE_TOPIC_PREFIX": settings.topic_prefix,
+           "DRIFTLINE_RETRAINER_DATA_DIR": str(data_dir)}
+    done = subprocess.run([sys.executable, "-m", "streams.cli", "models", "rollback", MODEL, "--reason", "test"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert open_registry(data_dir).current(MODEL).version == "1"  # type: ignore[union-attr]
+    listed = subprocess.run([sys.executable, "-m", "streams.cli", "models", "list"], env=env, capture_output=True, text=True, timeout=60)
+    assert "* speech-asr    1 promoted" in listed.stdout and "  speech-asr    2 rolled_back" in listed.stdout, listed.stdout
+    current = [v for k, v in _versions(kafka_bootstrap, settings, 8) if k == MODEL.encode()]
+    assert (current[-1].version, current[-1].status) == ("1", "promoted")
