@@ -185,6 +185,14 @@ class RetrainerService:
         self.registry: ModelRegistry = open_registry(settings.retrainer_data_dir)
         self.retrainer = Retrainer(config.learners, open_store(settings.retrainer_data_dir), self.registry)
         self.learners = config.learners
+        # Every configured model's series exist from the start, at zero, so
+        # rates and alert rules on them have data before the first event.
+        for model in self.learners:
+            for outcome in ("promoted", "rejected"):
+                self.metrics.challengers.labels(model, outcome)
+            for counter in (self.metrics.examples, self.metrics.triggers_received, self.metrics.triggers_handled,
+                            self.metrics.triggers_duplicate):
+                counter.labels(model)
         self._max_bytes = 4 * settings.max_event_bytes
         # Next offset to commit per (topic, partition), and where each waiting trigger sits.
         self._positions: dict[tuple[str, int], int] = {}
