@@ -314,7 +314,8 @@ def run_demo(n_events: int = 12_000, timeout: float = 150.0, rate: float = 400.0
     timeline.add_column("what")
     rows: list[tuple[int, str]] = [(scenario.change_at, "microphone firmware changes: features reordered")]
     for a in alerts:
-        rows.append((utterance(a.event_time), f"alert {a.status} by {a.detector} ({a.message.split(';')[0][:80]})"))
+        detail = f"[{a.severity}]" if a.status == "fired" else f"rolling accuracy back to {a.statistic:.3f}"
+        rows.append((utterance(a.event_time), f"alert {a.status} by {a.detector} {detail}"))
     for t in triggers:
         rows.append((utterance(t.event_time), f"retrain trigger, data from utterance {utterance(t.data_from):,}"))
     for at, v in versions:
