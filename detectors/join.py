@@ -100,6 +100,14 @@ class OutcomeJoiner(Generic[Ref]):
         """Events waiting for their partner."""
         return len(self._predictions) + len(self._outcomes)
 
+    @property
+    def n_pending_predictions(self) -> int:
+        return len(self._predictions)
+
+    @property
+    def n_pending_outcomes(self) -> int:
+        return len(self._outcomes)
+
     def clock(self, side: Side) -> datetime | None:
         """The latest event time seen on one side, or None before its first event."""
         return self._clocks[side]

@@ -1,16 +1,18 @@
-"""The ingest stage the worker and the backtest share: decode, dead-letter, join, expire.
+"""The ingest stage the worker and the backtest share: decode, dead-letter, join, order, expire.
 
 It takes raw values as they come off the predictions and outcomes topics and
 accounts for every one of them: each is, in the end, processed (joined into a
 labelled example), dead-lettered (with its reason) or expired (its partner never
 came).  Until then it is pending.  So ``read = processed + dead_lettered +
-expired + pending`` holds after every batch.
+expired + pending`` holds after every batch.  Labelled examples leave in
+event-time order of their completion (the later of prediction and outcome), held
+back until every active source partition has passed them.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Generic, Literal, TypeVar
@@ -18,13 +20,15 @@ from typing import Generic, Literal, TypeVar
 from pydantic import TypeAdapter
 
 from detectors.join import Duplicate, Expired, OutcomeJoiner
+from detectors.ordering import EventTimeReorderer
 from schemas.decoding import Rejection, decode
 from schemas.events import LabelledExample, OutcomeEvent, PredictionEvent
 
-__all__ = ["DeadLetter", "IngestResult", "JoinStage", "RawRecord", "Side"]
+__all__ = ["DeadLetter", "IngestResult", "JoinStage", "RawRecord", "Side", "Source"]
 
 Ref = TypeVar("Ref")
 Side = Literal["prediction", "outcome"]
+Source = tuple[Side, int]
 
 _PREDICTION = TypeAdapter(PredictionEvent)
 _OUTCOME = TypeAdapter(OutcomeEvent)
@@ -32,11 +36,15 @@ _OUTCOME = TypeAdapter(OutcomeEvent)
 
 @dataclass(frozen=True)
 class RawRecord(Generic[Ref]):
-    """One value read from a source topic; ``ref`` locates it (topic, partition, offset)."""
+    """One value read from a source topic; ``ref`` locates it (topic, partition, offset) for dead letters.
+
+    ``partition`` tells sources apart for event-time ordering (see :mod:`detectors.ordering`).
+    """
 
     side: Side
     value: bytes | None
     ref: Ref
+    partition: int = 0
 
 
 @dataclass(frozen=True)
@@ -64,7 +72,7 @@ class JoinStage(Generic[Ref]):
     idle_seconds
         Wall-clock quiet after which a side's event time is let run on (see :meth:`idle`).
     max_pending
-        Hard bound on events waiting for their partner (see :class:`~detectors.join.OutcomeJoiner`).
+        Hard bound on events waiting for their partner, per partition (see :class:`~detectors.join.OutcomeJoiner`).
 
     Examples
     --------
@@ -75,7 +83,9 @@ class JoinStage(Generic[Ref]):
     ...     RawRecord("prediction", b'{"prediction_id": "p1", "model": "vision", "model_version": "2",'
     ...               b' "event_time": "2026-01-01T00:00:00Z", "prediction": "dog"}', 13),
     ... ])
-    >>> [(e.prediction.prediction, e.outcome.actual) for e in out.labelled]
+    >>> out.labelled, stage.n_held   # held until the prediction side passes 00:00:05
+    ([], 1)
+    >>> [(e.prediction.prediction, e.outcome.actual) for e in stage.flush().labelled]
     [('dog', 'cat')]
     >>> [(d.record.ref, d.rejection.kind) for d in out.dead_letters]
     [(12, 'not_json')]
@@ -90,22 +100,52 @@ class JoinStage(Generic[Ref]):
         self.max_event_bytes = max_event_bytes
         self.idle_seconds = idle_seconds
         self.max_pending = max_pending
-        self._joiner: OutcomeJoiner[Ref] = OutcomeJoiner(ttl_seconds, max_pending)
+        # One joiner per partition: a prediction and its outcome share a key, so
+        # they share a partition number, and each partition's two clocks then
+        # judge expiry without being fooled by a faster partition.
+        self._joiners: dict[int, OutcomeJoiner[Ref]] = {}
+        self._order: EventTimeReorderer[LabelledExample] = EventTimeReorderer(idle_seconds, max_buffered=max_pending)
         self.n_read: Counter[str] = Counter()
         self.n_processed: Counter[str] = Counter()
         self.n_dead_lettered: Counter[str] = Counter()
         self.n_expired: Counter[str] = Counter()
-        # Per side: wall time of its last valid event, and its clock then.
-        self._last_seen: dict[Side, tuple[float, datetime | None]] = {}
+        # Per (side, partition): wall time of its last valid event, and its clock then.
+        self._last_seen: dict[tuple[Side, int], tuple[float, datetime | None]] = {}
+        self._earliest: dict[tuple[Side, int], datetime] = {}
+
+    def _joiner(self, partition: int) -> OutcomeJoiner[Ref]:
+        joiner = self._joiners.get(partition)
+        if joiner is None:
+            joiner = self._joiners[partition] = OutcomeJoiner(self.ttl_seconds, self.max_pending)
+        return joiner
 
     @property
     def n_pending(self) -> int:
-        return self._joiner.n_pending
+        """Events waiting for their partner."""
+        return sum(j.n_pending for j in self._joiners.values())
 
-    def process(self, records: Iterable[RawRecord[Ref]], wall_time: float | None = None) -> IngestResult[Ref]:
-        """Decode and join one batch; expire what the batch's event times have outdated."""
+    def pending_by_side(self) -> dict[Side, int]:
+        """Events waiting for their partner, per side."""
+        return {
+            "prediction": sum(j.n_pending_predictions for j in self._joiners.values()),
+            "outcome": sum(j.n_pending_outcomes for j in self._joiners.values()),
+        }
+
+    @property
+    def n_held(self) -> int:
+        """Joined examples held back until every source has passed their event time."""
+        return self._order.n_buffered
+
+    def process(
+        self, records: Iterable[RawRecord[Ref]], wall_time: float | None = None, busy: Collection[Source] = ()
+    ) -> IngestResult[Ref]:
+        """Decode and join one batch; expire what the batch's event times have outdated.
+
+        ``busy`` names the (side, partition) sources that still have unread
+        messages: they are never treated as quiet (see :meth:`idle`).
+        """
         out: IngestResult[Ref] = IngestResult()
-        valid_sides: set[Side] = set()
+        active: set[tuple[Side, int]] = set()
         for record in records:
             self.n_read[record.side] += 1
             if record.side == "prediction":
@@ -115,23 +155,40 @@ class JoinStage(Generic[Ref]):
             if isinstance(event, Rejection):
                 self._dead_letter(record, event, out)
                 continue
-            valid_sides.add(record.side)
+            active.add((record.side, record.partition))
+            earliest = self._earliest.get((record.side, record.partition))
+            if earliest is None or event.event_time < earliest:
+                self._earliest[(record.side, record.partition)] = event.event_time
+            self._order.observe((record.side, record.partition), event.event_time, wall_time)
+            joiner = self._joiner(record.partition)
             if isinstance(event, PredictionEvent):
-                joined = self._joiner.add_prediction(event, record.ref)
+                joined = joiner.add_prediction(event, record.ref)
             else:
-                joined = self._joiner.add_outcome(event, record.ref)
+                joined = joiner.add_outcome(event, record.ref)
             if isinstance(joined, Duplicate):
                 self._dead_letter(record, Rejection("duplicate", joined.reason), out)
             elif joined is not None:
                 self.n_processed["prediction"] += 1
                 self.n_processed["outcome"] += 1
-                out.labelled.append(joined)
+                completed = max(joined.prediction.event_time, joined.outcome.event_time)
+                self._order.push(completed, joined.prediction.prediction_id, joined)
         if wall_time is not None:
-            self._note_activity(valid_sides, wall_time)
+            self._note_activity(active, wall_time)
+        out.labelled = self._order.release(wall_time, busy)
         self._expire(out)
         return out
 
-    def idle(self, wall_time: float) -> IngestResult[Ref]:
+    def expect_partitions(self, partitions: Iterable[int], wall_time: float | None = None) -> None:
+        """Announce the source partitions of both sides, so that a late first fetch cannot be overtaken."""
+        for partition in partitions:
+            for side in ("prediction", "outcome"):
+                self._order.expect((side, partition), wall_time)
+
+    def flush(self) -> IngestResult[Ref]:
+        """At the end of a finite input: release every held example, in order."""
+        return IngestResult(labelled=self._order.flush())
+
+    def idle(self, wall_time: float, busy: Collection[Source] = ()) -> IngestResult[Ref]:
         """Let a quiet side's event time run on with the wall clock, and expire.
 
         A side (predictions or outcomes) that has had no event for
@@ -139,32 +196,39 @@ class JoinStage(Generic[Ref]):
         plus the wall time since.  Without this, predictions whose outcomes
         stopped coming (or never came) would wait for them forever.  A side
         that still receives events keeps its own event time, so a consumer
-        reading one topic ahead of the other expires nothing early.
+        reading one topic ahead of the other expires nothing early, and a side
+        in ``busy`` (it has unread messages, as in a backlog) is never quiet.
         """
         out: IngestResult[Ref] = IngestResult()
-        for side, seen in self._last_seen.items():
-            wall_at_last, clock_at_last = seen
+        for (side, partition), (wall_at_last, clock_at_last) in self._last_seen.items():
             quiet = wall_time - wall_at_last
-            if quiet >= self.idle_seconds and clock_at_last is not None:
-                self._joiner.advance(side, clock_at_last + timedelta(seconds=quiet))
+            if (side, partition) in busy:
+                # Its next events are waiting to be read: its clock is not "now".
+                self._last_seen[(side, partition)] = (wall_time, clock_at_last)
+            elif quiet >= self.idle_seconds and clock_at_last is not None:
+                self._joiner(partition).advance(side, clock_at_last + timedelta(seconds=quiet))
+        out.labelled = self._order.release(wall_time, busy)
         self._expire(out)
         return out
 
-    def _note_activity(self, sides: set[Side], wall_time: float) -> None:
-        # Only valid events restart a side's quiet period: a trickle of garbage must not stop expiry.
-        for side in sides:
-            self._last_seen[side] = (wall_time, self._joiner.clock(side))
-        for side in ("prediction", "outcome"):
-            if side not in self._last_seen and sides:
-                # A side never heard from is quiet since the other's first event, at the other's clock.
-                other = "outcome" if side == "prediction" else "prediction"
-                self._last_seen[side] = (wall_time, self._joiner.clock(other))
+    def _note_activity(self, active: set[tuple[Side, int]], wall_time: float) -> None:
+        # Only valid events restart a source's quiet period: a trickle of garbage must not stop expiry.
+        for side, partition in active:
+            self._last_seen[(side, partition)] = (wall_time, self._joiner(partition).clock(side))
+        for side, partition in active:
+            other: Side = "outcome" if side == "prediction" else "prediction"
+            if (other, partition) not in self._last_seen:
+                # A side never heard from is quiet since the other's first event, and its clock starts at the
+                # other's earliest event: starting at the other's latest would, in a backlog, expire events
+                # whose partners are simply not read yet.
+                self._last_seen[(other, partition)] = (wall_time, self._earliest[(side, partition)])
 
     def _dead_letter(self, record: RawRecord[Ref], rejection: Rejection, out: IngestResult[Ref]) -> None:
         self.n_dead_lettered[record.side] += 1
         out.dead_letters.append(DeadLetter(record, rejection))
 
     def _expire(self, out: IngestResult[Ref]) -> None:
-        for item in self._joiner.expire():
-            self.n_expired[item.side] += 1
-            out.expired.append(item)
+        for joiner in self._joiners.values():
+            for item in joiner.expire():
+                self.n_expired[item.side] += 1
+                out.expired.append(item)

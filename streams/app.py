@@ -24,11 +24,12 @@ from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
 import faust
+from faust.types import TP
 from prometheus_client import generate_latest
 from pydantic import TypeAdapter
 
 from detectors.monitor import MonitorResult, MonitorSet
-from detectors.pipeline import IngestResult, JoinStage, RawRecord
+from detectors.pipeline import IngestResult, JoinStage, RawRecord, Side, Source
 from detectors.registry import build_detector
 from schemas.config import MonitorConfig
 from schemas.decoding import Rejection, decode
@@ -55,6 +56,35 @@ class SourceRef(NamedTuple):
 def _ref(event: Any) -> SourceRef:
     message = event.message
     return SourceRef(message.topic, message.partition, message.offset, message.key)
+
+
+class _SourceProgress:
+    """Which source partitions still have unread messages, from faust's cached high-water marks.
+
+    Only partitions read from in this process are judged; one never read from
+    is left to the join stage's quiet-period rule.
+    """
+
+    def __init__(self, side_of_topic: dict[str, Side]) -> None:
+        self._side_of_topic = side_of_topic
+        self._next_offset: dict[tuple[str, int], int] = {}
+
+    def note(self, events: Sequence[Any]) -> None:
+        for event in events:
+            key = (event.message.topic, event.message.partition)
+            self._next_offset[key] = max(self._next_offset.get(key, 0), event.message.offset + 1)
+
+    def busy(self, consumer: Any) -> set[Source]:
+        busy: set[Source] = set()
+        for (topic, partition), next_offset in self._next_offset.items():
+            try:
+                highwater = consumer.highwater(TP(topic, partition))
+            # aiokafka asserts the partition is assigned; during a rebalance it may not be.
+            except (AssertionError, KeyError, RuntimeError):
+                continue
+            if highwater is not None and highwater > next_offset:
+                busy.add((self._side_of_topic[topic], partition))
+        return busy
 
 
 def _dead_letter_headers(ref: SourceRef, rejection: Rejection, stage: str) -> list[tuple[str, bytes]]:
@@ -117,7 +147,8 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
     retrain_topic = app.topic(names.retrain, internal=False, **raw)
     deadletter_topic = app.topic(names.deadletter, internal=False, **raw)
     expired_topic = app.topic(names.expired, internal=False, **raw)
-    side_of_topic = {names.predictions: "prediction", names.outcomes: "outcome"}
+    side_of_topic: dict[str, Side] = {names.predictions: "prediction", names.outcomes: "outcome"}
+    progress = _SourceProgress(side_of_topic)
 
     def publish_ingest(out: IngestResult[SourceRef]) -> None:
         for example in out.labelled:
@@ -138,22 +169,30 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
             metrics.events_processed.labels("prediction").inc(len(out.labelled))
             metrics.events_processed.labels("outcome").inc(len(out.labelled))
         metrics.join_pending.set(join_stage.n_pending)
+        metrics.join_held.set(join_stage.n_held)
 
     @app.agent(sources, concurrency=1)
     async def ingest(stream: faust.StreamT[bytes]) -> None:
+        # Every partition holds event time back until it delivers, or stays quiet for join_idle_seconds
+        # (as partitions assigned to another worker will).
+        join_stage.expect_partitions(range(settings.partitions), time.time())
         async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
             started = time.perf_counter()
-            records = [RawRecord(side_of_topic[e.message.topic], e.value, _ref(e)) for e in events]  # type: ignore[arg-type]
+            records = [
+                RawRecord(side_of_topic[e.message.topic], e.value, _ref(e), e.message.partition)  # type: ignore[arg-type]
+                for e in events
+            ]
             for side, n in Counter(r.side for r in records).items():
                 metrics.events_read.labels(side).inc(n)
-            publish_ingest(join_stage.process(records, wall_time=time.time()))
+            progress.note(events)
+            publish_ingest(join_stage.process(records, wall_time=time.time(), busy=progress.busy(app.consumer)))
             metrics.batch_size.labels("ingest").observe(len(events))
             metrics.batch_seconds.labels("ingest").observe(time.perf_counter() - started)
             metrics.observe_batch("ingest", events, side_of_topic.get, app.consumer.highwater)
 
     @app.timer(interval=1.0)
     async def expire_while_idle() -> None:
-        publish_ingest(join_stage.idle(time.time()))
+        publish_ingest(join_stage.idle(time.time(), busy=progress.busy(app.consumer)))
 
     def publish_monitor(result: MonitorResult, dead: Sequence[tuple[RawRecord[SourceRef], Rejection]]) -> None:
         for alert in result.alerts:

@@ -30,6 +30,10 @@ class WorkerMetrics:
             "driftline_events_expired", "Events whose join partner never came within the TTL.", ["source"], registry=r
         )
         self.join_pending = Gauge("driftline_join_pending", "Events waiting for their join partner.", registry=r)
+        self.join_held = Gauge(
+            "driftline_join_held", "Joined examples held back until every partition has passed their event time.",
+            registry=r,
+        )
         self.batch_seconds = Histogram(
             "driftline_batch_seconds", "Time to handle one micro-batch.", ["stage"], registry=r,
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),

@@ -1,0 +1,128 @@
+"""The reorderer releases in event-time order whatever the interleaving of time-ordered sources."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from detectors.exceptions import InvalidParameter
+from detectors.ordering import EventTimeReorderer
+from detectors.pipeline import JoinStage, RawRecord
+from streams.scenarios import SpeechScenario
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.lists(st.integers(0, 50), min_size=1, max_size=30), min_size=1, max_size=4),
+    st.randoms(use_true_random=False),
+)
+def test_released_items_are_sorted_and_none_is_lost(gaps: list[list[int]], rnd: random.Random) -> None:
+    # Each source emits increasing times; the sources are read in a random interleaving.
+    sources = []
+    for s, steps in enumerate(gaps):
+        t, items = 0, []
+        for g in steps:
+            t += g
+            items.append((s, t))
+        sources.append(items)
+    order = EventTimeReorderer[tuple[int, int]](idle_seconds=1e9)
+    for s in range(len(sources)):
+        order.expect(s, wall_time=0.0)
+    cursors = [0] * len(sources)
+    released: list[tuple[int, int]] = []
+    while any(c < len(src) for c, src in zip(cursors, sources)):
+        s = rnd.choice([i for i, src in enumerate(sources) if cursors[i] < len(src)])
+        item = sources[s][cursors[s]]
+        cursors[s] += 1
+        order.observe(s, T0 + timedelta(seconds=item[1]), wall_time=0.0)
+        order.push(T0 + timedelta(seconds=item[1]), f"{item[0]}-{cursors[s]:04d}", item)
+        released.extend(order.release(wall_time=0.0))
+        mark = order.watermark(0.0)
+        # Nothing at or before the watermark is still held.
+        assert mark is None or all(entry[0] > mark for entry in order._heap)  # noqa: SLF001
+    released.extend(order.flush())
+    times = [t for _, t in released]
+    assert times == sorted(times)
+    assert sorted(released) == sorted(item for src in sources for item in src)
+
+
+def test_a_quiet_source_stops_holding_the_watermark_back() -> None:
+    order = EventTimeReorderer[str](idle_seconds=5)
+    order.observe("slow", T0, wall_time=0.0)
+    order.observe("fast", T0 + timedelta(seconds=100), wall_time=0.0)
+    order.push(T0 + timedelta(seconds=50), "x", "x")
+    assert order.release(wall_time=4.0) == []
+    order.observe("fast", T0 + timedelta(seconds=101), wall_time=6.0)
+    assert order.release(wall_time=6.0) == ["x"]
+
+
+def test_max_buffered_bounds_memory_and_releases_the_oldest() -> None:
+    order = EventTimeReorderer[int](idle_seconds=5, max_buffered=3)
+    order.observe("stuck", T0, wall_time=0.0)
+    for i in range(5):
+        order.push(T0 + timedelta(seconds=10 + i), f"{i}", i)
+    assert order.release(wall_time=0.0) == [0, 1]
+    assert order.n_buffered == 3
+
+
+@pytest.mark.parametrize(("name", "kwargs"), [("idle_seconds", {"idle_seconds": 0}), ("max_buffered", {"max_buffered": 0})])
+def test_bad_parameters_are_named(name: str, kwargs: dict[str, float]) -> None:
+    with pytest.raises(InvalidParameter) as info:
+        EventTimeReorderer(**kwargs)
+    assert info.value.name == name
+
+
+def test_an_expected_source_holds_everything_until_it_delivers_or_goes_quiet() -> None:
+    order = EventTimeReorderer[str](idle_seconds=5)
+    order.expect("late", wall_time=0.0)
+    order.observe("early", T0 + timedelta(seconds=10), wall_time=0.0)
+    order.push(T0 + timedelta(seconds=10), "a", "a")
+    assert order.release(wall_time=1.0) == []
+    order.observe("early", T0 + timedelta(seconds=11), wall_time=6.0)
+    assert order.release(wall_time=6.0) == ["a"]
+
+
+def _two_partition_backlog(n: int = 4000) -> dict[str, list[RawRecord[int]]]:
+    streams: dict[str, list[RawRecord[int]]] = {"P0": [], "P1": [], "O0": [], "O1": []}
+    for i, (p, o) in enumerate(SpeechScenario(n_events=n, change_at=n).events()):
+        part = i % 2
+        streams[f"P{part}"].append(RawRecord("prediction", p.model_dump_json().encode(), i, part))
+        streams[f"O{part}"].append(RawRecord("outcome", o.model_dump_json().encode(), i, part))
+    return streams
+
+
+@pytest.mark.parametrize("order", [["P0", "P1", "O0", "O1"], ["O0", "O1", "P0", "P1"], ["P0", "O0", "P1", "O1"]])
+@pytest.mark.parametrize("with_lag", [True, False])
+def test_a_backlog_read_one_partition_after_another_loses_nothing(order: list[str], with_lag: bool) -> None:
+    """A consumer may read whole partitions one after another; one wall second per batch of 500.
+
+    With lag information (which sources still have unread messages) the output
+    is also in event-time order; without it, quiet sources stop holding the
+    watermark after idle_seconds, so order is best effort, but nothing expires.
+    """
+    streams = _two_partition_backlog()
+    remaining = {name: len(records) for name, records in streams.items()}
+    source = {name: ("prediction" if name[0] == "P" else "outcome", int(name[1])) for name in streams}
+    stage: JoinStage[int] = JoinStage(ttl_seconds=600, max_event_bytes=65536, idle_seconds=5)
+    stage.expect_partitions([0, 1], wall_time=0.0)
+    wall, released = 0.0, []
+    for name in order:
+        records = streams[name]
+        for k in range(0, len(records), 500):
+            wall += 1.0
+            remaining[name] -= len(records[k : k + 500])
+            busy = {source[n] for n, left in remaining.items() if left > 0} if with_lag else set()
+            released += stage.process(records[k : k + 500], wall_time=wall, busy=busy).labelled  # type: ignore[arg-type]
+            released += stage.idle(wall, busy=busy).labelled  # type: ignore[arg-type]
+    released += stage.idle(wall + 100).labelled
+    assert sum(stage.n_expired.values()) == 0
+    assert len(released) == 4000
+    if with_lag:
+        times = [e.outcome.event_time for e in released]
+        assert times == sorted(times)
