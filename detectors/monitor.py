@@ -214,6 +214,11 @@ class ModelMonitor:
                 )
         return alarms
 
+    @property
+    def detector_names(self) -> list[str]:
+        """Names under which this monitor's alerts are published: the threshold and the change detector."""
+        return self._detector_names()
+
     def _detector_names(self) -> list[str]:
         names = [THRESHOLD]
         if self.detector is not None and self.spec.detector_name is not None:

@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, get_args
 
 import faust
 from faust.types import TP
@@ -32,7 +32,7 @@ from detectors.monitor import MonitorResult, MonitorSet
 from detectors.pipeline import IngestResult, JoinStage, RawRecord, Side, Source
 from detectors.registry import build_detector
 from schemas.config import MonitorConfig
-from schemas.decoding import Rejection, decode
+from schemas.decoding import Rejection, RejectionKind, decode
 from schemas.events import LabelledExample
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
@@ -121,6 +121,9 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
     )
     for model, monitor in monitors.monitors.items():
         metrics.performance_threshold.labels(model, monitor.metric_name).set(monitor.spec.performance.threshold)
+    metrics.declare(
+        {model: (m.metric_name, m.detector_names) for model, m in monitors.monitors.items()}, get_args(RejectionKind)
+    )
 
     app = faust.App(
         settings.app_id,

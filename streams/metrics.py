@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Container, Iterable, Sequence
+from collections.abc import Mapping, Callable, Container, Iterable, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
@@ -88,6 +88,33 @@ class WorkerMetrics:
             "driftline_last_batch_timestamp_seconds", "Unix time at which the last micro-batch was handled.",
             ["stage"], registry=r,
         )
+
+    def declare(self, models: Mapping[str, tuple[str, Sequence[str]]], reject_kinds: Iterable[str]) -> None:
+        """Create every bounded label set at zero, before the first event.
+
+        A counter series born at its first increment is already non-zero at its
+        first scrape, so ``rate()`` and ``increase()`` miss that first burst
+        (the first alert ever, say).  ``models`` maps each model to its metric
+        name and the names of its detectors.
+        """
+        for source in ("prediction", "outcome"):
+            self.events_read.labels(source)
+            self.events_processed.labels(source)
+            self.events_expired.labels(source)
+            for kind in reject_kinds:
+                self.events_dead_lettered.labels(source, kind)
+        for model, (metric, detectors) in models.items():
+            self.examples.labels(model)
+            self.examples_rejected.labels(model)
+            self.performance.labels(model, metric)
+            self.alerts_open.labels(model)
+            self.retrain_triggers.labels(model, "performance_decay")
+            self.alert_latency.labels(model)
+            self.label_delay.labels(model)
+            for detector in detectors:
+                fired_severity = "critical" if detector == "threshold" else "warning"
+                self.alerts.labels(model, detector, "fired", fired_severity)
+                self.alerts.labels(model, detector, "resolved", "info")
 
     def observe_batch(
         self, stage: str, events: Sequence[Any], source_of: Callable[[str], str | None],
