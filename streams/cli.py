@@ -232,6 +232,56 @@ def models_rollback(
         raise typer.Exit(1)
 
 
+@app.command()
+def backtest(
+    config: Annotated[Path, typer.Option(help="Monitor config (YAML).")],
+    input: Annotated[Path, typer.Option(help="JSON lines: one prediction or outcome event per line.")],
+    output: Annotated[Optional[Path], typer.Option(help="Write the alerts it would publish, one JSON per line.")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="Draw each monitored metric with alert markers (PNG).")] = None,
+    ttl_seconds: Annotated[float, typer.Option(help="Event-time seconds an event waits for its partner.")] = 3600.0,
+) -> None:
+    """Replay a log through the worker's own join and monitors, with no Kafka, to tune monitors."""
+    from rich.console import Console
+
+    from streams.backtest_report import backtest_file, plot_report, summary_table
+
+    console = Console(highlight=False)
+    monitor_config = load_monitor_config(config)
+    if not input.exists():
+        raise typer.BadParameter(f"{input} does not exist", param_hint="--input")
+    result = backtest_file(monitor_config, input, ttl_seconds, console)
+    for bad in result.bad_lines[:20]:
+        where = f"line {bad.line_number}" if bad.line_number else "example"
+        console.print(f"[yellow]skipped {where}[/]: {bad.reason}")
+    if len(result.bad_lines) > 20:
+        console.print(f"[yellow]… and {len(result.bad_lines) - 20} more bad lines[/]")
+    if output is not None:
+        output.write_text("".join(a.model_dump_json() + "\n" for a in result.alerts))
+        console.print(f"wrote {len(result.alerts)} alerts to {output}")
+    if plot is not None:
+        plot_report(result, monitor_config, plot)
+        console.print(f"wrote {plot}")
+    console.print(summary_table(result, monitor_config))
+
+
+@app.command()
+def scenario(
+    name: Annotated[str, typer.Argument(help="speech (accuracy decay).")],
+    output: Annotated[Path, typer.Option(help="JSON-lines file to write.")],
+    events: Annotated[int, typer.Option(help="Utterances (each a prediction and an outcome).")] = 12_000,
+    seed: Annotated[int, typer.Option()] = 7,
+) -> None:
+    """Write a synthetic scenario's events as JSON lines, for `driftline backtest`."""
+    from streams.scenarios import SpeechScenario
+
+    if name != "speech":
+        raise typer.BadParameter(f"unknown scenario {name!r}; choose speech", param_hint="NAME")
+    with output.open("w") as out:
+        for prediction, outcome in SpeechScenario(n_events=events, change_at=events // 2, seed=seed).events():
+            out.write(prediction.model_dump_json() + "\n" + outcome.model_dump_json() + "\n")
+    typer.echo(f"wrote {2 * events:,} events to {output}")
+
+
 def main() -> None:
     try:
         app()
