@@ -184,7 +184,7 @@ def run_demo(n_events: int = 12_000, timeout: float = 150.0, rate: float = 400.0
     topics = settings.topics
     client_config = settings.confluent_config()
 
-    scenario = LearnableSpeechScenario(n_events=n_events, change_at=n_events // 2)
+    scenario = LearnableSpeechScenario(n_events=n_events, change_at=n_events // 2, swapped_channels=(2, 7))
     spec = retrainer_config(monitor_config).learners[scenario.model]
     shipped = register_shipped_model(retrainer_dir, scenario, spec)
     console.print(f"Registered the shipped model [bold]{scenario.model}[/] version {shipped.version} "

@@ -110,6 +110,9 @@ class LearnableSpeechScenario:
     seconds_apart: float = 1.0
     outcome_delay_seconds: float = 0.5
     words: tuple[str, ...] = field(default=_WORDS)
+    # None: the firmware rotates every channel (the shipped model is then mostly wrong).  A pair: it swaps just
+    # those two channels, a milder decay (channels 2 and 7: the shipped model falls from about 95% to about 80%).
+    swapped_channels: tuple[int, int] | None = None
 
     @cached_property
     def _centroids(self) -> np.ndarray:
@@ -124,6 +127,10 @@ class LearnableSpeechScenario:
         rng = np.random.default_rng(self.seed)
         centroids = self._centroids
         reordered = np.roll(np.arange(self.dim), 1)
+        if self.swapped_channels is not None:
+            a, b = self.swapped_channels
+            reordered = np.arange(self.dim)
+            reordered[[a, b]] = reordered[[b, a]]
         for i in range(self.n_events):
             decayed = i >= self.change_at
             k = int(rng.integers(len(self.words)))
