@@ -315,6 +315,7 @@ class Retrainer:
             metrics=self._metrics(result, challenger, spec),
             artifact_uri=stored.uri,
             sha256=stored.sha256,
+            lineage=lineage_of(spec),
             reason=(
                 f"challenger for trigger {trigger.trigger_id} ({trigger.reason}), "
                 f"{'warm-started from' if spec.warm_start else 'trained from scratch beside'} "
@@ -413,3 +414,29 @@ def register_initial_version(
     )
     registry.record([record])
     return record
+
+
+def lineage_of(spec: LearnerSpec) -> dict[str, str]:
+    """What a version was made with: the learner and the versions of the libraries that trained it.
+
+    >>> from retrainer.config import LearnerSpec
+    >>> sorted(lineage_of(LearnerSpec(kind="logistic_regression")))
+    ['driftline', 'learner', 'numpy', 'python', 'river']
+    """
+    import json
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "unknown"
+
+    return {
+        "learner": json.dumps(spec.model_dump(mode="json"), sort_keys=True)[:1024],
+        "python": platform.python_version(),
+        "river": installed("river"),
+        "numpy": installed("numpy"),
+        "driftline": installed("driftline"),
+    }

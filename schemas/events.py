@@ -145,6 +145,10 @@ class ModelVersion(_Event):
     artifact_uri: ShortText | None = None
     sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = None
     reason: ShortText = ""
+    lineage: Annotated[dict[Name, ShortText], Field(max_length=64)] = Field(
+        default_factory=dict,
+        description="How the version was made: learner kind and parameters, library versions.",
+    )
 
 
 def deterministic_id(*parts: Any) -> str:

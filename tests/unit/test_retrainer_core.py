@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import json
 import random
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -107,6 +109,8 @@ def test_decayed_stream_challenger_beats_stale_champion(tmp_path: Path, kind: st
         # trained on what came after the change and before the held-out tail
         assert (r.data_from, r.data_to, r.n_examples) == (_at(CHANGE), _at(end - 100 - 1), 100)
         assert r.artifact_uri == candidate.artifact_uri and r.sha256 == candidate.sha256
+        assert json.loads(r.lineage["learner"])["kind"] == kind
+        assert r.lineage["river"] == importlib.metadata.version("river")
     m = decision.metrics
     assert m["challenger_accuracy"] > m["champion_accuracy"] + spec.promotion_margin
     assert m["challenger_accuracy"] > 0.8 and m["n_holdout"] == 100.0
