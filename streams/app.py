@@ -73,17 +73,19 @@ class _Outbox:
     def __init__(self, app: faust.App) -> None:
         self._app = app
         self._messages: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]] | None]] = []
+        # Tasks sharing an outbox hand their messages to the producer one after another, in the order they
+        # were added: the labelled examples of one model must reach its partition in event-time order.
+        self._enqueueing = asyncio.Lock()
 
     def add(self, topic: str, key: bytes | None, value: bytes | None,
             headers: list[tuple[str, bytes]] | None = None) -> None:
         self._messages.append((topic, key, value, headers))
 
     async def send(self) -> None:
-        messages, self._messages = self._messages, []
-        if not messages:
-            return
-        producer = self._app.producer
-        acks = [await producer.send(topic, key, value, None, None, headers) for topic, key, value, headers in messages]
+        async with self._enqueueing:
+            messages, self._messages = self._messages, []
+            producer = self._app.producer
+            acks = [await producer.send(topic, key, value, None, None, headers) for topic, key, value, headers in messages]
         await asyncio.gather(*acks)
 
 
@@ -175,11 +177,11 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     sources = app.topic(names.predictions, names.outcomes, internal=False, **raw)
     labelled_topic = app.topic(names.labelled, internal=False, **raw)
-    outbox = _Outbox(app)
+    ingest_out, monitor_out = _Outbox(app), _Outbox(app)
     side_of_topic: dict[str, Side] = {names.predictions: "prediction", names.outcomes: "outcome"}
     progress = _SourceProgress(side_of_topic)
 
-    def publish_ingest(out: IngestResult[SourceRef]) -> None:
+    def publish_ingest(out: IngestResult[SourceRef], outbox: _Outbox) -> None:
         for example in out.labelled:
             outbox.add(names.labelled, example.prediction.model.encode(), example.model_dump_json().encode())
         for dead in out.dead_letters:
@@ -212,18 +214,20 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
             for side, n in Counter(r.side for r in records).items():
                 metrics.events_read.labels(side).inc(n)
             progress.note(events)
-            publish_ingest(join_stage.process(records, wall_time=time.time(), busy=progress.busy(app.consumer)))
-            await outbox.send()
+            publish_ingest(join_stage.process(records, wall_time=time.time(), busy=progress.busy(app.consumer)), ingest_out)
+            await ingest_out.send()
             metrics.batch_size.labels("ingest").observe(len(events))
             metrics.batch_seconds.labels("ingest").observe(time.perf_counter() - started)
             metrics.observe_batch("ingest", events, side_of_topic.get, app.consumer.highwater)
 
     @app.timer(interval=1.0)
     async def expire_while_idle() -> None:
-        publish_ingest(join_stage.idle(time.time(), busy=progress.busy(app.consumer)))
-        await outbox.send()
+        publish_ingest(join_stage.idle(time.time(), busy=progress.busy(app.consumer)), ingest_out)
+        await ingest_out.send()
 
-    def publish_monitor(result: MonitorResult, dead: Sequence[tuple[RawRecord[SourceRef], Rejection]]) -> None:
+    def publish_monitor(
+        result: MonitorResult, dead: Sequence[tuple[RawRecord[SourceRef], Rejection]], outbox: _Outbox
+    ) -> None:
         for alert in result.alerts:
             outbox.add(
                 names.alerts, alert.model.encode(), alert.model_dump_json().encode(),
@@ -270,8 +274,8 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
             for model, n in Counter(e.prediction.model for e in examples).items():
                 if model in monitors.monitors:
                     metrics.examples.labels(model).inc(n)
-            publish_monitor(result, dead)
-            await outbox.send()
+            publish_monitor(result, dead, monitor_out)
+            await monitor_out.send()
             metrics.observe_label_delay(examples, monitors.monitors)
             metrics.observe_alert_latency(result.alerts, events)
             metrics.batch_size.labels("monitor").observe(len(events))
