@@ -107,6 +107,9 @@ class ModelMonitor:
         self._times: deque[datetime] = deque(maxlen=max(_TIME_HISTORY, spec.performance.window))
         self._open: dict[str, _Episode] = {}
         self._last_trigger_time: datetime | None = None
+        self._period_start: datetime | None = None
+        self._next_scheduled: datetime | None = None
+        self._last_periodic: dict[str, datetime] = {}
         self._higher_is_better = spec.metric == "accuracy"
 
     @property
@@ -190,7 +193,47 @@ class ModelMonitor:
                 self._resolve(name, scored[idx].prediction, float(values[idx]), result)
             else:
                 self._fire(name, idx, first_index, scored[idx].prediction, float(values[idx]), alarm, result)
+        if self.spec.retrain.enabled:
+            self._periodic_triggers(first_index, scored, result)
+        result.triggers.sort(key=lambda t: t.event_time)
         return result
+
+    def _periodic_triggers(self, first_index: int, scored: Sequence[LabelledExample], result: MonitorResult) -> None:
+        """Volume- and schedule-based triggers (the fraud case): independent of drift and of the cooldown."""
+        retrain = self.spec.retrain
+        if self._period_start is None:
+            self._period_start = scored[0].prediction.event_time
+        if retrain.every_examples is not None:
+            n = retrain.every_examples
+            # Global example numbers (1-based) in this batch that are multiples of n.
+            first_multiple = -(-(first_index + 1) // n) * n
+            for number in range(first_multiple, first_index + len(scored) + 1, n):
+                example = scored[number - first_index - 1].prediction
+                self._periodic("volume", f"{number}", example.event_time, f"{n} new labelled examples", result)
+        if retrain.every_seconds is not None:
+            step = timedelta(seconds=retrain.every_seconds)
+            if self._next_scheduled is None:
+                self._next_scheduled = self._period_start + step
+            last_time = scored[-1].prediction.event_time
+            while self._next_scheduled <= last_time:
+                due = self._next_scheduled
+                self._periodic("schedule", due.isoformat(), due, f"every {retrain.every_seconds:g} s of event time", result)
+                self._next_scheduled = due + step
+
+    def _periodic(self, reason: str, ordinal: str, event_time: datetime, why: str, result: MonitorResult) -> None:
+        data_from = self._last_periodic.get(reason, self._period_start)
+        assert data_from is not None
+        self._last_periodic[reason] = event_time
+        result.triggers.append(
+            RetrainTrigger(
+                trigger_id=deterministic_id(self.model, reason, ordinal),
+                model=self.model,
+                reason=reason,  # type: ignore[arg-type]
+                data_from=data_from,
+                event_time=event_time,
+                message=f"{self.model}: {reason} retrain ({why})",
+            )
+        )
 
     def _detector_alarms(self, losses: npt.NDArray[np.float64]) -> dict[int, _Alarm]:
         """Alarm positions in the batch, with the detector's statistic and change estimate at each."""

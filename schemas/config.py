@@ -83,9 +83,17 @@ class DetectorSpec(_Spec):
 
 
 class RetrainSpec(_Spec):
+    """When to ask for a retrain: on a performance alert, and optionally on a schedule or a data volume."""
+
     enabled: bool = True
     cooldown_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] = Field(
-        default=3600.0, description="Event-time seconds after a trigger during which a model gets no other."
+        default=3600.0, description="Event-time seconds after an alert-driven trigger during which a model gets no other."
+    )
+    every_examples: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="Also trigger after every this many labelled examples, drift or not."
+    )
+    every_seconds: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
+        default=None, description="Also trigger every this many event-time seconds, drift or not."
     )
 
 
