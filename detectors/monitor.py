@@ -97,12 +97,20 @@ class ModelMonitor:
         Its entry in the monitor config.
     detector
         A change detector fed the per-example loss, or None for threshold only.
+    segment
+        When set, this monitor watches one segment of the model's traffic.
     """
 
-    def __init__(self, model: str, spec: ModelSpec, detector: DriftDetector | None) -> None:
+    def __init__(
+        self, model: str, spec: ModelSpec, detector: DriftDetector | None, segment: str | None = None
+    ) -> None:
         self.model = model
         self.spec = spec
         self.detector = detector
+        self.segment = segment
+        # Retrains are per model: a segment's alerts inform, the model-wide monitor triggers.
+        self._retrains = spec.retrain.enabled and segment is None
+        self._label = model if segment is None else f"{model} [segment {segment}]"
         self._rolling = RollingMean(spec.performance.window)
         self._times: deque[datetime] = deque(maxlen=max(_TIME_HISTORY, spec.performance.window))
         self._open: dict[str, _Episode] = {}
@@ -193,7 +201,7 @@ class ModelMonitor:
                 self._resolve(name, scored[idx].prediction, float(values[idx]), result)
             else:
                 self._fire(name, idx, first_index, scored[idx].prediction, float(values[idx]), alarm, result)
-        if self.spec.retrain.enabled:
+        if self._retrains:
             self._periodic_triggers(first_index, scored, result)
         result.triggers.sort(key=lambda t: t.event_time)
         return result
@@ -289,20 +297,22 @@ class ModelMonitor:
     ) -> None:
         perf = self.spec.performance
         global_index = first_index + idx
-        episode_id = deterministic_id(self.model, PERFORMANCE, name, example.prediction_id, example.event_time)
+        episode_id = deterministic_id(
+            self.model, self.segment or "", PERFORMANCE, name, example.prediction_id, example.event_time
+        )
         alert_id = deterministic_id(episode_id, "fired")
         self._open[name] = _Episode(episode_id, global_index, alert_id)
         if alarm is None:
             direction = "fell below" if self._higher_is_better else "rose above"
             message = (
-                f"{self.model}: {self.metric_name} {value:.4g} over the last {min(global_index + 1, perf.window)} "
+                f"{self._label}: {self.metric_name} {value:.4g} over the last {min(global_index + 1, perf.window)} "
                 f"examples {direction} the threshold {perf.threshold:g} (model version {example.model_version})"
             )
             statistic, threshold, severity, lookback = value, perf.threshold, "critical", perf.window
         else:
             lookback = alarm.change_start if alarm.change_start is not None else perf.window
             message = (
-                f"{self.model}: {name} detected a rise in the per-example loss, "
+                f"{self._label}: {name} detected a rise in the per-example loss, "
                 f"which began about {lookback} examples earlier; rolling {self.metric_name} is {value:.4g} "
                 f"(model version {example.model_version})"
             )
@@ -315,7 +325,7 @@ class ModelMonitor:
         episode = self._open.pop(name)
         perf = self.spec.performance
         message = (
-            f"{self.model}: {self.metric_name} recovered to {value:.4g} "
+            f"{self._label}: {self.metric_name} recovered to {value:.4g} "
             f"(threshold {perf.threshold:g}, hysteresis {perf.hysteresis:g}); {name} alert resolved"
         )
         alert_id = deterministic_id(episode.episode_id, "resolved")
@@ -342,6 +352,7 @@ class ModelMonitor:
             severity=severity,  # type: ignore[arg-type]
             model=self.model,
             model_version=example.model_version,
+            segment=self.segment,
             monitor=PERFORMANCE,
             detector=detector,
             # Alerts carry finite numbers only; a detector without a statistic reports 0.
@@ -356,7 +367,7 @@ class ModelMonitor:
         self, alert: Alert, global_index: int, lookback: int, event_time: datetime, result: MonitorResult
     ) -> None:
         retrain = self.spec.retrain
-        if not retrain.enabled:
+        if not self._retrains:
             return
         if self._last_trigger_time is not None and event_time - self._last_trigger_time < timedelta(
             seconds=retrain.cooldown_seconds
@@ -383,33 +394,64 @@ DetectorFactory = Callable[..., DriftDetector]
 
 
 class MonitorSet:
-    """One :class:`ModelMonitor` per configured model; examples of other models are counted, not scored."""
+    """One :class:`ModelMonitor` per configured model (and per segment where asked); other models are counted."""
+
+    #: Where a model's segments beyond ``max_segments``, and events without a segment, are pooled.
+    POOLED = "pooled-other"
 
     def __init__(self, config: MonitorConfig, build_detector: DetectorFactory) -> None:
         self.config = config
-        self.monitors: dict[str, ModelMonitor] = {}
-        for model, spec in config.models.items():
-            detector = None
-            if spec.detector is not None and spec.detector_name is not None:
-                try:
-                    detector = build_detector(spec.detector_name, **spec.detector.params)
-                except InvalidParameter as exc:
-                    where = "name" if exc.name == "name" else "params" if exc.name == "params" else f"params.{exc.name}"
-                    field_path = f"models.{model}.detector.{where}"
-                    raise ConfigError("monitor config", [(field_path, exc.rule)]) from exc
-                except (TypeError, KeyError, ValueError) as exc:
-                    raise ConfigError("monitor config", [(f"models.{model}.detector", str(exc))]) from exc
-            self.monitors[model] = ModelMonitor(model, spec, detector)
+        self._build_detector = build_detector
+        self.monitors: dict[str, ModelMonitor] = {
+            model: ModelMonitor(model, spec, self._detector_for(model, spec)) for model, spec in config.models.items()
+        }
+        self.segment_monitors: dict[tuple[str, str], ModelMonitor] = {}
+
+    def _detector_for(self, model: str, spec: ModelSpec) -> DriftDetector | None:
+        if spec.detector is None or spec.detector_name is None:
+            return None
+        try:
+            return self._build_detector(spec.detector_name, **spec.detector.params)
+        except InvalidParameter as exc:
+            where = "name" if exc.name == "name" else "params" if exc.name == "params" else f"params.{exc.name}"
+            raise ConfigError("monitor config", [(f"models.{model}.detector.{where}", exc.rule)]) from exc
+        except (TypeError, KeyError, ValueError) as exc:
+            raise ConfigError("monitor config", [(f"models.{model}.detector", str(exc))]) from exc
+
+    def _segment_key(self, model: str, spec: ModelSpec, segment: str | None) -> tuple[str, str]:
+        assert spec.segments is not None
+        name = segment or self.POOLED
+        key = (model, name)
+        if key not in self.segment_monitors:
+            n_named = sum(1 for (m, s) in self.segment_monitors if m == model and s != self.POOLED)
+            if name != self.POOLED and n_named >= spec.segments.max_segments:
+                key = (model, self.POOLED)
+            if key not in self.segment_monitors:
+                self.segment_monitors[key] = ModelMonitor(model, spec, self._detector_for(model, spec), key[1])
+        return key
 
     def observe(self, examples: Sequence[LabelledExample]) -> MonitorResult:
-        """Route a batch to each model's monitor, keeping event order within a model."""
+        """Route a batch to each model's (and segment's) monitor, keeping event order within each."""
         by_model: dict[str, list[LabelledExample]] = defaultdict(list)
+        by_segment: dict[tuple[str, str], list[LabelledExample]] = defaultdict(list)
         result = MonitorResult()
         for example in examples:
-            if example.prediction.model in self.monitors:
-                by_model[example.prediction.model].append(example)
-            else:
+            model = example.prediction.model
+            if model not in self.monitors:
                 result.n_unmonitored += 1
+                continue
+            by_model[model].append(example)
+            spec = self.config.models[model]
+            if spec.segments is not None:
+                by_segment[self._segment_key(model, spec, example.prediction.segment)].append(example)
         for model, batch in by_model.items():
             result.extend(self.monitors[model].observe(batch))
+        for key, batch in by_segment.items():
+            segment_result = self.segment_monitors[key].observe(batch)
+            # Unscorable examples were already reported by the model-wide monitor.
+            segment_result.rejected.clear()
+            result.extend(segment_result)
+        # One order whatever the batching: by event time, the model-wide monitor first at equal times.
+        result.alerts.sort(key=lambda a: a.event_time)
+        result.triggers.sort(key=lambda t: t.event_time)
         return result

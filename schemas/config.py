@@ -30,6 +30,7 @@ __all__ = [
     "MonitorConfig",
     "PerformanceSpec",
     "RetrainSpec",
+    "SegmentSpec",
     "load_monitor_config",
     "parse_monitor_config",
 ]
@@ -97,11 +98,22 @@ class RetrainSpec(_Spec):
     )
 
 
+class SegmentSpec(_Spec):
+    """Also monitor each segment (speaker accent, region) on its own."""
+
+    max_segments: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=20, description="Segments beyond this many, in order of first appearance, are pooled together."
+    )
+
+
 class ModelSpec(_Spec):
     task: Literal["classification", "regression"]
     performance: PerformanceSpec
     detector: DetectorSpec | None = Field(default_factory=DetectorSpec)
     retrain: RetrainSpec = Field(default_factory=RetrainSpec)
+    segments: SegmentSpec | None = Field(
+        default=None, description="Split the monitors by the events' segment; segment alerts do not trigger retrains."
+    )
 
     @model_validator(mode="after")
     def _metric_fits_task(self) -> ModelSpec:

@@ -1,0 +1,74 @@
+"""Per-segment monitors: a decay confined to one accent is caught in that segment, with a bounded segment count."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+
+from detectors.monitor import MonitorResult, MonitorSet
+from detectors.registry import build_detector
+from schemas.config import parse_monitor_config
+from schemas.events import LabelledExample, OutcomeEvent, PredictionEvent
+
+T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+ACCENTS = ("en-GB", "en-US", "en-IN", "en-AU")
+CONFIG = """
+models:
+  asr:
+    task: classification
+    performance: {{window: 300, threshold: 0.85}}
+    detector: {{name: bernoulli_glr, params: {{warmup: 500}}}}
+    segments: {{max_segments: {max_segments}}}
+"""
+
+
+def stream(n: int = 12_000, change_at: int = 6_000, decaying: str = "en-IN", seed: int = 1) -> list[LabelledExample]:
+    """92% right everywhere; from ``change_at`` the ``decaying`` accent drops to 60% (about 84% overall)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        accent = ACCENTS[int(rng.integers(len(ACCENTS)))]
+        accuracy = 0.60 if (i >= change_at and accent == decaying) else 0.92
+        t = T0 + timedelta(seconds=i)
+        p = PredictionEvent(prediction_id=f"p{i}", model="asr", model_version="1", event_time=t,
+                            prediction="a", segment=accent)
+        actual = "a" if rng.random() < accuracy else "b"
+        out.append(LabelledExample(prediction=p, outcome=OutcomeEvent(prediction_id=f"p{i}", event_time=t, actual=actual)))
+    return out
+
+
+def run(examples: list[LabelledExample], max_segments: int = 20, batch: int = 1000) -> tuple[MonitorSet, MonitorResult]:
+    monitors, total = MonitorSet(parse_monitor_config(CONFIG.format(max_segments=max_segments)), build_detector), MonitorResult()
+    for i in range(0, len(examples), batch):
+        total.extend(monitors.observe(examples[i : i + batch]))
+    return monitors, total
+
+
+def test_a_decay_in_one_segment_alerts_for_that_segment_only() -> None:
+    _, result = run(stream())
+    fired = [a for a in result.alerts if a.status == "fired"]
+    segment_alerts = [a for a in fired if a.segment is not None]
+    assert segment_alerts and {a.segment for a in segment_alerts} == {"en-IN"}
+    assert all(a.event_time >= T0 + timedelta(seconds=6000) for a in fired)
+    assert all("segment en-IN" in a.message for a in segment_alerts)
+    # Segment alerts inform; only the model-wide monitor may ask for a retrain.
+    model_alert_ids = {a.alert_id for a in fired if a.segment is None}
+    assert all(set(t.alert_ids) <= model_alert_ids for t in result.triggers)
+
+
+@pytest.mark.parametrize("batch", [1, 333])
+def test_segment_alerts_do_not_depend_on_batch_size(batch: int) -> None:
+    examples = stream(n=8000, change_at=4000)
+    reference = [a.alert_id for a in run(examples, batch=8000)[1].alerts]
+    assert [a.alert_id for a in run(examples, batch=batch)[1].alerts] == reference
+
+
+def test_segments_beyond_the_limit_are_pooled() -> None:
+    monitors, _ = run(stream(n=2000, change_at=2000), max_segments=2)
+    segments = sorted(s for m, s in monitors.segment_monitors if m == "asr")
+    assert len(segments) == 3 and MonitorSet.POOLED in segments
+    pooled = monitors.segment_monitors[("asr", MonitorSet.POOLED)]
+    named = [monitors.segment_monitors[("asr", s)] for s in segments if s != MonitorSet.POOLED]
+    assert pooled.n_seen + sum(m.n_seen for m in named) == 2000
