@@ -118,6 +118,7 @@ class ModelMonitor:
         self._period_start: datetime | None = None
         self._next_scheduled: datetime | None = None
         self._last_periodic: dict[str, datetime] = {}
+        self._batch_triggers: list[tuple[int, RetrainTrigger]] = []
         self._higher_is_better = spec.metric == "accuracy"
 
     @property
@@ -202,11 +203,14 @@ class ModelMonitor:
             else:
                 self._fire(name, idx, first_index, scored[idx].prediction, float(values[idx]), alarm, result)
         if self._retrains:
-            self._periodic_triggers(first_index, scored, result)
-        result.triggers.sort(key=lambda t: t.event_time)
+            self._periodic_triggers(first_index, scored)
+        # Triggers in the order of the examples that caused them, as a one-by-one run would emit them.
+        self._batch_triggers.sort(key=lambda pair: pair[0])
+        result.triggers.extend(trigger for _, trigger in self._batch_triggers)
+        self._batch_triggers.clear()
         return result
 
-    def _periodic_triggers(self, first_index: int, scored: Sequence[LabelledExample], result: MonitorResult) -> None:
+    def _periodic_triggers(self, first_index: int, scored: Sequence[LabelledExample]) -> None:
         """Volume- and schedule-based triggers (the fraud case): independent of drift and of the cooldown."""
         retrain = self.spec.retrain
         if self._period_start is None:
@@ -216,32 +220,33 @@ class ModelMonitor:
             # Global example numbers (1-based) in this batch that are multiples of n.
             first_multiple = -(-(first_index + 1) // n) * n
             for number in range(first_multiple, first_index + len(scored) + 1, n):
-                example = scored[number - first_index - 1].prediction
-                self._periodic("volume", f"{number}", example.event_time, f"{n} new labelled examples", result)
+                position = number - first_index - 1
+                example = scored[position].prediction
+                self._periodic(position, "volume", f"{number}", example.event_time, f"{n} new labelled examples")
         if retrain.every_seconds is not None:
             step = timedelta(seconds=retrain.every_seconds)
             if self._next_scheduled is None:
                 self._next_scheduled = self._period_start + step
-            last_time = scored[-1].prediction.event_time
-            while self._next_scheduled <= last_time:
-                due = self._next_scheduled
-                self._periodic("schedule", due.isoformat(), due, f"every {retrain.every_seconds:g} s of event time", result)
-                self._next_scheduled = due + step
+            for position, example in enumerate(scored):
+                while self._next_scheduled <= example.prediction.event_time:
+                    due = self._next_scheduled
+                    why = f"every {retrain.every_seconds:g} s of event time"
+                    self._periodic(position, "schedule", due.isoformat(), due, why)
+                    self._next_scheduled = due + step
 
-    def _periodic(self, reason: str, ordinal: str, event_time: datetime, why: str, result: MonitorResult) -> None:
+    def _periodic(self, position: int, reason: str, ordinal: str, event_time: datetime, why: str) -> None:
         data_from = self._last_periodic.get(reason, self._period_start)
         assert data_from is not None
         self._last_periodic[reason] = event_time
-        result.triggers.append(
-            RetrainTrigger(
+        self._batch_triggers.append((position, RetrainTrigger(
                 trigger_id=deterministic_id(self.model, reason, ordinal),
                 model=self.model,
                 reason=reason,  # type: ignore[arg-type]
                 data_from=data_from,
                 event_time=event_time,
                 message=f"{self.model}: {reason} retrain ({why})",
-            )
-        )
+            ),
+        ))
 
     def _detector_alarms(self, losses: npt.NDArray[np.float64]) -> dict[int, _Alarm]:
         """Alarm positions in the batch, with the detector's statistic and change estimate at each."""
@@ -319,7 +324,7 @@ class ModelMonitor:
             statistic, threshold, severity = alarm.statistic, alarm.threshold, "warning"
         alert = self._alert(alert_id, "fired", severity, name, statistic, threshold, example, episode_id, message)
         result.alerts.append(alert)
-        self._maybe_trigger(alert, global_index, lookback, example.event_time, result)
+        self._maybe_trigger(alert, idx, global_index, lookback, example.event_time)
 
     def _resolve(self, name: str, example: PredictionEvent, value: float, result: MonitorResult) -> None:
         episode = self._open.pop(name)
@@ -364,7 +369,7 @@ class ModelMonitor:
         )
 
     def _maybe_trigger(
-        self, alert: Alert, global_index: int, lookback: int, event_time: datetime, result: MonitorResult
+        self, alert: Alert, position: int, global_index: int, lookback: int, event_time: datetime
     ) -> None:
         retrain = self.spec.retrain
         if not self._retrains:
@@ -377,17 +382,16 @@ class ModelMonitor:
         # self._times ends at the batch's last example; index back from there.
         back = (self.n_seen - 1 - global_index) + lookback
         data_from = self._times[max(0, len(self._times) - 1 - back)]
-        result.triggers.append(
-            RetrainTrigger(
-                trigger_id=deterministic_id(alert.alert_id, "retrain"),
-                model=self.model,
-                reason="performance_decay",
-                alert_ids=[alert.alert_id],
-                data_from=data_from,
-                event_time=event_time,
-                message=alert.message,
-            )
+        trigger = RetrainTrigger(
+            trigger_id=deterministic_id(alert.alert_id, "retrain"),
+            model=self.model,
+            reason="performance_decay",
+            alert_ids=[alert.alert_id],
+            data_from=data_from,
+            event_time=event_time,
+            message=alert.message,
         )
+        self._batch_triggers.append((position, trigger))
 
 
 DetectorFactory = Callable[..., DriftDetector]
@@ -451,7 +455,4 @@ class MonitorSet:
             # Unscorable examples were already reported by the model-wide monitor.
             segment_result.rejected.clear()
             result.extend(segment_result)
-        # One order whatever the batching: by event time, the model-wide monitor first at equal times.
-        result.alerts.sort(key=lambda a: a.event_time)
-        result.triggers.sort(key=lambda t: t.event_time)
         return result

@@ -10,7 +10,7 @@ import pytest
 from detectors.monitor import MonitorResult, MonitorSet
 from detectors.registry import build_detector
 from schemas.config import parse_monitor_config
-from schemas.events import LabelledExample, OutcomeEvent, PredictionEvent
+from schemas.events import Alert, LabelledExample, OutcomeEvent, PredictionEvent
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 ACCENTS = ("en-GB", "en-US", "en-IN", "en-AU")
@@ -58,11 +58,21 @@ def test_a_decay_in_one_segment_alerts_for_that_segment_only() -> None:
     assert all(set(t.alert_ids) <= model_alert_ids for t in result.triggers)
 
 
+def _per_monitor(alerts: list[Alert]) -> dict[str | None, list[str]]:
+    out: dict[str | None, list[str]] = {}
+    for a in alerts:
+        out.setdefault(a.segment, []).append(a.alert_id)
+    return out
+
+
 @pytest.mark.parametrize("batch", [1, 333])
 def test_segment_alerts_do_not_depend_on_batch_size(batch: int) -> None:
+    # Each monitor's alerts (model-wide, per segment) come in the same order; how the
+    # model-wide and segment streams interleave within one batch is not specified.
     examples = stream(n=8000, change_at=4000)
-    reference = [a.alert_id for a in run(examples, batch=8000)[1].alerts]
-    assert [a.alert_id for a in run(examples, batch=batch)[1].alerts] == reference
+    reference = _per_monitor(run(examples, batch=8000)[1].alerts)
+    assert reference.get("en-IN"), "the decaying segment must alert, or the comparison proves nothing"
+    assert _per_monitor(run(examples, batch=batch)[1].alerts) == reference
 
 
 def test_segments_beyond_the_limit_are_pooled() -> None:
