@@ -6,8 +6,9 @@ COPY schemas schemas
 COPY detectors detectors
 COPY retrainer retrainer
 COPY streams streams
-RUN pip install --no-cache-dir . && useradd --system --create-home driftline && mkdir -p /var/lib/driftline \
-    && chown driftline /var/lib/driftline
+# The retrainer's directory exists in the image so that a named volume mounted there starts owned by driftline.
+RUN pip install --no-cache-dir . && useradd --system --create-home driftline \
+    && mkdir -p /var/lib/driftline/retrainer && chown -R driftline /var/lib/driftline
 USER driftline
 ENV DRIFTLINE_WEB_HOST=0.0.0.0 DRIFTLINE_DATA_DIR=/var/lib/driftline
 ENTRYPOINT ["driftline"]
