@@ -140,10 +140,10 @@ def simulate_maxima(
             up, down = np.log(rows / p0), np.log((1 - rows) / (1 - p0))
             inc = np.where(x[None, warmup:], up, down)
         elif kind == "gaussian":
-            x = rng.standard_normal(warmup + length)
-            center, scale = robust_reference(x[:warmup])
+            normal = rng.standard_normal(warmup + length)
+            center, scale = robust_reference(normal[:warmup])
             clip = spec["clip"]
-            z = np.clip((x[warmup:] - center) / scale, -clip, clip)
+            z = np.clip((normal[warmup:] - center) / scale, -clip, clip)
             inc = a * z + b * (z * z) + g
         else:
             raise ValueError(f"unknown kind {kind!r}")

@@ -488,7 +488,8 @@ class GaussianGLR(_CUSUMBank):
         a = np.asarray(self._alpha)[:, None]
         b = np.asarray(self._beta)[:, None]
         g = np.asarray(self._gamma)[:, None]
-        return np.rint((a * z + b * zz + g) * _SCALE).astype(np.int64)
+        scaled: npt.NDArray[np.int64] = np.rint((a * z + b * zz + g) * _SCALE).astype(np.int64)
+        return scaled
 
 
 def robust_reference(values: npt.NDArray[np.float64]) -> tuple[float, float]:

@@ -187,7 +187,7 @@ class OutcomeJoiner(Generic[Ref]):
             while clock is not None and heap and heap[0][0] < clock:
                 _, _, pid = heapq.heappop(heap)
                 if pid in pending:
-                    event, ref = pending.pop(pid)  # type: ignore[attr-defined]
+                    event, ref = pending.pop(pid)
                     expired.append(Expired(side, pid, event.event_time, ref))
         known = [c for c in self._clocks.values() if c is not None]
         if len(known) == 2:

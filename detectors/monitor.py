@@ -190,7 +190,7 @@ class ModelMonitor:
                 else:
                     # Judge recovery only on a full window of examples after the firing.
                     earliest = max(pos, open_since + perf.window)
-                    hits = np.flatnonzero(healthy[earliest:]) if earliest < len(scored) else []
+                    hits = np.flatnonzero(healthy[earliest:]) if earliest < len(scored) else np.empty(0, np.intp)
                     if len(hits) == 0:
                         break
                     idx = earliest + int(hits[0])
@@ -221,14 +221,14 @@ class ModelMonitor:
             first_multiple = -(-(first_index + 1) // n) * n
             for number in range(first_multiple, first_index + len(scored) + 1, n):
                 position = number - first_index - 1
-                example = scored[position].prediction
-                self._periodic(position, "volume", f"{number}", example.event_time, f"{n} new labelled examples")
+                event_time = scored[position].prediction.event_time
+                self._periodic(position, "volume", f"{number}", event_time, f"{n} new labelled examples")
         if retrain.every_seconds is not None:
             step = timedelta(seconds=retrain.every_seconds)
             if self._next_scheduled is None:
                 self._next_scheduled = self._period_start + step
-            for position, example in enumerate(scored):
-                while self._next_scheduled <= example.prediction.event_time:
+            for position, labelled in enumerate(scored):
+                while self._next_scheduled <= labelled.prediction.event_time:
                     due = self._next_scheduled
                     why = f"every {retrain.every_seconds:g} s of event time"
                     self._periodic(position, "schedule", due.isoformat(), due, why)

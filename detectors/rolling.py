@@ -77,9 +77,9 @@ def _window_sums(x: npt.NDArray[np.float64], window: int) -> npt.NDArray[np.floa
     """
     n = len(x)
     n_blocks = -(-n // window)
-    blocks = np.zeros(n_blocks * window)
-    blocks[:n] = x
-    blocks = blocks.reshape(n_blocks, window)
+    flat = np.zeros(n_blocks * window)
+    flat[:n] = x
+    blocks = flat.reshape(n_blocks, window)
     prefix = np.cumsum(blocks, axis=1).ravel()[:n]
     suffix = np.cumsum(blocks[:, ::-1], axis=1)[:, ::-1].ravel()[:n]
     ends = np.arange(n)
