@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from detectors.base import DriftDetector
 from detectors.exceptions import DetectorError, InvalidParameter
-from detectors.rolling import RollingMean
+from detectors.performance import RollingMetric, UnscorableExample, components_of
 from schemas.config import ModelSpec, MonitorConfig
 from schemas.events import Alert, LabelledExample, PredictionEvent, RetrainTrigger, deterministic_id
 from schemas.exceptions import ConfigError
@@ -32,10 +32,6 @@ PERFORMANCE = "performance"
 THRESHOLD = "threshold"
 # Event times kept to map a detector's change-start estimate back to a time.
 _TIME_HISTORY = 20_000
-
-
-class UnscorableExample(DetectorError, ValueError):
-    """A labelled example whose prediction or outcome does not fit the model's task."""
 
 
 def loss_of(example: LabelledExample, task: str) -> float:
@@ -111,7 +107,7 @@ class ModelMonitor:
         # Retrains are per model: a segment's alerts inform, the model-wide monitor triggers.
         self._retrains = spec.retrain.enabled and segment is None
         self._label = model if segment is None else f"{model} [segment {segment}]"
-        self._rolling = RollingMean(spec.performance.window)
+        self._rolling = RollingMetric(spec.metric, spec.performance.window)
         self._times: deque[datetime] = deque(maxlen=max(_TIME_HISTORY, spec.performance.window))
         self._open: dict[str, _Episode] = {}
         self._last_trigger_time: datetime | None = None
@@ -119,7 +115,7 @@ class ModelMonitor:
         self._next_scheduled: datetime | None = None
         self._last_periodic: dict[str, datetime] = {}
         self._batch_triggers: list[tuple[int, RetrainTrigger]] = []
-        self._higher_is_better = spec.metric == "accuracy"
+        self._higher_is_better = self._rolling.higher_is_better
 
     @property
     def n_seen(self) -> int:
@@ -131,35 +127,34 @@ class ModelMonitor:
 
     @property
     def metric_value(self) -> float:
-        """The rolling metric now (NaN before the first example)."""
-        mean = self._rolling.mean
-        return 1.0 - mean if self._higher_is_better else mean
+        """The rolling metric now (NaN before the first example, or while undefined)."""
+        return self._rolling.value
 
     @property
     def open_alerts(self) -> list[str]:
         """Names of the detectors whose alert is fired and not yet resolved."""
         return sorted(self._open)
 
-    def _metric_series(self, losses: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        means = self._rolling.update_many(losses)
-        return 1.0 - means if self._higher_is_better else means
-
     def observe(self, examples: Sequence[LabelledExample]) -> MonitorResult:
         """Score a batch of this model's examples, in event order, and decide."""
         result = MonitorResult()
         scored: list[LabelledExample] = []
         losses: list[float] = []
+        components: list[tuple[float, ...]] = []
         for example in examples:
             try:
-                losses.append(loss_of(example, self.spec.task))
+                parts = components_of(example, self.spec)
+                loss = loss_of(example, self.spec.task)
             except UnscorableExample as exc:
                 result.rejected.append((example, str(exc)))
                 continue
+            components.append(parts)
+            losses.append(loss)
             scored.append(example)
         if not scored:
             return result
         first_index = self.n_seen
-        values = self._metric_series(np.asarray(losses))
+        values = self._rolling.update_many(np.asarray(components, dtype=float))
         self._times.extend(e.prediction.event_time for e in scored)
         perf = self.spec.performance
         n_in_window = np.minimum(np.arange(first_index + 1, first_index + len(scored) + 1), perf.window)

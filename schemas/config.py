@@ -35,6 +35,10 @@ __all__ = [
     "parse_monitor_config",
 ]
 
+Metric = Literal["accuracy", "precision", "recall", "f1", "log_loss", "mae", "rmse", "bias"]
+CLASSIFICATION_METRICS = frozenset({"accuracy", "precision", "recall", "f1", "log_loss"})
+# Metrics that live in [0, 1] with higher better; the others are errors, lower better.
+UNIT_METRICS = frozenset({"accuracy", "precision", "recall", "f1"})
 ModelName = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")]
 
 
@@ -45,12 +49,15 @@ class _Spec(BaseModel):
 class PerformanceSpec(_Spec):
     """Rolling performance over the last ``window`` labelled examples."""
 
-    metric: Literal["accuracy", "mae"] | None = Field(
+    metric: Metric | None = Field(
         default=None, description="Defaults to accuracy for classification and mae for regression."
+    )
+    positive_class: bool | int | str | None = Field(
+        default=None, description="The class that precision, recall and f1 are about (e.g. fraud)."
     )
     window: Annotated[int, Field(ge=10, le=1_000_000)] = 500
     threshold: Annotated[float, Field(ge=0, allow_inf_nan=False)] = Field(
-        description="Alert when accuracy falls below, or mae rises above, this value."
+        description="Alert when a higher-is-better metric (accuracy, precision, recall, f1) falls below, or an error (log_loss, mae, rmse, bias) rises above, this value."
     )
     hysteresis: Annotated[float, Field(ge=0, allow_inf_nan=False)] = Field(
         default=0.02, description="Resolve only once the metric is this far back on the good side: no flapping."
@@ -118,13 +125,15 @@ class ModelSpec(_Spec):
     @model_validator(mode="after")
     def _metric_fits_task(self) -> ModelSpec:
         perf = self.performance
-        if perf.metric is not None and (perf.metric == "accuracy") != (self.task == "classification"):
+        if perf.metric is not None and (perf.metric in CLASSIFICATION_METRICS) != (self.task == "classification"):
             raise ValueError(f"metric {perf.metric!r} does not fit task {self.task!r}")
+        if self.metric in ("precision", "recall", "f1") and perf.positive_class is None:
+            raise ValueError(f"metric {self.metric!r} needs performance.positive_class")
         # An alert whose recovery level cannot be reached would never resolve.
-        if self.metric == "accuracy" and perf.threshold + perf.hysteresis > 1:
-            raise ValueError("an accuracy threshold plus its hysteresis must be at most 1")
-        if self.metric == "mae" and perf.hysteresis >= perf.threshold:
-            raise ValueError("an mae hysteresis must be smaller than the threshold")
+        if self.metric in UNIT_METRICS and perf.threshold + perf.hysteresis > 1:
+            raise ValueError(f"a {self.metric} threshold plus its hysteresis must be at most 1")
+        if self.metric not in UNIT_METRICS and perf.hysteresis >= perf.threshold:
+            raise ValueError(f"a {self.metric} hysteresis must be smaller than the threshold")
         return self
 
     @property
@@ -135,7 +144,7 @@ class ModelSpec(_Spec):
         return self.detector.name or DEFAULT_DETECTORS[self.task]
 
     @property
-    def metric(self) -> Literal["accuracy", "mae"]:
+    def metric(self) -> Metric:
         return self.performance.metric or ("accuracy" if self.task == "classification" else "mae")
 
 

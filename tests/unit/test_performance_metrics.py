@@ -1,0 +1,130 @@
+"""Every rolling metric equals a naive computation over its window, after every example; alerts work on each."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from detectors.monitor import MonitorSet
+from detectors.registry import build_detector
+from schemas.config import parse_monitor_config
+from schemas.events import LabelledExample, OutcomeEvent, PredictionEvent
+from schemas.exceptions import ConfigError
+
+T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+
+def example(i: int, predicted: object, actual: object, probabilities: dict[str, float] | None = None) -> LabelledExample:
+    t = T0 + timedelta(seconds=i)
+    p = PredictionEvent(prediction_id=f"p{i}", model="m", model_version="1", event_time=t,
+                        prediction=predicted, probabilities=probabilities)  # type: ignore[arg-type]
+    return LabelledExample(prediction=p, outcome=OutcomeEvent(prediction_id=f"p{i}", event_time=t, actual=actual))  # type: ignore[arg-type]
+
+
+def naive(metric: str, pairs: list[tuple[object, object, float]]) -> float:
+    if metric == "accuracy":
+        return sum(p == a for p, a, _ in pairs) / len(pairs)
+    if metric in ("precision", "recall", "f1"):
+        tp = sum(p == "fraud" and a == "fraud" for p, a, _ in pairs)
+        fp = sum(p == "fraud" and a != "fraud" for p, a, _ in pairs)
+        fn = sum(p != "fraud" and a == "fraud" for p, a, _ in pairs)
+        den = {"precision": tp + fp, "recall": tp + fn, "f1": 2 * tp + fp + fn}[metric]
+        return math.nan if den == 0 else (2 * tp if metric == "f1" else tp) / den
+    if metric == "log_loss":
+        return sum(-math.log(max(q, 1e-15)) for _, _, q in pairs) / len(pairs)
+    errors = [float(p) - float(a) for p, a, _ in pairs]  # type: ignore[arg-type]
+    if metric == "mae":
+        return sum(abs(e) for e in errors) / len(errors)
+    if metric == "rmse":
+        return math.sqrt(sum(e * e for e in errors) / len(errors))
+    return abs(sum(errors) / len(errors))
+
+
+CLASSIFICATION = ["accuracy", "precision", "recall", "f1", "log_loss"]
+REGRESSION = ["mae", "rmse", "bias"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    metric=st.sampled_from(CLASSIFICATION + REGRESSION),
+    window=st.integers(10, 40),
+    seed=st.integers(0, 10_000),
+    cuts=st.lists(st.integers(1, 30), min_size=1, max_size=8),
+)
+def test_rolling_metric_equals_a_naive_window(metric: str, window: int, seed: int, cuts: list[int]) -> None:
+    rng = np.random.default_rng(seed)
+    task = "classification" if metric in CLASSIFICATION else "regression"
+    extra = "positive_class: fraud, " if metric in ("precision", "recall", "f1") else ""
+    hysteresis = "hysteresis: 0.01, " if metric not in ("accuracy", "precision", "recall", "f1") else ""
+    config = parse_monitor_config(
+        f"models: {{m: {{task: {task}, performance: {{metric: {metric}, {extra}{hysteresis}window: {window}, "
+        f"threshold: 0.5}}, detector: null}}}}"
+    )
+    monitors = MonitorSet(config, build_detector)
+    monitor = monitors.monitors["m"]
+    pairs: list[tuple[object, object, float]] = []
+    i = 0
+    for cut in cuts:
+        batch = []
+        for _ in range(cut):
+            if task == "classification":
+                predicted = ["fraud", "ok"][int(rng.integers(2))]
+                actual = ["fraud", "ok"][int(rng.integers(2))]
+                q = float(rng.uniform(0.01, 0.99))
+                probs = {"fraud": q, "ok": 1 - q}
+                pairs.append((predicted, actual, probs[actual]))
+                batch.append(example(i, predicted, actual, probs))
+            else:
+                predicted_value, actual_value = float(rng.normal(10, 3)), float(rng.normal(10, 3))
+                pairs.append((predicted_value, actual_value, 0.0))
+                batch.append(example(i, predicted_value, actual_value))
+            i += 1
+        monitors.observe(batch)
+        expected = naive(metric, pairs[-window:])
+        got = monitor.metric_value
+        assert (math.isnan(got) and math.isnan(expected)) or got == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_a_fall_in_recall_alerts_on_recall() -> None:
+    """Fraud: the model starts missing fraud while accuracy barely moves (fraud is 5% of traffic)."""
+    rng = np.random.default_rng(4)
+    config = parse_monitor_config(
+        "models: {m: {task: classification, performance: {metric: recall, positive_class: fraud, window: 2000, "
+        "threshold: 0.7}}}"
+    )
+    monitors, examples = MonitorSet(config, build_detector), []
+    for i in range(12_000):
+        fraud = rng.random() < 0.05
+        caught = rng.random() < (0.9 if i < 6000 else 0.5)
+        predicted = "fraud" if (fraud and caught) else "ok"
+        examples.append(example(i, predicted, "fraud" if fraud else "ok"))
+    result = monitors.observe(examples)
+    fired = [a for a in result.alerts if a.status == "fired" and a.detector == "threshold"]
+    assert fired and fired[0].event_time >= T0 + timedelta(seconds=6000)
+    assert "recall" in fired[0].message and fired[0].statistic < 0.7
+
+
+def test_log_loss_without_probabilities_is_unscorable() -> None:
+    config = parse_monitor_config(
+        "models: {m: {task: classification, performance: {metric: log_loss, threshold: 0.7}, detector: null}}"
+    )
+    result = MonitorSet(config, build_detector).observe([example(0, "a", "a")])
+    assert [reason for _, reason in result.rejected] == ["log_loss needs the prediction's class probabilities"]
+
+
+@pytest.mark.parametrize(
+    ("performance", "message"),
+    [
+        ("{metric: f1, threshold: 0.5}", "needs performance.positive_class"),
+        ("{metric: rmse, threshold: 0.5}", "does not fit task"),
+    ],
+)
+def test_metric_rules_are_checked_at_start_up(performance: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_monitor_config(f"models: {{m: {{task: classification, performance: {performance}}}}}")
+    assert info.value.problems[0][0] == "models.m" and message in info.value.problems[0][1]
