@@ -29,6 +29,7 @@ from faust.types import TP
 from prometheus_client import generate_latest
 from pydantic import TypeAdapter
 
+from detectors.checkpoint import Checkpointer, decode_checkpoint, encode_checkpoint
 from detectors.monitor import MonitorResult, MonitorSet
 from detectors.pipeline import IngestResult, JoinStage, RawRecord, Side, Source
 from detectors.registry import build_detector
@@ -181,6 +182,84 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
     side_of_topic: dict[str, Side] = {names.predictions: "prediction", names.outcomes: "outcome"}
     progress = _SourceProgress(side_of_topic)
 
+    # Durable monitor state.  One entry per model (value: detectors.checkpoint bytes) in the changelog
+    # partition equal to the model's labelled partition, so faust's table recovery has read it before the
+    # monitor agent gets that partition's events.  The agent writes it straight to the changelog with the
+    # producer and awaits the acks, once per checkpoint interval (and at once after a batch that alerts).
+    # The labelled events a checkpoint covers are acked only after it is written: the committed labelled
+    # offset never passes the state, so a kill -9 replays at most the examples since the last checkpoint,
+    # and those below the checkpoint's offset are skipped (see detectors.checkpoint).
+    # The changelog is declared here only to keep it raw bytes (faust's default is json).
+    state_changelog = app.topic(
+        f"{settings.app_id}-monitor-state-changelog", partitions=settings.partitions, compacting=True, deleting=False,
+        internal=True, allow_empty=True, acks=False, maxsize=131_072, **raw,
+    )
+    state_table = app.Table("monitor-state", partitions=settings.partitions, changelog_topic=state_changelog,
+                            help="Monitor state checkpoints")
+    checkpointer = Checkpointer(settings.checkpoint_seconds, settings.checkpoint_dedupe_ids)
+    monitor_lock = asyncio.Lock()
+    restored_partitions: set[int] = set()
+    held: list[Any] = []  # labelled events processed, acked once their state is checkpointed
+    checkpoint_info: dict[str, Any] = {"n_checkpoints": 0, "n_restored": 0, "written": {}}
+
+    def restore_partition(partition: int) -> None:
+        for blob in list(state_table.data.values()):
+            checkpoint = decode_checkpoint(blob)
+            if checkpoint is None or checkpoint.partition != partition:
+                continue
+            current = monitors.monitors.get(checkpoint.model)
+            if current is None:
+                continue
+            if checkpoint.monitor.spec != current.spec:
+                log.warning("monitor config of %s changed: its checkpoint is not restored", checkpoint.model)
+                continue
+            monitors.monitors[checkpoint.model] = checkpoint.monitor
+            for segment, segment_monitor in checkpoint.segments.items():
+                monitors.segment_monitors[(checkpoint.model, segment)] = segment_monitor
+            checkpointer.restore(checkpoint)
+            checkpoint_info["n_restored"] += 1
+            log.warning("restored %s from its checkpoint at labelled offset %d (%d examples seen)",
+                        checkpoint.model, checkpoint.next_offset, checkpoint.monitor.n_seen)
+        restored_partitions.add(partition)
+
+    async def write_checkpoint() -> None:
+        """Write the changed models' state, then ack the events it covers (call under monitor_lock)."""
+        snapshots = checkpointer.snapshot(monitors.monitors, time.time(), monitors.segment_monitors)
+        # Encoded before any await: the monitors must not change between snapshot and bytes.
+        blobs = [(c.partition, c.model, c.next_offset, encode_checkpoint(c)) for c in snapshots]
+        events = held[:]
+        held.clear()
+        producer = app.producer
+        topic = state_table.changelog_topic.get_topic_name()
+        acks = [await producer.send(topic, model.encode(), blob, partition, None, None)
+                for partition, model, _, blob in blobs]
+        await asyncio.gather(*acks)
+        for event in events:
+            event.ack()
+        checkpoint_info["n_checkpoints"] += 1
+        for _, model, next_offset, _ in blobs:
+            checkpoint_info["written"][model] = next_offset
+
+    async def checkpoint_while_idle() -> None:
+        # A plain task, not a faust timer: it must keep acking while faust waits for held events at shutdown.
+        while True:
+            await asyncio.sleep(min(1.0, settings.checkpoint_seconds / 2))
+            if (held or checkpointer.dirty) and (checkpointer.due(time.time()) or app.should_stop or app.rebalancing):
+                async with monitor_lock:
+                    await write_checkpoint()
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
+        lost = {tp.partition for tp in revoked if tp.topic == names.labelled}
+        if not lost:
+            return
+        async with monitor_lock:
+            if held or checkpointer.dirty:
+                await write_checkpoint()
+            for partition in lost:
+                restored_partitions.discard(partition)
+                checkpointer.forget_partition(partition)
+
     def publish_ingest(out: IngestResult[SourceRef], outbox: _Outbox) -> None:
         for example in out.labelled:
             outbox.add(names.labelled, example.prediction.model.encode(), example.model_dump_json().encode())
@@ -260,27 +339,58 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
     async def monitor(stream: faust.StreamT[bytes]) -> None:
         # Labelled examples are ours, but a foreign producer could still write here.
         max_bytes = 4 * settings.max_event_bytes
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
-            started = time.perf_counter()
-            examples: list[LabelledExample] = []
-            dead: list[tuple[RawRecord[SourceRef], Rejection]] = []
-            for event in events:
-                decoded = decode(_LABELLED, event.value, max_bytes)  # type: ignore[arg-type]
-                if isinstance(decoded, Rejection):
-                    dead.append((RawRecord("prediction", event.value, _ref(event)), decoded))  # type: ignore[arg-type]
-                else:
-                    examples.append(decoded)
-            result = monitors.observe(examples)
-            for model, n in Counter(e.prediction.model for e in examples).items():
-                if model in monitors.monitors:
-                    metrics.examples.labels(model).inc(n)
-            publish_monitor(result, dead, monitor_out)
-            await monitor_out.send()
-            metrics.observe_label_delay(examples, monitors.monitors)
-            metrics.observe_alert_latency(result.alerts, events)
-            metrics.batch_size.labels("monitor").observe(len(events))
-            metrics.batch_seconds.labels("monitor").observe(time.perf_counter() - started)
-            metrics.observe_batch("monitor", events, lambda _topic: "labelled", app.consumer.highwater)
+        idle_task = asyncio.ensure_future(checkpoint_while_idle())
+        try:
+            async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
+                async with monitor_lock:
+                    await monitor_batch(events, max_bytes)
+        finally:
+            idle_task.cancel()
+
+    async def monitor_batch(events: Sequence[Any], max_bytes: int) -> None:
+        started = time.perf_counter()
+        examples: list[LabelledExample] = []
+        dead: list[tuple[RawRecord[SourceRef], Rejection]] = []
+        for event in events:
+            partition = event.message.partition
+            if partition not in restored_partitions:
+                restore_partition(partition)
+            decoded = decode(_LABELLED, event.value, max_bytes)  # type: ignore[arg-type]
+            if isinstance(decoded, Rejection):
+                dead.append((RawRecord("prediction", event.value, _ref(event)), decoded))  # type: ignore[arg-type]
+            elif decoded.prediction.model in monitors.monitors and not checkpointer.admit(
+                decoded.prediction.model, partition, event.message.offset, decoded.prediction.prediction_id
+            ):
+                continue  # already in the restored state, or a re-published duplicate
+            else:
+                examples.append(decoded)
+            # Hold the ack (take_events acks once; this reference is released by write_checkpoint).
+            event.message.incref()
+            held.append(event)
+        result = monitors.observe(examples)
+        for model, n in Counter(e.prediction.model for e in examples).items():
+            if model in monitors.monitors:
+                metrics.examples.labels(model).inc(n)
+        publish_monitor(result, dead, monitor_out)
+        await monitor_out.send()
+        metrics.observe_label_delay(examples, monitors.monitors)
+        metrics.observe_alert_latency(result.alerts, events)
+        metrics.batch_size.labels("monitor").observe(len(events))
+        metrics.batch_seconds.labels("monitor").observe(time.perf_counter() - started)
+        metrics.observe_batch("monitor", events, lambda _topic: "labelled", app.consumer.highwater)
+        if result.alerts or result.triggers or checkpointer.due(time.time()):
+            # Right after alerts, so that a replay after a crash does not re-derive and re-send them.
+            await write_checkpoint()
+
+    @app.page("/checkpoint")
+    async def checkpoint_page(web: Any, request: Any) -> Any:
+        return web.json({
+            **checkpoint_info,
+            "n_replayed": checkpointer.n_replayed,
+            "n_duplicates": checkpointer.n_duplicates,
+            "n_held": len(held),
+            "n_seen": {model: m.n_seen for model, m in monitors.monitors.items()},
+        })
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:

@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     broker_session_timeout: Annotated[float, Field(gt=0)] = 30.0
     broker_request_timeout: Annotated[float, Field(gt=0)] = 90.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+    # Monitor state is checkpointed to a changelog-backed table at most this many seconds apart
+    # (and at once after a batch that alerts); labelled offsets are committed only up to a checkpoint.
+    checkpoint_seconds: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    # Prediction ids remembered per model to drop examples re-published by a restarted ingest stage.
+    checkpoint_dedupe_ids: Annotated[int, Field(ge=0, le=1_000_000)] = 5000
 
     # The retrainer service (``driftline retrainer``) and the apps that serve its models.
     retrainer_data_dir: Path = Path(".driftline/retrainer")
