@@ -151,5 +151,5 @@ def test_garbage_is_dead_lettered_with_reasons_and_alerts_are_unchanged(kafka_bo
         processed = _sum(samples, "driftline_events_processed_total", source=side)
         dead_lettered = _sum(samples, "driftline_events_dead_lettered_total", source=side)
         n_expired = _sum(samples, "driftline_events_expired_total", source=side)
-        assert read > 0 and processed == scenario.n_events
+        assert read > 0 and processed == scenario.n_events, {k: v for k, v in samples.items() if "driftline_e" in k[0] or "join" in k[0]}
         assert read == processed + dead_lettered + n_expired, (side, read, processed, dead_lettered, n_expired)
