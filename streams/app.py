@@ -260,6 +260,8 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
                 restored_partitions.discard(partition)
                 checkpointer.forget_partition(partition)
 
+    processed_reported: Counter[str] = Counter()
+
     def publish_ingest(out: IngestResult[SourceRef], outbox: _Outbox) -> None:
         for example in out.labelled:
             outbox.add(names.labelled, example.prediction.model.encode(), example.model_dump_json().encode())
@@ -273,9 +275,13 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
                       "source_offset": item.ref.offset, "ttl_seconds": settings.join_ttl_seconds}
             outbox.add(names.expired, item.prediction_id.encode(), json.dumps(record).encode())
             metrics.events_expired.labels(item.side).inc()
-        if out.labelled:
-            metrics.events_processed.labels("prediction").inc(len(out.labelled))
-            metrics.events_processed.labels("outcome").inc(len(out.labelled))
+        # Processed means joined (JoinStage.n_processed), whether or not the example is still held for
+        # ordering, so that read = processed + dead-lettered + expired + pending holds at every scrape.
+        for side in ("prediction", "outcome"):
+            joined = join_stage.n_processed[side]
+            if joined > processed_reported[side]:
+                metrics.events_processed.labels(side).inc(joined - processed_reported[side])
+                processed_reported[side] = joined
         metrics.join_pending.set(join_stage.n_pending)
         metrics.join_held.set(join_stage.n_held)
 

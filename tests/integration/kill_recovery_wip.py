@@ -38,18 +38,11 @@ from streams.demo import free_port, start_worker, stop_worker
 from streams.scenarios import SpeechScenario
 from streams.settings import load_settings
 from streams.topics import ensure_topics
-from tests.integration.harness import Worker, read_topic
+from tests.integration.harness import SPEECH_MONITORS, Worker, read_topic
 
 pytestmark = pytest.mark.integration
 
-CONFIG = """\
-models:
-  speech-asr:
-    task: classification
-    performance: {metric: accuracy, window: 500, threshold: 0.85, hysteresis: 0.02}
-    detector: {name: bernoulli_glr, params: {false_alarm_horizon: 100000}}
-    retrain: {cooldown_seconds: 3600}
-"""
+CONFIG = SPEECH_MONITORS
 ALERTS = TypeAdapter(Alert)
 N_EVENTS, CHANGE_AT, KILL_AT = 5000, 3000, 3100  # the detector alarms about 150 events after the change
 

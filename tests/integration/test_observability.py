@@ -30,20 +30,13 @@ from confluent_kafka import Producer
 from streams.client import PredictionLogger
 from streams.demo import free_port
 from streams.scenarios import SpeechScenario
-from tests.integration.harness import running_worker
+from tests.integration.harness import SPEECH_MONITORS, running_worker
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 RULE_FILES = sorted((ROOT / "deploy/prometheus/rules").glob("*.yml"))
-CONFIG = """\
-models:
-  speech-asr:
-    task: classification
-    performance: {metric: accuracy, window: 500, threshold: 0.85, hysteresis: 0.02}
-    detector: {name: bernoulli_glr, params: {false_alarm_horizon: 100000}}
-    retrain: {cooldown_seconds: 3600}
-"""
+CONFIG = SPEECH_MONITORS
 # Exported by the retrainer process only. Exempt while no `driftline retrainer` command exists (checked below).
 RETRAINER_METRICS = frozenset({
     "driftline_challengers_total", "driftline_model_version_info",

@@ -12,18 +12,11 @@ from pydantic import TypeAdapter
 from schemas.events import Alert, RetrainTrigger
 from streams.client import PredictionLogger
 from streams.scenarios import SpeechScenario
-from tests.integration.harness import read_topic, running_worker
+from tests.integration.harness import SPEECH_MONITORS, read_topic, running_worker
 
 pytestmark = pytest.mark.integration
 
-CONFIG = """\
-models:
-  speech-asr:
-    task: classification
-    performance: {metric: accuracy, window: 500, threshold: 0.85, hysteresis: 0.02}
-    detector: {name: bernoulli_glr, params: {false_alarm_horizon: 100000}}
-    retrain: {cooldown_seconds: 3600}
-"""
+CONFIG = SPEECH_MONITORS
 ALERTS = TypeAdapter(Alert)
 TRIGGERS = TypeAdapter(RetrainTrigger)
 
@@ -43,7 +36,8 @@ def test_speech_decay_alerts_and_triggers_only_after_the_change(kafka_bootstrap:
     change_time = scenario.start + timedelta(seconds=scenario.change_at * scenario.seconds_apart)
     with running_worker(kafka_bootstrap, tmp_path, CONFIG, partitions="2") as worker:
         sent = _produce_scenario(worker, scenario)
-        worker.wait_for(lambda m: _sum(m, "driftline_events_processed_total") >= sent, 120, "all events processed")
+        worker.wait_for(lambda m: _sum(m, "driftline_events_processed_total") >= sent
+                        and _sum(m, "driftline_join_held") == 0, 120, "all events processed")
         alerts = [ALERTS.validate_json(m.value()) for m in read_topic(kafka_bootstrap, worker.topics.alerts, 2)]
         triggers = [TRIGGERS.validate_json(m.value()) for m in read_topic(kafka_bootstrap, worker.topics.retrain, 1)]
 
@@ -120,9 +114,11 @@ def test_garbage_is_dead_lettered_with_reasons_and_alerts_are_unchanged(kafka_bo
         n_bad = sum(1 for i in range(scenario.n_events) if i % 500 == 250) + len(bad)
         n_total = 2 * scenario.n_events + n_duplicates + n_orphans + n_bad
 
-        clean.wait_for(lambda m: _sum(m, "driftline_events_processed_total") >= 2 * scenario.n_events, 120, "clean run")
+        clean.wait_for(lambda m: _sum(m, "driftline_events_processed_total") >= 2 * scenario.n_events
+                       and _sum(m, "driftline_join_held") == 0, 120, "clean run")
         samples = mixed.wait_for(
-            lambda m: _sum(m, "driftline_events_read_total") >= n_total and _sum(m, "driftline_join_pending") == 0,
+            lambda m: _sum(m, "driftline_events_read_total") >= n_total and _sum(m, "driftline_join_pending") == 0
+            and _sum(m, "driftline_join_held") == 0,
             120, "mixed run read everything and nothing is pending",
         )
         clean_alerts = [ALERTS.validate_json(m.value()) for m in read_topic(kafka_bootstrap, clean.topics.alerts, 2)]
