@@ -49,7 +49,7 @@ def _returns(rng: np.random.Generator, means: np.ndarray) -> np.ndarray:
 
 def make_stream(kind: str, seed: int, length: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    pre, post = np.arange(length) < CHANGE, np.arange(length) >= CHANGE
+    pre = np.arange(length) < CHANGE
     if kind == "bern 0.08->0.20":
         return _bern(rng, np.where(pre, 0.08, 0.20), length)
     if kind == "bern 0.08->0.12":

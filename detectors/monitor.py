@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors.base import DriftDetector
-from detectors.exceptions import DetectorError, InvalidParameter
+from detectors.exceptions import InvalidParameter
 from detectors.performance import RollingMetric, UnscorableExample, components_of
 from schemas.config import ModelSpec, MonitorConfig
 from schemas.events import Alert, LabelledExample, PredictionEvent, RetrainTrigger, deterministic_id

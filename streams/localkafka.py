@@ -14,7 +14,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -228,7 +227,3 @@ class LocalKafka:
             os.kill(pid, signal.SIGKILL)
         self.pid_file.unlink(missing_ok=True)
         return True
-
-
-if __name__ == "__main__":  # pragma: no cover - used by scripts and the Makefile
-    sys.exit("use `driftline kafka start|stop|status`")
