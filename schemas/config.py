@@ -26,6 +26,9 @@ from schemas.exceptions import ConfigError
 
 __all__ = [
     "DetectorSpec",
+    "DriftSpec",
+    "EstimatedPerformanceSpec",
+    "FeatureSpec",
     "ModelSpec",
     "MonitorConfig",
     "PerformanceSpec",
@@ -90,6 +93,73 @@ class DetectorSpec(_Spec):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+FeatureName = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class FeatureSpec(_Spec):
+    """A feature of the prediction events to watch: its distribution, and for numbers its spikes and trend."""
+
+    kind: Literal["numeric", "categorical"]
+    drift: bool = Field(default=True, description="Test its distribution against the version's reference window.")
+    outliers: bool = Field(default=False, description="Numeric only: flag a spike on the event it happens.")
+    trend: bool = Field(
+        default=False, description="Numeric only: a change detector on the value (a trend reversal in returns, say)."
+    )
+
+    @model_validator(mode="after")
+    def _numeric_only(self) -> FeatureSpec:
+        if self.kind == "categorical" and (self.outliers or self.trend):
+            raise ValueError("outliers and trend apply to numeric features only")
+        return self
+
+
+class DriftSpec(_Spec):
+    """How the prediction-side monitors (features, predictions, estimated performance) judge drift."""
+
+    reference_size: Annotated[int, Field(ge=50, le=1_000_000)] = Field(
+        default=1000, description="The first this many predictions of each model version are its reference."
+    )
+    window: Annotated[int, Field(ge=50, le=1_000_000)] = Field(
+        default=500, description="Each consecutive block of this many predictions is tested against the reference."
+    )
+    false_alarm_horizon: Annotated[float, Field(ge=1000, allow_inf_nan=False)] = Field(
+        default=100_000.0,
+        description="Mean predictions between false alarms of all this model's drift, outlier and trend monitors "
+        "together: the budget is split between them, so more features do not mean more false alarms.",
+    )
+    max_unseen_rate: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = Field(
+        default=0.01, description="Alert when more than this share of a window is categories (or classes) the reference never had."
+    )
+    outlier_min_zscore: Annotated[float, Field(ge=3, allow_inf_nan=False)] = Field(
+        default=6.0, description="A spike's robust z-score is never judged below this, whatever the budget allows."
+    )
+    max_versions: Annotated[int, Field(ge=1, le=20)] = Field(
+        default=3, description="Model versions watched at once; the one seen least recently is dropped beyond this."
+    )
+
+    @model_validator(mode="after")
+    def _window_fits(self) -> DriftSpec:
+        if self.window > self.reference_size:
+            raise ValueError(f"window ({self.window}) must not exceed reference_size ({self.reference_size})")
+        return self
+
+
+class EstimatedPerformanceSpec(_Spec):
+    """Label-free accuracy estimate of a classifier from its confidences, while outcomes are missing."""
+
+    threshold: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = Field(
+        description="Alert when the mean confidence over the window falls below this."
+    )
+    window: Annotated[int, Field(ge=10, le=1_000_000)] = 500
+    hysteresis: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.02
+
+    @model_validator(mode="after")
+    def _reachable(self) -> EstimatedPerformanceSpec:
+        if self.threshold + self.hysteresis > 1:
+            raise ValueError("threshold plus hysteresis must be at most 1, or the alert could never resolve")
+        return self
+
+
 class RetrainSpec(_Spec):
     """When to ask for a retrain: on a performance alert, and optionally on a schedule or a data volume."""
 
@@ -102,6 +172,9 @@ class RetrainSpec(_Spec):
     )
     every_seconds: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
         default=None, description="Also trigger every this many event-time seconds, drift or not."
+    )
+    on_drift: bool = Field(
+        default=True, description="Also trigger on feature or prediction drift, outlier and trend alerts (same cooldown)."
     )
 
 
@@ -121,6 +194,16 @@ class ModelSpec(_Spec):
     segments: SegmentSpec | None = Field(
         default=None, description="Split the monitors by the events' segment; segment alerts do not trigger retrains."
     )
+    features: Annotated[dict[FeatureName, FeatureSpec], Field(max_length=256)] = Field(
+        default_factory=dict, description="Features of the prediction events to watch for drift, spikes and trends."
+    )
+    prediction_drift: bool = Field(
+        default=False, description="Watch the distribution of the predictions: classes (and new classes) or values."
+    )
+    estimated_performance: EstimatedPerformanceSpec | None = Field(
+        default=None, description="Classification only: alert on the label-free accuracy estimate from confidences."
+    )
+    drift: DriftSpec = Field(default_factory=DriftSpec)
 
     @model_validator(mode="after")
     def _metric_fits_task(self) -> ModelSpec:
@@ -134,7 +217,14 @@ class ModelSpec(_Spec):
             raise ValueError(f"a {self.metric} threshold plus its hysteresis must be at most 1")
         if self.metric not in UNIT_METRICS and perf.hysteresis >= perf.threshold:
             raise ValueError(f"a {self.metric} hysteresis must be smaller than the threshold")
+        if self.estimated_performance is not None and self.task != "classification":
+            raise ValueError("estimated_performance needs task classification: it reads the classifier's confidences")
         return self
+
+    @property
+    def watches_predictions(self) -> bool:
+        """Whether any monitor reads the prediction events themselves (not only labelled examples)."""
+        return bool(self.features) or self.prediction_drift or self.estimated_performance is not None
 
     @property
     def detector_name(self) -> str | None:

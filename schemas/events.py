@@ -107,6 +107,7 @@ class Alert(_Event):
     segment: Name | None = None
     monitor: Name
     detector: Name
+    feature: FeatureName | None = Field(default=None, description="The feature a drift, outlier or trend alert is about.")
     statistic: FiniteFloat
     threshold: FiniteFloat
     event_time: AwareDatetime = Field(description="Event time of the event that triggered this status change.")
