@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, ConsumerGroupState, KafkaException, Message
+from confluent_kafka.admin import AdminClient
 
 from schemas.topics import TopicNames
-from streams.demo import free_port, metric_sum, scrape_metrics, start_worker, stop_worker
+from streams.demo import (
+    free_port,
+    metric_sum,
+    scrape_metrics,
+    start_worker,
+    stop_worker,
+)
 from streams.settings import Settings, load_settings
 from streams.topics import ensure_topics
-
 
 # The speech model's monitors, shared by the integration tests that drive SpeechScenario through a worker.
 SPEECH_MONITORS = """\
@@ -60,8 +68,17 @@ class Worker:
 @contextmanager
 def running_worker(bootstrap: str, tmp_path: Path, config_yaml: str, **settings: str) -> Iterator[Worker]:
     """Start ``driftline worker`` with a fresh topic prefix and app id; SIGTERM then SIGKILL at the end."""
+    with running_workers(bootstrap, tmp_path, config_yaml, 1, **settings) as (worker,):
+        yield worker
+
+
+@contextmanager
+def running_workers(
+    bootstrap: str, tmp_path: Path, config_yaml: str, n_workers: int, **settings: str
+) -> Iterator[list[Worker]]:
+    """``n_workers`` workers in one consumer group (a fresh topic prefix and app id), each with its own
+    web port, data dir and log; all are stopped at the end, at the same time."""
     run = uuid.uuid4().hex[:10]
-    web_port = free_port()
     config = tmp_path / f"monitors-{run}.yaml"
     config.write_text(config_yaml)
     env = {
@@ -69,20 +86,44 @@ def running_worker(bootstrap: str, tmp_path: Path, config_yaml: str, **settings:
         "DRIFTLINE_TOPIC_PREFIX": f"t{run}.",
         "DRIFTLINE_APP_ID": f"driftline-test-{run}",
         "DRIFTLINE_MONITOR_CONFIG": str(config),
-        "DRIFTLINE_DATA_DIR": str(tmp_path / f"worker-{run}"),
-        "DRIFTLINE_WEB_PORT": str(web_port),
         "DRIFTLINE_BATCH_SECONDS": "0.2",
         **{f"DRIFTLINE_{k.upper()}": v for k, v in settings.items()},
     }
     resolved = load_settings(**{k.removeprefix("DRIFTLINE_").lower(): v for k, v in env.items()})
     # Topics exist before anyone produces, so nothing is lost to a missing topic.
     ensure_topics(resolved)
-    log_path = tmp_path / f"worker-{run}.log"
-    proc = start_worker(env, log_path)
+    procs: list[subprocess.Popen[bytes]] = []
+    workers: list[Worker] = []
     try:
-        yield Worker(resolved, web_port, log_path)
+        for i in range(n_workers):
+            name = f"worker-{run}" + (f"-{i}" if i else "")
+            web_port = free_port()
+            own = {"DRIFTLINE_DATA_DIR": str(tmp_path / name), "DRIFTLINE_WEB_PORT": str(web_port)}
+            log_path = tmp_path / f"{name}.log"
+            procs.append(start_worker({**env, **own}, log_path))
+            workers.append(Worker(resolved.model_copy(update={"data_dir": Path(own["DRIFTLINE_DATA_DIR"]),
+                                                              "web_port": web_port}), web_port, log_path))
+        yield workers
     finally:
-        stop_worker(proc)
+        with ThreadPoolExecutor(max(len(procs), 1)) as pool:
+            list(pool.map(stop_worker, procs))
+
+
+def assigned_partitions(bootstrap: str, group_id: str, topic: str) -> list[set[int]]:
+    """The partitions of ``topic`` each member of the consumer group ``group_id`` holds now (one set per member).
+
+    Empty while the group is rebalancing or has no members.
+    """
+    # log_level 4: without it librdkafka reports "Purging 1 unserved events" at every close.
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
+    try:
+        group = admin.describe_consumer_groups([group_id], request_timeout=5)[group_id].result()
+    except KafkaException:
+        return []
+    if group.state != ConsumerGroupState.STABLE:
+        return []
+    return [{tp.partition for tp in member.assignment.topic_partitions if tp.topic == topic}
+            for member in group.members]
 
 
 def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 60.0) -> list[Message]:
