@@ -1,7 +1,8 @@
 """Replaying a JSON-lines log of prediction and outcome events through the worker's own code.
 
 The same :class:`~detectors.pipeline.JoinStage` and
-:class:`~detectors.monitor.MonitorSet` the worker runs, with no Kafka: each
+:class:`~detectors.monitor.MonitorSet` the worker runs (performance monitors on
+the labelled examples, data monitors on the predictions), with no Kafka: each
 line is one event exactly as the topics carry it, a prediction or an outcome
 (told apart by its ``actual`` or ``prediction`` field).  Bad lines are
 reported with their line number and skipped, never silently.
@@ -17,7 +18,7 @@ from datetime import datetime
 from detectors.monitor import DetectorFactory, MonitorResult, MonitorSet
 from detectors.pipeline import JoinStage, RawRecord, Side
 from schemas.config import MonitorConfig
-from schemas.events import Alert, LabelledExample, RetrainTrigger
+from schemas.events import Alert, LabelledExample, PredictionEvent, RetrainTrigger
 
 __all__ = ["BacktestResult", "BadLine", "MetricPoint", "run_backtest"]
 
@@ -92,7 +93,11 @@ def run_backtest(
     result = BacktestResult()
     batch: list[RawRecord[int]] = []
 
-    def feed(examples: list[LabelledExample]) -> None:
+    def feed(predictions: list[PredictionEvent], examples: list[LabelledExample]) -> None:
+        # Predictions first: in the worker they reach the monitors ahead of the outcomes that label them.
+        watched = monitors.observe_predictions(predictions)
+        result.alerts.extend(watched.alerts)
+        result.triggers.extend(watched.triggers)
         outcome: MonitorResult = monitors.observe(examples)
         result.alerts.extend(outcome.alerts)
         result.triggers.extend(outcome.triggers)
@@ -112,7 +117,7 @@ def run_backtest(
         for dead in out.dead_letters:
             result.bad_lines.append(BadLine(dead.record.ref, f"{dead.rejection.kind}: {dead.rejection.reason}"))
         result.n_expired += len(out.expired)
-        feed(out.labelled)
+        feed(out.predictions, out.labelled)
         batch.clear()
 
     for number, line in enumerate(lines, start=1):
@@ -130,7 +135,8 @@ def run_backtest(
         if len(batch) >= batch_size:
             flush_batch()
     flush_batch()
-    feed(stage.flush().labelled)
+    rest = stage.flush()
+    feed(rest.predictions, rest.labelled)
     result.n_expired += stage.n_pending
     result.bad_lines.sort(key=lambda b: b.line_number)
     return result

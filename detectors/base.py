@@ -13,12 +13,13 @@ from __future__ import annotations
 import abc
 import copy
 import inspect
+import math
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["DriftDetector"]
+__all__ = ["DriftDetector", "alarms_with_state"]
 
 
 class DriftDetector(abc.ABC):
@@ -78,3 +79,24 @@ class DriftDetector(abc.ABC):
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self._get_params().items())
         return f"{type(self).__name__}({params})"
+
+
+def alarms_with_state(
+    detector: DriftDetector, xs: npt.NDArray[np.float64]
+) -> list[tuple[int, float, float, int | None]]:
+    """Feed ``xs``; for each alarm, its position, the statistic and threshold then, and the change's start.
+
+    Alarms are rare, so the batch runs vectorised and is replayed one update at
+    a time (from a copy) only when it alarmed, to read the state at each alarm.
+    """
+    before = copy.deepcopy(detector)
+    positions = detector.update_many(xs)
+    if len(positions) == 0:
+        return []
+    out = []
+    for i, x in enumerate(xs[: int(positions[-1]) + 1]):
+        before.update(float(x))
+        if before.drift_detected:
+            out.append((i, float(getattr(before, "statistic", math.nan)), float(getattr(before, "threshold", math.nan)),
+                        before.change_start))
+    return out

@@ -10,16 +10,16 @@ order, so the same stream gives the same alerts however it is cut into batches.
 
 from __future__ import annotations
 
-import copy
 import math
-from collections import defaultdict, deque
-from collections.abc import Callable, Sequence
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 import numpy as np
 import numpy.typing as npt
 
-from detectors.base import DriftDetector
+from detectors.base import DriftDetector, alarms_with_state
+from detectors.data_monitor import DataMonitor, RetrainGate
 from detectors.exceptions import InvalidParameter
 from detectors.performance import RollingMetric, UnscorableExample, components_of
 from schemas.config import ModelSpec, MonitorConfig
@@ -98,7 +98,8 @@ class ModelMonitor:
     """
 
     def __init__(
-        self, model: str, spec: ModelSpec, detector: DriftDetector | None, segment: str | None = None
+        self, model: str, spec: ModelSpec, detector: DriftDetector | None, segment: str | None = None,
+        gate: RetrainGate | None = None,
     ) -> None:
         self.model = model
         self.spec = spec
@@ -110,7 +111,8 @@ class ModelMonitor:
         self._rolling = RollingMetric(spec.metric, spec.performance.window)
         self._times: deque[datetime] = deque(maxlen=max(_TIME_HISTORY, spec.performance.window))
         self._open: dict[str, _Episode] = {}
-        self._last_trigger_time: datetime | None = None
+        # The cooldown is the model's, shared with its data monitors: one retrain answers every alert.
+        self.gate = gate or RetrainGate(spec.retrain.cooldown_seconds)
         self._period_start: datetime | None = None
         self._next_scheduled: datetime | None = None
         self._last_periodic: dict[str, datetime] = {}
@@ -247,23 +249,8 @@ class ModelMonitor:
         """Alarm positions in the batch, with the detector's statistic and change estimate at each."""
         if self.detector is None:
             return {}
-        before = copy.deepcopy(self.detector)
-        positions = self.detector.update_many(losses)
-        if len(positions) == 0:
-            return {}
-        # Alarms are rare: replay the batch one update at a time from the
-        # snapshot to read the detector's state at each alarm.
-        self.detector = before
-        alarms: dict[int, _Alarm] = {}
-        for i, loss in enumerate(losses):
-            self.detector.update(float(loss))
-            if self.detector.drift_detected:
-                alarms[i] = _Alarm(
-                    statistic=float(getattr(self.detector, "statistic", float("nan"))),
-                    threshold=float(getattr(self.detector, "threshold", float("nan"))),
-                    change_start=self.detector.change_start,
-                )
-        return alarms
+        return {i: _Alarm(statistic, threshold, change_start)
+                for i, statistic, threshold, change_start in alarms_with_state(self.detector, losses)}
 
     @property
     def detector_names(self) -> list[str]:
@@ -366,14 +353,8 @@ class ModelMonitor:
     def _maybe_trigger(
         self, alert: Alert, position: int, global_index: int, lookback: int, event_time: datetime
     ) -> None:
-        retrain = self.spec.retrain
-        if not self._retrains:
+        if not self._retrains or not self.gate.admit(event_time):
             return
-        if self._last_trigger_time is not None and event_time - self._last_trigger_time < timedelta(
-            seconds=retrain.cooldown_seconds
-        ):
-            return
-        self._last_trigger_time = event_time
         # self._times ends at the batch's last example; index back from there.
         back = (self.n_seen - 1 - global_index) + lookback
         data_from = self._times[max(0, len(self._times) - 1 - back)]
@@ -393,7 +374,13 @@ DetectorFactory = Callable[..., DriftDetector]
 
 
 class MonitorSet:
-    """One :class:`ModelMonitor` per configured model (and per segment where asked); other models are counted."""
+    """Every configured model's monitors: performance on labelled examples, data monitors on predictions.
+
+    Per model there is one :class:`ModelMonitor` (and one per segment where
+    asked) and, for each of its recent versions, one
+    :class:`~detectors.data_monitor.DataMonitor` (again per segment where
+    asked).  Events of models absent from the config are counted, not watched.
+    """
 
     #: Where a model's segments beyond ``max_segments``, and events without a segment, are pooled.
     POOLED = "pooled-other"
@@ -405,6 +392,10 @@ class MonitorSet:
             model: ModelMonitor(model, spec, self._detector_for(model, spec)) for model, spec in config.models.items()
         }
         self.segment_monitors: dict[tuple[str, str], ModelMonitor] = {}
+        #: (model, version, segment or None) -> its data monitor.
+        self.data_monitors: dict[tuple[str, str, str | None], DataMonitor] = {}
+        self.n_predictions: Counter[str] = Counter()
+        self._clock = 0
 
     def _detector_for(self, model: str, spec: ModelSpec) -> DriftDetector | None:
         if spec.detector is None or spec.detector_name is None:
@@ -417,16 +408,20 @@ class MonitorSet:
         except (TypeError, KeyError, ValueError) as exc:
             raise ConfigError("monitor config", [(f"models.{model}.detector", str(exc))]) from exc
 
-    def _segment_key(self, model: str, spec: ModelSpec, segment: str | None) -> tuple[str, str]:
+    def _pooled_segment(self, named: Iterable[str], spec: ModelSpec, segment: str | None) -> str:
+        """The segment's own name, or the pool once ``max_segments`` named ones exist (``named``: those so far)."""
         assert spec.segments is not None
         name = segment or self.POOLED
-        key = (model, name)
+        if name == self.POOLED or name in named:
+            return name
+        n_named = sum(1 for s in named if s != self.POOLED)
+        return self.POOLED if n_named >= spec.segments.max_segments else name
+
+    def _segment_key(self, model: str, spec: ModelSpec, segment: str | None) -> tuple[str, str]:
+        named = [s for (m, s) in self.segment_monitors if m == model]
+        key = (model, self._pooled_segment(named, spec, segment))
         if key not in self.segment_monitors:
-            n_named = sum(1 for (m, s) in self.segment_monitors if m == model and s != self.POOLED)
-            if name != self.POOLED and n_named >= spec.segments.max_segments:
-                key = (model, self.POOLED)
-            if key not in self.segment_monitors:
-                self.segment_monitors[key] = ModelMonitor(model, spec, self._detector_for(model, spec), key[1])
+            self.segment_monitors[key] = ModelMonitor(model, spec, self._detector_for(model, spec), key[1])
         return key
 
     def observe(self, examples: Sequence[LabelledExample]) -> MonitorResult:
@@ -451,3 +446,66 @@ class MonitorSet:
             segment_result.rejected.clear()
             result.extend(segment_result)
         return result
+
+    def observe_predictions(self, predictions: Sequence[PredictionEvent]) -> MonitorResult:
+        """Route a batch of predictions to each model version's (and segment's) data monitor, in event order."""
+        self._clock += 1
+        result = MonitorResult()
+        batches: dict[tuple[str, str, str | None], list[PredictionEvent]] = defaultdict(list)
+        for prediction in predictions:
+            spec = self.config.models.get(prediction.model)
+            if spec is None or not spec.watches_predictions:
+                continue
+            self.n_predictions[prediction.model] += 1
+            key: tuple[str, str, str | None] = (prediction.model, prediction.model_version, None)
+            if key not in self.data_monitors:
+                result.alerts.extend(self._add_version(key, spec, prediction))
+            batches[key].append(prediction)
+            if spec.segments is not None:
+                named = [s for (m, v, s) in self.data_monitors if m == key[0] and v == key[1] and s is not None]
+                segment_key = (key[0], key[1], self._pooled_segment(named, spec, prediction.segment))
+                if segment_key not in self.data_monitors:
+                    self.data_monitors[segment_key] = self._data_monitor(segment_key, spec)
+                batches[segment_key].append(prediction)
+        for key, batch in batches.items():
+            data_monitor = self.data_monitors[key]
+            data_monitor.last_seen = self._clock
+            alerts, triggers = data_monitor.observe(batch)
+            result.alerts.extend(alerts)
+            result.triggers.extend(triggers)
+        return result
+
+    def _data_monitor(self, key: tuple[str, str, str | None], spec: ModelSpec) -> DataMonitor:
+        model, version, segment = key
+        return DataMonitor(model, version, spec, self._build_detector, segment, self.monitors[model].gate)
+
+    def _add_version(self, key: tuple[str, str, str | None], spec: ModelSpec, at: PredictionEvent) -> list[Alert]:
+        """Start watching a new version; beyond ``max_versions``, retire the one seen least recently."""
+        model, version, _ = key
+        alerts: list[Alert] = []
+        versions = {v: m.last_seen for (m_, v, s), m in self.data_monitors.items() if m_ == model and s is None}
+        if len(versions) >= spec.drift.max_versions:
+            oldest = min(versions, key=lambda v: (versions[v], v))
+            for old_key in [k for k in self.data_monitors if k[0] == model and k[1] == oldest]:
+                why = f"version {oldest} is no longer watched: version {version} is the {spec.drift.max_versions + 1}th seen"
+                alerts.extend(self.data_monitors.pop(old_key).retire(at, why))
+        self.data_monitors[key] = self._data_monitor(key, spec)
+        return alerts
+
+    def data_monitors_of(self, model: str) -> dict[tuple[str, str | None], DataMonitor]:
+        """A model's data monitors, by (version, segment)."""
+        return {(v, s): m for (m_, v, s), m in self.data_monitors.items() if m_ == model}
+
+    def install(
+        self, model: str, monitor: ModelMonitor, segments: Mapping[str, ModelMonitor],
+        data: Mapping[tuple[str, str | None], DataMonitor],
+    ) -> None:
+        """Take over a model's restored state (from a checkpoint); its monitors share one retrain gate."""
+        self.monitors[model] = monitor
+        for segment, segment_monitor in segments.items():
+            self.segment_monitors[(model, segment)] = segment_monitor
+        for key in [k for k in self.data_monitors if k[0] == model]:
+            del self.data_monitors[key]
+        for (version, data_segment), data_monitor in data.items():
+            data_monitor.gate = monitor.gate
+            self.data_monitors[(model, version, data_segment)] = data_monitor

@@ -56,6 +56,8 @@ class DeadLetter(Generic[Ref]):
 @dataclass
 class IngestResult(Generic[Ref]):
     labelled: list[LabelledExample] = field(default_factory=list)
+    #: Every valid, first-seen prediction, in event-time order, for the prediction-side monitors.
+    predictions: list[PredictionEvent] = field(default_factory=list)
     dead_letters: list[DeadLetter[Ref]] = field(default_factory=list)
     expired: list[Expired[Ref]] = field(default_factory=list)
 
@@ -105,6 +107,11 @@ class JoinStage(Generic[Ref]):
         # judge expiry without being fooled by a faster partition.
         self._joiners: dict[int, OutcomeJoiner[Ref]] = {}
         self._order: EventTimeReorderer[LabelledExample] = EventTimeReorderer(idle_seconds, max_buffered=max_pending)
+        # Predictions leave in event-time order too, held by the same source clocks, so that the data monitors
+        # see one order however the partitions were read.
+        self._prediction_order: EventTimeReorderer[PredictionEvent] = EventTimeReorderer(
+            idle_seconds, max_buffered=max_pending
+        )
         self.n_read: Counter[str] = Counter()
         self.n_processed: Counter[str] = Counter()
         self.n_dead_lettered: Counter[str] = Counter()
@@ -159,7 +166,8 @@ class JoinStage(Generic[Ref]):
             earliest = self._earliest.get((record.side, record.partition))
             if earliest is None or event.event_time < earliest:
                 self._earliest[(record.side, record.partition)] = event.event_time
-            self._order.observe((record.side, record.partition), event.event_time, wall_time)
+            for order in (self._order, self._prediction_order):
+                order.observe((record.side, record.partition), event.event_time, wall_time)
             joiner = self._joiner(record.partition)
             if isinstance(event, PredictionEvent):
                 joined = joiner.add_prediction(event, record.ref)
@@ -167,26 +175,34 @@ class JoinStage(Generic[Ref]):
                 joined = joiner.add_outcome(event, record.ref)
             if isinstance(joined, Duplicate):
                 self._dead_letter(record, Rejection("duplicate", joined.reason), out)
-            elif joined is not None:
+                continue
+            if isinstance(event, PredictionEvent):
+                self._prediction_order.push(event.event_time, event.prediction_id, event)
+            if joined is not None:
                 self.n_processed["prediction"] += 1
                 self.n_processed["outcome"] += 1
                 completed = max(joined.prediction.event_time, joined.outcome.event_time)
                 self._order.push(completed, joined.prediction.prediction_id, joined)
         if wall_time is not None:
             self._note_activity(active, wall_time)
-        out.labelled = self._order.release(wall_time, busy)
+        self._release(out, wall_time, busy)
         self._expire(out)
         return out
+
+    def _release(self, out: IngestResult[Ref], wall_time: float | None, busy: Collection[Source]) -> None:
+        out.labelled = self._order.release(wall_time, busy)
+        out.predictions = self._prediction_order.release(wall_time, busy)
 
     def expect_partitions(self, partitions: Iterable[int], wall_time: float | None = None) -> None:
         """Announce the source partitions of both sides, so that a late first fetch cannot be overtaken."""
         for partition in partitions:
             for side in ("prediction", "outcome"):
-                self._order.expect((side, partition), wall_time)
+                for order in (self._order, self._prediction_order):
+                    order.expect((side, partition), wall_time)
 
     def flush(self) -> IngestResult[Ref]:
         """At the end of a finite input: release every held example, in order."""
-        return IngestResult(labelled=self._order.flush())
+        return IngestResult(labelled=self._order.flush(), predictions=self._prediction_order.flush())
 
     def idle(self, wall_time: float, busy: Collection[Source] = ()) -> IngestResult[Ref]:
         """Let a quiet side's event time run on with the wall clock, and expire.
@@ -207,7 +223,7 @@ class JoinStage(Generic[Ref]):
                 self._last_seen[(side, partition)] = (wall_time, clock_at_last)
             elif quiet >= self.idle_seconds and clock_at_last is not None:
                 self._joiner(partition).advance(side, clock_at_last + timedelta(seconds=quiet))
-        out.labelled = self._order.release(wall_time, busy)
+        self._release(out, wall_time, busy)
         self._expire(out)
         return out
 

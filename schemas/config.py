@@ -117,7 +117,9 @@ class DriftSpec(_Spec):
     """How the prediction-side monitors (features, predictions, estimated performance) judge drift."""
 
     reference_size: Annotated[int, Field(ge=50, le=1_000_000)] = Field(
-        default=1000, description="The first this many predictions of each model version are its reference."
+        default=2000,
+        description="The first this many predictions of each model version are its reference.  A small reference "
+        "makes the false-alarm rate vary more from one reference to the next (it is right on average only).",
     )
     window: Annotated[int, Field(ge=50, le=1_000_000)] = Field(
         default=500, description="Each consecutive block of this many predictions is tested against the reference."

@@ -1,0 +1,555 @@
+"""Prediction-side monitors: what a model's inputs and outputs do, with or without labels.
+
+A :class:`DataMonitor` watches one model version (and, where asked, one
+segment) through its prediction events alone:
+
+* **feature drift**: the first ``drift.reference_size`` predictions of the
+  version are its reference; every later block of ``drift.window`` predictions
+  is tested against it (Kolmogorov-Smirnov for numeric features, chi-squared
+  for categorical ones), and so is each categorical feature's share of
+  categories the reference never had (new shapes, new classes);
+* **prediction drift**: the same tests on the predicted class (classification)
+  or value (regression);
+* **outliers**: a robust z-score spike detector per numeric feature, which
+  flags a spike on the event it happens;
+* **trend changes**: a scale-free Gaussian GLR on a numeric feature's value;
+* **estimated performance**: the mean confidence over a rolling window, a
+  label-free estimate of a classifier's accuracy while outcomes are late.
+
+The false-alarm budget is per model: ``drift.false_alarm_horizon`` is the
+mean number of predictions between false alarms of all these monitors
+together.  Each of the ``k`` budgeted monitors (a windowed test, a trend
+detector or a spike detector) gets ``1/k`` of that rate, and the windowed
+tests of one block are Holm-corrected together, so fifty features do not
+raise fifty times the false alarms of one.  The unseen-category and
+estimated-performance alerts are thresholds a person sets, outside the budget.
+
+Alerts are fired once per episode and resolved once: a windowed test resolves
+on the first later block that passes at the uncorrected 5% level (hysteresis),
+a spike or trend alert after a full window of predictions without another
+alarm.  Ids are deterministic, so a replay gives the same ids.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, deque
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+import numpy.typing as npt
+from scipy import stats
+
+from detectors.base import DriftDetector, alarms_with_state
+from detectors.distribution import holm
+from detectors.outliers import RobustSpikeDetector
+from schemas.config import ModelSpec
+from schemas.events import Alert, PredictionEvent, RetrainTrigger, deterministic_id
+
+__all__ = ["DataMonitor", "RetrainGate", "confidence_of"]
+
+FEATURE_DRIFT = "feature_drift"
+PREDICTION_DRIFT = "prediction_drift"
+NEW_CATEGORY = "new_category"
+OUTLIERS = "outliers"
+TREND = "trend"
+ESTIMATED = "estimated_performance"
+# A drift alert resolves once a block passes the test at this uncorrected level.
+RESOLVE_PVALUE = 0.05
+# Categories rarer than this many reference counts are pooled for the chi-squared test,
+# whose p-value is unreliable for tiny expected counts.
+_MIN_EXPECTED = 5
+MISSING = "<missing>"
+OTHER = "<other>"
+
+
+class RetrainGate:
+    """One model's retrain cooldown, shared by its performance and data monitors.
+
+    >>> from datetime import datetime, timedelta, timezone
+    >>> gate = RetrainGate(3600)
+    >>> t = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    >>> gate.admit(t), gate.admit(t + timedelta(minutes=30)), gate.admit(t + timedelta(hours=2))
+    (True, False, True)
+    """
+
+    def __init__(self, cooldown_seconds: float) -> None:
+        self.cooldown_seconds = cooldown_seconds
+        self.last: datetime | None = None
+
+    def admit(self, event_time: datetime) -> bool:
+        """Whether a drift- or decay-driven trigger may go out at ``event_time`` (and note it if so)."""
+        if self.last is not None and (event_time - self.last).total_seconds() < self.cooldown_seconds:
+            return False
+        self.last = event_time
+        return True
+
+
+def confidence_of(prediction: PredictionEvent) -> float | None:
+    """The model's confidence in its prediction: ``confidence``, else the top class probability.
+
+    >>> from datetime import datetime, timezone
+    >>> p = PredictionEvent(prediction_id="a", model="m", model_version="1", prediction="box",
+    ...                     event_time=datetime(2026, 1, 1, tzinfo=timezone.utc), probabilities={"box": 0.7, "bag": 0.3})
+    >>> confidence_of(p)
+    0.7
+    """
+    if prediction.confidence is not None:
+        return prediction.confidence
+    if prediction.probabilities:
+        return max(prediction.probabilities.values())
+    return None
+
+
+def _as_number(value: object) -> float:
+    """A numeric feature's value, NaN when missing or not a number (booleans count as 0/1)."""
+    if isinstance(value, (int, float)) and not isinstance(value, str):
+        return float(value)
+    return math.nan
+
+
+def _as_category(value: object) -> str:
+    return MISSING if value is None else str(value)
+
+
+@dataclass
+class _Open:
+    episode_id: str
+    last_alarm: int  # position (among the predictions this monitor saw) of the latest alarm
+
+
+@dataclass
+class _Channel:
+    """One watched series: a feature, or the predictions themselves."""
+
+    name: str  # the feature's name, or "prediction"
+    monitor: str  # FEATURE_DRIFT or PREDICTION_DRIFT
+    kind: str  # "numeric" or "categorical"
+    drift: bool
+    spike: RobustSpikeDetector | None = None
+    trend: DriftDetector | None = None
+    reference: list[Hashable] | npt.NDArray[np.float64] = field(default_factory=list)
+    reference_counts: Counter[Hashable] = field(default_factory=Counter)
+    block: list[Hashable] = field(default_factory=list)
+
+    @property
+    def feature(self) -> str | None:
+        return None if self.monitor == PREDICTION_DRIFT else self.name
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """An alert decided inside a batch, kept with its position so that a batch's output is in event order."""
+
+    position: int
+    alert: Alert
+    trigger_lookback: int | None  # predictions back to train from, if it may trigger a retrain
+
+
+class DataMonitor:
+    """Feature and prediction drift, outliers, trends and estimated performance for one model version.
+
+    Parameters
+    ----------
+    model, version
+        The model and the version these predictions come from.
+    spec
+        The model's monitor config.
+    build_detector
+        Makes the trend detectors (``gaussian_glr``).
+    segment
+        When set, this monitor watches one segment of the version's traffic (no retrains).
+    gate
+        The model's retrain cooldown, shared with its performance monitor.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        version: str,
+        spec: ModelSpec,
+        build_detector: Callable[..., DriftDetector],
+        segment: str | None = None,
+        gate: RetrainGate | None = None,
+    ) -> None:
+        self.model, self.version, self.spec, self.segment = model, version, spec, segment
+        self.gate = gate
+        drift = spec.drift
+        self._channels: list[_Channel] = []
+        for name, feature_spec in spec.features.items():
+            self._channels.append(_Channel(name, FEATURE_DRIFT, feature_spec.kind, feature_spec.drift))
+        if spec.prediction_drift:
+            kind = "categorical" if spec.task == "classification" else "numeric"
+            self._channels.append(_Channel("prediction", PREDICTION_DRIFT, kind, True))
+        n_windowed = sum(c.drift for c in self._channels)
+        n_sequential = sum(f.outliers + f.trend for f in spec.features.values())
+        self.n_budgeted = n_windowed + n_sequential
+        share = 1.0 / (drift.false_alarm_horizon * max(self.n_budgeted, 1))  # false alarms per prediction, each
+        # Holm across one block's tests keeps the block's family-wise error at the tests' summed share.
+        self.block_alpha = min(0.5, n_windowed * drift.window * share)
+        self.spike_zscore = max(drift.outlier_min_zscore, float(stats.norm.isf(share / 2)))
+        for channel in self._channels:
+            feature = spec.features.get(channel.name) if channel.monitor == FEATURE_DRIFT else None
+            if feature is not None and feature.outliers:
+                channel.spike = RobustSpikeDetector(window=drift.window, threshold=self.spike_zscore)
+            if feature is not None and feature.trend:
+                channel.trend = build_detector(
+                    "gaussian_glr", false_alarm_horizon=drift.false_alarm_horizon * self.n_budgeted,
+                    warmup=drift.reference_size,
+                )
+        self.n_seen = 0
+        self._retrains = spec.retrain.enabled and spec.retrain.on_drift and segment is None
+        self._open: dict[tuple[str, str, str], _Open] = {}  # (monitor, series, detector) -> episode
+        self._confidences: deque[float] = deque(maxlen=spec.estimated_performance.window
+                                                if spec.estimated_performance else 1)
+        self._confidence_sum = 0.0
+        self._times: deque[datetime] = deque(maxlen=drift.window)  # of the predictions before this batch
+        #: Latest value of each statistic, by (monitor, series, detector), for the metrics.
+        self.statistics: dict[tuple[str, str, str], float] = {}
+        self.last_seen = 0  # set by the owner: a clock of which version was seen most recently
+        self._label = f"{model} version {version}" + (f" [segment {segment}]" if segment else "")
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def reference_complete(self) -> bool:
+        return self.n_seen >= self.spec.drift.reference_size
+
+    @property
+    def estimated_accuracy(self) -> float:
+        """Mean confidence over the estimated-performance window (NaN before any confidence)."""
+        return self._confidence_sum / len(self._confidences) if self._confidences else math.nan
+
+    @property
+    def open_alerts(self) -> list[tuple[str, str, str]]:
+        return sorted(self._open)
+
+    # ---------------------------------------------------------------- observe
+
+    def observe(self, predictions: Sequence[PredictionEvent]) -> tuple[list[Alert], list[RetrainTrigger]]:
+        """Watch a batch of this version's predictions, in event order; return alerts and triggers in order."""
+        if not predictions:
+            return [], []
+        pending: list[_Pending] = []
+        start = self.n_seen
+        columns = {c.name: self._column(c, predictions) for c in self._channels}
+        for channel in self._channels:
+            if channel.kind == "numeric":
+                self._sequential(channel, np.asarray(columns[channel.name], dtype=float), start, predictions, pending)
+        if self.spec.estimated_performance is not None:
+            self._estimate(predictions, start, pending)
+        # Reference, then consecutive blocks; a block is judged on the prediction that completes it.
+        reference_size, window = self.spec.drift.reference_size, self.spec.drift.window
+        i = 0
+        while i < len(predictions):
+            position = start + i
+            if position < reference_size:
+                take = min(reference_size - position, len(predictions) - i)
+                for channel in self._channels:
+                    if channel.drift:
+                        self._extend_reference(channel, columns[channel.name][i:i + take])
+                if position + take == reference_size:
+                    self._freeze_reference()
+            else:
+                into_block = (position - reference_size) % window
+                take = min(window - into_block, len(predictions) - i)
+                for channel in self._channels:
+                    if channel.drift:
+                        channel.block.extend(columns[channel.name][i:i + take])
+                if into_block + take == window:
+                    self._judge_block(start + i + take - 1, predictions[i + take - 1], pending)
+            i += take
+        self.n_seen += len(predictions)
+        # Stable sort: alerts of one position keep the order they were decided in.
+        pending.sort(key=lambda p: p.position)
+        alerts = [p.alert for p in pending]
+        triggers = [t for p in pending if (t := self._trigger(p, predictions, start)) is not None]
+        self._times.extend(p.event_time for p in predictions[-self.spec.drift.window:])
+        return alerts, triggers
+
+    def retire(self, at: PredictionEvent, why: str) -> list[Alert]:
+        """Resolve every open alert: this version is no longer watched (``at`` is the event that caused it)."""
+        alerts = []
+        for key in sorted(self._open):
+            monitor, series, detector = key
+            message = f"{self._label}: {monitor} {detector} alert on {series} resolved: {why}"
+            alerts.append(self._resolve(key, at, 0.0, 0.0, message))
+        return alerts
+
+    # --------------------------------------------------------------- columns
+
+    def _column(self, channel: _Channel, predictions: Sequence[PredictionEvent]) -> list[Hashable]:
+        if channel.monitor == PREDICTION_DRIFT:
+            values: list[object] = [p.prediction for p in predictions]
+        else:
+            values = [p.features.get(channel.name) for p in predictions]
+        if channel.kind == "numeric":
+            return [_as_number(v) for v in values]
+        return [_as_category(v) for v in values]
+
+    def _extend_reference(self, channel: _Channel, values: Sequence[Hashable]) -> None:
+        assert isinstance(channel.reference, list)
+        channel.reference.extend(values)
+
+    def _freeze_reference(self) -> None:
+        for channel in self._channels:
+            if channel.kind == "numeric":
+                ref = np.asarray(channel.reference, dtype=float)
+                channel.reference = np.sort(ref[np.isfinite(ref)])
+            else:
+                channel.reference_counts = Counter(channel.reference)
+                channel.reference = []
+
+    # ------------------------------------------------------- windowed tests
+
+    def _judge_block(self, position: int, at: PredictionEvent, pending: list[_Pending]) -> None:
+        tests: list[tuple[_Channel, float, float, str]] = []  # channel, p-value, statistic, description
+        for channel in self._channels:
+            block, channel.block = channel.block, []
+            if not channel.drift:
+                continue
+            if channel.kind == "numeric":
+                result = self._numeric_test(channel, block)
+            else:
+                result = self._categorical_test(channel, block, position, at, pending)
+            if result is not None:
+                tests.append((channel, *result))
+        if not tests:
+            return
+        reject = holm([t[1] for t in tests], alpha=self.block_alpha) if self.block_alpha > 0 else [False] * len(tests)
+        for (channel, pvalue, statistic, description), drifted in zip(tests, reject):
+            detector = "ks" if channel.kind == "numeric" else "chi_squared"
+            key = (channel.monitor, channel.name, detector)
+            self.statistics[key] = statistic
+            if drifted and key not in self._open:
+                what = "predictions" if channel.monitor == PREDICTION_DRIFT else f"feature {channel.name}"
+                message = (
+                    f"{self._label}: {what} drifted from the reference of the first "
+                    f"{self.spec.drift.reference_size} predictions: {description} "
+                    f"(p={pvalue:.2g}, corrected level {self.block_alpha:.2g})"
+                )
+                self._fire(key, position, at, "drift", "warning", statistic, pvalue, message, pending,
+                           lookback=self.spec.drift.window)
+            elif not drifted and key in self._open and pvalue > RESOLVE_PVALUE:
+                message = f"{self._label}: {channel.name} is back in line with the reference ({description}, p={pvalue:.2g})"
+                pending.append(_Pending(position, self._resolve(key, at, statistic, pvalue, message), None))
+
+    def _numeric_test(self, channel: _Channel, block: list[Hashable]) -> tuple[float, float, str] | None:
+        ref = channel.reference
+        cur = np.asarray(block, dtype=float)
+        cur = cur[np.isfinite(cur)]
+        assert isinstance(ref, np.ndarray)
+        if len(ref) < 2 or len(cur) < 2:
+            return None
+        result = stats.ks_2samp(ref, cur)
+        ref_median, cur_median = float(np.median(ref)), float(np.median(cur))
+        scale = 1.4826 * float(np.median(np.abs(ref - ref_median))) or float(np.std(ref)) or 1.0
+        shift = (cur_median - ref_median) / scale
+        description = (
+            f"median {ref_median:.4g} -> {cur_median:.4g} ({shift:+.2f} robust sd), KS distance {result.statistic:.3f}"
+        )
+        return float(result.pvalue), float(result.statistic), description
+
+    def _categorical_test(
+        self, channel: _Channel, block: list[Hashable], position: int, at: PredictionEvent, pending: list[_Pending]
+    ) -> tuple[float, float, str] | None:
+        ref_counts = channel.reference_counts
+        cur_counts = Counter(block)
+        n_cur, n_ref = len(block), sum(ref_counts.values())
+        if n_cur == 0 or n_ref == 0:
+            return None
+        unseen = sum(n for category, n in cur_counts.items() if category not in ref_counts)
+        self._judge_unseen(channel, unseen / n_cur, cur_counts, position, at, pending)
+        # Rare reference categories and unseen ones are pooled so every expected count is usable.
+        common = sorted((c for c, n in ref_counts.items() if n >= _MIN_EXPECTED), key=str)
+        ref_row = [ref_counts[c] for c in common] + [n_ref - sum(ref_counts[c] for c in common)]
+        cur_row = [cur_counts[c] for c in common] + [n_cur - sum(cur_counts[c] for c in common)]
+        if ref_row[-1] == 0 and cur_row[-1] == 0:
+            ref_row, cur_row = ref_row[:-1], cur_row[:-1]
+        if len(ref_row) < 2:
+            return None
+        table = np.array([ref_row, cur_row], dtype=float)
+        statistic, pvalue, _, _ = stats.chi2_contingency(table, correction=False)
+        labels = common + [OTHER]
+        shares = [(cur_row[j] / n_cur - ref_row[j] / n_ref, labels[j]) for j in range(len(ref_row))]
+        moved, label = max(shares, key=lambda s: abs(s[0]))
+        description = (
+            f"largest change {label!r} {(ref_row[labels.index(label)] / n_ref):.1%} -> "
+            f"{(cur_row[labels.index(label)] / n_cur):.1%}"
+        )
+        return float(pvalue), float(statistic), description
+
+    def _judge_unseen(
+        self, channel: _Channel, rate: float, counts: Counter[Hashable], position: int, at: PredictionEvent,
+        pending: list[_Pending],
+    ) -> None:
+        limit = self.spec.drift.max_unseen_rate
+        key = (channel.monitor, channel.name, "unseen_rate")
+        self.statistics[key] = rate
+        if rate > limit and key not in self._open:
+            new = sorted((str(c) for c in counts if c not in channel.reference_counts), key=lambda c: -counts[c])[:5]
+            what = "predicted classes" if channel.monitor == PREDICTION_DRIFT else f"categories of {channel.name}"
+            message = (
+                f"{self._label}: {rate:.1%} of the last {self.spec.drift.window} predictions have {what} never seen "
+                f"in the reference (limit {limit:.1%}): {', '.join(new)}"
+            )
+            self._fire(key, position, at, "drift", "critical", rate, limit, message, pending,
+                       lookback=self.spec.drift.window, monitor=NEW_CATEGORY)
+        elif key in self._open and rate <= limit / 2:
+            message = f"{self._label}: unseen {channel.name} categories down to {rate:.1%}; alert resolved"
+            pending.append(_Pending(position, self._resolve(key, at, rate, limit, message, monitor=NEW_CATEGORY), None))
+
+    # --------------------------------------------------------- per event
+
+    def _sequential(
+        self, channel: _Channel, values: npt.NDArray[np.float64], start: int, predictions: Sequence[PredictionEvent],
+        pending: list[_Pending],
+    ) -> None:
+        present = np.flatnonzero(np.isfinite(values))
+        for detector_name, monitor, detector in (("robust_spike", OUTLIERS, channel.spike),
+                                                 ("gaussian_glr", TREND, channel.trend)):
+            if detector is None:
+                continue
+            key = (monitor, channel.name, detector_name)
+            states = alarms_with_state(detector, values[present]) if len(present) else []
+            for k, (j, statistic, threshold, change_start) in enumerate(states):
+                idx = int(present[j])
+                position = start + idx
+                self._maybe_resolve_quiet(key, position, predictions, start, pending)
+                if key in self._open:
+                    self._open[key].last_alarm = position
+                    continue
+                value = float(values[idx])
+                if monitor == OUTLIERS:
+                    message = (
+                        f"{self._label}: {channel.name} = {value:.6g} is a spike, {statistic:.1f} robust standard "
+                        f"deviations from the median of its last {self.spec.drift.window} values "
+                        f"(limit {self.spike_zscore:.3g})"
+                    )
+                    kind, lookback = "outlier", 0
+                else:
+                    began = f"about {change_start} predictions earlier" if change_start is not None else "recently"
+                    message = (
+                        f"{self._label}: the level of {channel.name} changed (a trend reversal or a new regime), "
+                        f"beginning {began}; latest value {value:.6g}"
+                    )
+                    kind, lookback = "drift", change_start or self.spec.drift.window
+                self._fire(key, position, predictions[idx], kind, "warning", statistic, threshold, message, pending,
+                           lookback=lookback, monitor=monitor)
+            self._maybe_resolve_quiet(key, start + len(values), predictions, start, pending)
+
+    def _maybe_resolve_quiet(
+        self, key: tuple[str, str, str], upto: int, predictions: Sequence[PredictionEvent], start: int,
+        pending: list[_Pending],
+    ) -> None:
+        """Resolve a spike or trend alert once a full window has passed without another alarm before ``upto``."""
+        episode = self._open.get(key)
+        if episode is None:
+            return
+        resolve_at = episode.last_alarm + self.spec.drift.window
+        if resolve_at < upto and resolve_at >= start:
+            at = predictions[resolve_at - start]
+            message = f"{self._label}: no {key[0]} alarm on {key[1]} for {self.spec.drift.window} predictions; resolved"
+            pending.append(_Pending(resolve_at, self._resolve(key, at, 0.0, 0.0, message, monitor=key[0]), None))
+
+    def _estimate(self, predictions: Sequence[PredictionEvent], start: int, pending: list[_Pending]) -> None:
+        spec = self.spec.estimated_performance
+        assert spec is not None
+        key = (ESTIMATED, "confidence", "confidence")
+        for i, prediction in enumerate(predictions):
+            confidence = confidence_of(prediction)
+            if confidence is None:
+                continue
+            if len(self._confidences) == self._confidences.maxlen:
+                self._confidence_sum -= self._confidences[0]
+            self._confidences.append(confidence)
+            self._confidence_sum += confidence
+            if len(self._confidences) < spec.window:
+                continue
+            value = self._confidence_sum / len(self._confidences)
+            if key not in self._open and value < spec.threshold:
+                message = (
+                    f"{self._label}: estimated accuracy (mean confidence of the last {spec.window} predictions) "
+                    f"fell to {value:.3f}, below {spec.threshold:g}; outcomes have not confirmed it yet"
+                )
+                self._fire(key, start + i, prediction, "performance_decay", "warning", value, spec.threshold, message,
+                           pending, lookback=None, monitor=ESTIMATED)
+            elif key in self._open and value >= spec.threshold + spec.hysteresis:
+                message = f"{self._label}: estimated accuracy back to {value:.3f}; alert resolved"
+                pending.append(_Pending(start + i, self._resolve(key, prediction, value, spec.threshold, message,
+                                                                 monitor=ESTIMATED), None))
+        self.statistics[key] = self.estimated_accuracy
+
+    # ------------------------------------------------------------- alerts
+
+    def _fire(
+        self, key: tuple[str, str, str], position: int, at: PredictionEvent, kind: str, severity: str,
+        statistic: float, threshold: float, message: str, pending: list[_Pending], lookback: int | None,
+        monitor: str | None = None,
+    ) -> None:
+        monitor = monitor or key[0]
+        episode_id = deterministic_id(self.model, self.version, self.segment or "", monitor, key[1], key[2],
+                                      at.prediction_id, at.event_time)
+        self._open[key] = _Open(episode_id, position)
+        alert = self._alert(deterministic_id(episode_id, "fired"), "fired", kind, severity, key, statistic, threshold,
+                            at, episode_id, message, monitor)
+        pending.append(_Pending(position, alert, lookback if self._retrains else None))
+
+    def _resolve(
+        self, key: tuple[str, str, str], at: PredictionEvent, statistic: float, threshold: float, message: str,
+        monitor: str | None = None,
+    ) -> Alert:
+        episode = self._open.pop(key)
+        kind = {OUTLIERS: "outlier", ESTIMATED: "performance_decay"}.get(key[0], "drift")
+        return self._alert(deterministic_id(episode.episode_id, "resolved"), "resolved", kind, "info", key, statistic,
+                           threshold, at, episode.episode_id, message, monitor or key[0])
+
+    def _alert(
+        self, alert_id: str, status: str, kind: str, severity: str, key: tuple[str, str, str], statistic: float,
+        threshold: float, at: PredictionEvent, episode_id: str, message: str, monitor: str,
+    ) -> Alert:
+        series = key[1]
+        return Alert(
+            alert_id=alert_id,
+            status=status,  # type: ignore[arg-type]
+            kind=kind,  # type: ignore[arg-type]
+            severity=severity,  # type: ignore[arg-type]
+            model=self.model,
+            model_version=self.version,
+            segment=self.segment,
+            monitor=monitor,
+            detector=key[2],
+            feature=None if key[0] == PREDICTION_DRIFT or series in ("prediction", "confidence") else series,
+            statistic=statistic if math.isfinite(statistic) else 0.0,
+            threshold=threshold if math.isfinite(threshold) else 0.0,
+            event_time=at.event_time,
+            episode_id=episode_id,
+            message=message[:1024],
+        )
+
+    def _trigger(self, pending: _Pending, predictions: Sequence[PredictionEvent], start: int) -> RetrainTrigger | None:
+        alert = pending.alert
+        if pending.trigger_lookback is None or alert.status != "fired" or self.gate is None:
+            return None
+        if not self.gate.admit(alert.event_time):
+            return None
+        # Train from where the change began: inside this batch, or in the last window before it (the oldest
+        # time kept when the change began earlier still).
+        first = pending.position - max(pending.trigger_lookback, 1)
+        if first >= start:
+            data_from = predictions[first - start].event_time
+        elif self._times:
+            data_from = self._times[max(0, len(self._times) - (start - first))]
+        else:
+            data_from = predictions[0].event_time
+        return RetrainTrigger(
+            trigger_id=deterministic_id(alert.alert_id, "retrain"),
+            model=self.model,
+            reason="drift",
+            alert_ids=[alert.alert_id],
+            data_from=min(data_from, alert.event_time),
+            event_time=alert.event_time,
+            message=alert.message[:1024],
+        )
