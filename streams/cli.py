@@ -123,13 +123,24 @@ def worker(
 
 @app.command()
 def demo(
-    events: Annotated[int, typer.Option(help="Utterances to replay.")] = 12_000,
+    scenario: Annotated[str, typer.Option(help="speech (the whole retrain loop), speech-accent, stock, robot, fraud or recommender.")] = "speech",
+    events: Annotated[Optional[int], typer.Option(help="Predictions to replay (default: the scenario's own; speech 12,000).")] = None,
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 150.0,
+    seed: Annotated[int, typer.Option(help="Seed of the scenario's generator (not used by speech).")] = 7,
 ) -> None:
-    """Replay the speech scenario through a real worker on a local (or configured) Kafka."""
-    from streams.demo import run_demo
+    """Replay a scenario through a real worker on a local (or configured) Kafka and narrate its alerts."""
+    if scenario == "speech":
+        from streams.demo import run_demo
 
-    raise typer.Exit(run_demo(n_events=events, timeout=timeout))
+        raise typer.Exit(run_demo(n_events=events or 12_000, timeout=timeout))
+    from streams.scenario_demo import run_scenario_demo
+    from streams.scenarios import UnknownScenario
+
+    try:
+        code = run_scenario_demo(scenario, n_events=events, seed=seed, timeout=timeout)
+    except UnknownScenario as exc:
+        raise typer.BadParameter(str(exc), param_hint="--scenario") from exc
+    raise typer.Exit(code)
 
 
 models_app = typer.Typer(no_args_is_help=True, help="The model registry: versions, lineage, rollbacks.")
@@ -266,20 +277,28 @@ def backtest(
 
 @app.command()
 def scenario(
-    name: Annotated[str, typer.Argument(help="speech (accuracy decay).")],
-    output: Annotated[Path, typer.Option(help="JSON-lines file to write.")],
-    events: Annotated[int, typer.Option(help="Utterances (each a prediction and an outcome).")] = 12_000,
+    name: Annotated[str, typer.Argument(help="speech, speech-accent, stock, robot, fraud or recommender.")],
+    output: Annotated[Path, typer.Option(help="JSON-lines file to write, events in arrival order.")],
+    events: Annotated[Optional[int], typer.Option(help="Predictions (default: the scenario's own; speech 12,000).")] = None,
     seed: Annotated[int, typer.Option()] = 7,
+    config_output: Annotated[Optional[Path], typer.Option(help="Also write the scenario's monitor config (YAML).")] = None,
 ) -> None:
-    """Write a synthetic scenario's events as JSON lines, for `driftline backtest`."""
-    from streams.scenarios import SpeechScenario
+    """Write a synthetic scenario's events as JSON lines (and its monitors), for `driftline backtest`."""
+    from streams.scenarios import UnknownScenario, make_scenario
 
-    if name != "speech":
-        raise typer.BadParameter(f"unknown scenario {name!r}; choose speech", param_hint="NAME")
+    try:
+        chosen = make_scenario(name, n_events=events, seed=seed)
+    except UnknownScenario as exc:
+        raise typer.BadParameter(str(exc), param_hint="NAME") from exc
+    n_lines = 0
     with output.open("w") as out:
-        for prediction, outcome in SpeechScenario(n_events=events, change_at=events // 2, seed=seed).events():
-            out.write(prediction.model_dump_json() + "\n" + outcome.model_dump_json() + "\n")
-    typer.echo(f"wrote {2 * events:,} events to {output}")
+        for event in chosen.stream():
+            out.write(event.model_dump_json() + "\n")
+            n_lines += 1
+    typer.echo(f"wrote {n_lines:,} events to {output} (the change is at prediction {chosen.change_at:,})")
+    if config_output is not None:
+        config_output.write_text(chosen.MONITORS)
+        typer.echo(f"wrote its monitor config to {config_output}")
 
 
 def main() -> None:
