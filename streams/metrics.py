@@ -2,13 +2,83 @@
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Mapping, Callable, Container, Iterable, Sequence
+from collections import Counter as Tally
+from collections.abc import Mapping, Callable, Container, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
+from detectors.data_monitor import (
+    ESTIMATED, FEATURE_DRIFT, NEW_CATEGORY, OUTLIERS, PREDICTION_DRIFT, TREND, DataMonitor,
+)
+from detectors.monitor import MonitorSet
+from schemas.config import ModelSpec, MonitorConfig
+from schemas.events import PredictionEvent
+
 __all__ = ["WorkerMetrics"]
+
+# A DataMonitor key: (monitor, series, detector), as in DataMonitor.statistics and DataMonitor.open_alerts.
+_Key = tuple[str, str, str]
+# DataMonitor records no statistic for these monitors (their alarms are per event); no gauge is declared for them.
+_NO_STATISTIC = frozenset({OUTLIERS, TREND})
+
+
+@dataclass(frozen=True)
+class _DataSeries:
+    """A model's bounded prediction-side series, from its spec."""
+
+    statistics: tuple[_Key, ...]  # the DataMonitor.statistics keys it will have
+    monitors: tuple[str, ...]  # monitor labels of its open-alert gauges
+    alerts: tuple[tuple[str, str], ...]  # (detector, fired severity) of its alerts
+
+    @classmethod
+    def of(cls, spec: ModelSpec) -> _DataSeries:
+        keys = list(_data_keys(spec))
+        return cls(
+            statistics=tuple(key for key, _ in keys if key[0] not in _NO_STATISTIC),
+            monitors=tuple(dict.fromkeys(_labels(key)[0] for key, _ in keys)),
+            alerts=tuple(dict.fromkeys((key[2], severity) for key, severity in keys)),
+        )
+
+
+def _data_keys(spec: ModelSpec) -> Iterator[tuple[_Key, str]]:
+    """Each (key, fired severity) a DataMonitor of this spec can alert on, as detectors/data_monitor.py decides them."""
+    series = [(FEATURE_DRIFT, name, f.kind) for name, f in spec.features.items() if f.drift]
+    if spec.prediction_drift:
+        series.append((PREDICTION_DRIFT, "prediction", "categorical" if spec.task == "classification" else "numeric"))
+    for monitor, name, kind in series:
+        if kind == "numeric":
+            yield (monitor, name, "ks"), "warning"
+        else:
+            yield (monitor, name, "chi_squared"), "warning"
+            yield (monitor, name, "unseen_rate"), "critical"
+    for name, feature in spec.features.items():
+        if feature.outliers:
+            yield (OUTLIERS, name, "robust_spike"), "warning"
+        if feature.trend:
+            yield (TREND, name, "gaussian_glr"), "warning"
+    if spec.estimated_performance is not None:
+        yield (ESTIMATED, "confidence", "confidence"), "warning"
+
+
+def _labels(key: _Key) -> tuple[str, str, str]:
+    """(monitor, feature, detector) labels of a DataMonitor key: the ``monitor``, ``feature`` and ``detector``
+    fields of the alerts it raises, with an empty feature where the alert has none (predictions, confidence)."""
+    monitor, series, detector = key
+    feature = "" if monitor in (PREDICTION_DRIFT, ESTIMATED) else series
+    return (NEW_CATEGORY if detector == "unseen_rate" else monitor), feature, detector
+
+
+def _current(candidate: DataMonitor, best: DataMonitor | None) -> DataMonitor:
+    """The version a model's gauges follow: the one seen most recently; within one batch, the busier one."""
+    if best is None or (candidate.last_seen, candidate.n_seen, candidate.version) > (
+            best.last_seen, best.n_seen, best.version):
+        return candidate
+    return best
 
 
 class WorkerMetrics:
@@ -88,6 +158,43 @@ class WorkerMetrics:
             "driftline_last_batch_timestamp_seconds", "Unix time at which the last micro-batch was handled.",
             ["stage"], registry=r,
         )
+        # Prediction-side (data) monitors.  The gauges follow each model's current version (the one seen most
+        # recently) and its model-wide monitor; versions and segments never become labels.
+        per_model = partial(Gauge, labelnames=["model"], registry=r)
+        self.predictions = Counter(
+            "driftline_predictions", "Predictions watched by the prediction-side monitors, per model.", ["model"],
+            registry=r,
+        )
+        self.drift_statistic = Gauge(
+            "driftline_drift_statistic",
+            "Latest value of each prediction-side statistic of the model's current version: KS distance (ks) or "
+            "chi-squared statistic (chi_squared) of the last block against the reference, share of unseen "
+            "categories in it (unseen_rate), mean confidence (confidence). Labels are those of the alerts it "
+            "drives; feature is empty for prediction drift and estimated performance. NaN until judged.",
+            ["model", "monitor", "feature", "detector"], registry=r,
+        )
+        self.data_alerts_open = Gauge(
+            "driftline_data_alerts_open",
+            "Prediction-side alerts fired and not yet resolved, over every watched version and segment, by monitor "
+            "(feature_drift, prediction_drift, new_category, outliers, trend, estimated_performance).",
+            ["model", "monitor"], registry=r,
+        )
+        self.estimated_accuracy = per_model(
+            "driftline_estimated_accuracy", "Label-free accuracy estimate of the model's current version: mean "
+            "confidence over the estimated-performance window (NaN before any confidence).")
+        self.estimated_accuracy_threshold = per_model(
+            "driftline_estimated_accuracy_threshold", "Alert threshold of the estimated accuracy.")
+        self.label_coverage = per_model(
+            "driftline_label_coverage",
+            "Labelled examples scored (driftline_examples_total) / predictions watched (driftline_predictions_total) "
+            "by this worker since it started; NaN before any prediction. Cumulative, so it reacts slowly: the "
+            "recording rule driftline:model_label_coverage:ratio_rate15m (ratio of 15m rates over every worker) "
+            "is the better signal.")
+        self.drift_reference_filled = per_model(
+            "driftline_drift_reference_filled_ratio", "Share of the current version's reference window filled; "
+            "drift tests judge nothing before 1 (a new version starts at 0).")
+        self._data_series: dict[str, _DataSeries] = {}
+        self._n_watched: Tally[str] = Tally()
 
     def declare(self, models: Mapping[str, tuple[str, Sequence[str]]], reject_kinds: Iterable[str]) -> None:
         """Create every bounded label set at zero, before the first event.
@@ -115,6 +222,82 @@ class WorkerMetrics:
                 fired_severity = "critical" if detector == "threshold" else "warning"
                 self.alerts.labels(model, detector, "fired", fired_severity)
                 self.alerts.labels(model, detector, "resolved", "info")
+
+    def declare_predictions(self, config: MonitorConfig) -> None:
+        """Create the prediction-side series of every model whose monitors read predictions, before the first one.
+
+        Counters start at zero for the reason :meth:`declare` gives; so do the data monitors'
+        series of ``driftline_alerts_total`` and the drift retrain triggers.  Gauges of open
+        alerts start at zero; statistics, estimates and coverage at NaN (unknown, not zero).
+        """
+        for model, spec in config.models.items():
+            if not spec.watches_predictions:
+                continue
+            series = self._series_of(model, spec)
+            self.predictions.labels(model)
+            for key in series.statistics:
+                self.drift_statistic.labels(model, *_labels(key)).set(math.nan)
+            for monitor in series.monitors:
+                self.data_alerts_open.labels(model, monitor).set(0)
+            for detector, severity in series.alerts:
+                self.alerts.labels(model, detector, "fired", severity)
+                self.alerts.labels(model, detector, "resolved", "info")
+            if spec.retrain.enabled and spec.retrain.on_drift:
+                self.retrain_triggers.labels(model, "drift")
+            if spec.estimated_performance is not None:
+                self.estimated_accuracy.labels(model).set(math.nan)
+                self.estimated_accuracy_threshold.labels(model).set(spec.estimated_performance.threshold)
+            self.label_coverage.labels(model).set(math.nan)
+            self.drift_reference_filled.labels(model).set(0)
+
+    def _series_of(self, model: str, spec: ModelSpec) -> _DataSeries:
+        series = self._data_series.get(model)
+        if series is None:
+            series = self._data_series[model] = _DataSeries.of(spec)
+        return series
+
+    def observe_predictions(self, monitors: MonitorSet, predictions: Sequence[PredictionEvent]) -> None:
+        """Count a batch's watched predictions and refresh the gauges of the models in it from ``monitors``.
+
+        Call after ``monitors.observe_predictions(predictions)``.  Models absent from the batch keep
+        their gauges (their monitors did not change), so beyond counting the batch by model this is
+        one pass over the data monitors plus O(models in the batch x statistics).
+        """
+        config = monitors.config.models
+        watched = {model: n for model, n in Tally(p.model for p in predictions).items()
+                   if model in config and config[model].watches_predictions}
+        if not watched:
+            return
+        current: dict[str, DataMonitor] = {}
+        n_open: dict[str, Tally[str]] = {model: Tally() for model in watched}
+        for (model, _, segment), data_monitor in monitors.data_monitors.items():
+            if model not in watched:
+                continue
+            n_open[model].update(_labels(key)[0] for key in data_monitor.open_alerts)
+            if segment is None:
+                current[model] = _current(data_monitor, current.get(model))
+        # Examples scored since this process started, as the predictions are: a restored monitor's n_seen
+        # also counts the examples before the restart.
+        n_examples = {sample.labels["model"]: sample.value for family in self.examples.collect()
+                      for sample in family.samples if sample.name.endswith("_total")}
+        for model, n in watched.items():
+            spec = config[model]
+            series = self._series_of(model, spec)
+            self.predictions.labels(model).inc(n)
+            self._n_watched[model] += n
+            self.label_coverage.labels(model).set(n_examples.get(model, 0.0) / self._n_watched[model])
+            for monitor in series.monitors:
+                self.data_alerts_open.labels(model, monitor).set(n_open[model][monitor])
+            latest = current.get(model)
+            if latest is None:
+                continue
+            statistics = latest.statistics
+            # A new version has no statistics until its reference is complete: NaN, not the old version's.
+            for key in dict.fromkeys([*series.statistics, *statistics]):
+                self.drift_statistic.labels(model, *_labels(key)).set(statistics.get(key, math.nan))
+            if spec.estimated_performance is not None:
+                self.estimated_accuracy.labels(model).set(latest.estimated_accuracy)
+            self.drift_reference_filled.labels(model).set(min(latest.n_seen / spec.drift.reference_size, 1.0))
 
     def observe_batch(
         self, stage: str, events: Sequence[Any], source_of: Callable[[str], str | None],
