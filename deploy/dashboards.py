@@ -23,6 +23,11 @@ DATASOURCE = {"type": "prometheus", "uid": "driftline-prometheus"}
 WORKER_JOB = "driftline-worker"
 RETRAINER_JOB = "driftline-retrainer"
 RATE = "$__rate_interval"
+# deploy/prometheus/rules/driftline.yml records it.
+COVERAGE_15M = "driftline:model_label_coverage:ratio_rate15m"
+# Detectors of the prediction-side monitors (detectors/data_monitor.py).  gaussian_glr is also a regressor's
+# default performance detector, so on a regression model its count mixes trend and decay alerts.
+DATA_DETECTORS = "ks|chi_squared|unseen_rate|robust_spike|gaussian_glr|confidence"
 
 
 @dataclass(frozen=True)
@@ -137,6 +142,17 @@ def render(dashboard: Dashboard) -> dict[str, Any]:
     }
 
 
+def _data_open(selector: str) -> str:
+    """Open prediction-side alerts, 0 where no model watches predictions (so a sum with it still has a value)."""
+    return f"(sum(driftline_data_alerts_open{selector}) or vector(0))"
+
+
+def _statistic(detector: str) -> str:
+    """One model's drift statistics of one detector.  Every worker declares every model's series (NaN where it
+    does not own the model), and max ignores NaN unless all are."""
+    return f'max by (monitor, feature) (driftline_drift_statistic{{model="$model", detector="{detector}"}})'
+
+
 def _health_mappings() -> dict[str, Any]:
     return {"fieldConfig": {"defaults": {"unit": "short", "mappings": [
         {"type": "value", "options": {"0": {"text": "healthy", "color": "green"}}},
@@ -152,10 +168,13 @@ OVERVIEW = Dashboard(
     panels=(
         Panel("Workers up", (Target(f'sum(up{{job="{WORKER_JOB}"}})', instant=True),), kind="stat", width=4,
               height=4, thresholds=((None, "red"), (1, "green"))),
-        Panel("Open alerts", (Target("sum(driftline_alerts_open)", instant=True),), kind="stat", width=4, height=4,
-              thresholds=((None, "green"), (1, "red"))),
+        Panel("Open alerts", (Target(f"sum(driftline_alerts_open) + {_data_open('')}", instant=True),), kind="stat",
+              width=4, height=4, thresholds=((None, "green"), (1, "red")),
+              description="Performance and prediction-side (drift, new category, outlier, trend, estimate) alerts."),
         Panel("Model health (open alerts per model)",
-              (Target("max by (model) (driftline_alerts_open)", "{{model}}", instant=True),),
+              (Target("max by (model) (driftline_alerts_open) + on (model) "
+                      "(sum by (model) (driftline_data_alerts_open) or max by (model) (driftline_alerts_open) * 0)",
+                      "{{model}}", instant=True),),
               kind="stat", width=16, height=4, extra=_health_mappings()),
         Panel("Performance vs threshold, all models",
               (Target("driftline_model_performance", "{{model}} {{metric}}"),
@@ -201,6 +220,19 @@ OVERVIEW = Dashboard(
         Panel("Challengers (retrainer, 1h)",
               (Target("sum by (model, outcome) (increase(driftline_challengers_total[1h]))",
                       "{{model}} {{outcome}}"),), width=8),
+        Panel("Prediction-side alerts open",
+              (Target("sum by (model, monitor) (driftline_data_alerts_open)", "{{model}} {{monitor}}", instant=True),),
+              kind="table", width=6, description="Over every watched version and segment of each model."),
+        Panel("Predictions watched per model",
+              (Target(f"sum by (model) (rate(driftline_predictions_total[{RATE}]))", "{{model}}"),), unit="ops",
+              width=6),
+        Panel("Label coverage per model (15m)",
+              (Target(COVERAGE_15M, "{{model}}"),), unit="percentunit", width=6,
+              description="Labelled examples scored / predictions watched, over every worker; a collapse means "
+                          "outcomes stopped arriving (DriftlineLabelCoverageCollapsed)."),
+        Panel("Estimated accuracy per model",
+              (Target("max by (model) (driftline_estimated_accuracy)", "{{model}}"),), unit="percentunit", width=6,
+              description="Mean confidence of the current model version: the label-free accuracy estimate."),
     ),
 )
 
@@ -221,8 +253,9 @@ PER_MODEL = Dashboard(
         Panel("Performance vs threshold",
               (Target(f"driftline_model_performance{M}", "{{metric}}"),
                Target(f"driftline_model_performance_threshold{M}", "threshold")), width=16, height=9),
-        Panel("Open alerts", (Target(f"sum(driftline_alerts_open{M})", instant=True),), kind="stat", width=8,
-              height=9, extra=_health_mappings()),
+        Panel("Open alerts", (Target(f"sum(driftline_alerts_open{M}) + {_data_open(M)}", instant=True),),
+              kind="stat", width=8, height=9, extra=_health_mappings(),
+              description="Performance and prediction-side alerts fired and not yet resolved."),
         Panel("Alerts by detector and status",
               (Target(f"sum by (detector, status) (increase(driftline_alerts_total{M}[{RATE}]))",
                       "{{detector}} {{status}}"),), width=12),
@@ -249,6 +282,48 @@ PER_MODEL = Dashboard(
               (Target(f"sum(rate(driftline_retrainer_examples_total{M}[{RATE}]))", "examples learned"),
                Target(f"sum(increase(driftline_retrain_triggers_handled_total{M}[1h]))", "triggers handled (1h)")),
               width=8),
+        Panel("Estimated vs measured accuracy",
+              (Target(f"max(driftline_estimated_accuracy{M})", "estimated (mean confidence)"),
+               Target('driftline_model_performance{model="$model", metric="accuracy"}', "measured (labelled)"),
+               Target(f"max(driftline_estimated_accuracy_threshold{M})", "estimate threshold")),
+              unit="percentunit", width=10, height=9,
+              description="The estimate answers while outcomes are late; a gap between the two when both are there "
+                          "means the model's confidences are miscalibrated (trust the measured one)."),
+        Panel("Label coverage",
+              (Target(f"{COVERAGE_15M}{M}", "15m, every worker"),
+               Target(f"driftline_label_coverage{M}", "since start, {{instance}}")),
+              unit="percentunit", width=10, height=9,
+              description="Labelled examples scored / predictions watched.  The 15m rate ratio is the signal; the "
+                          "cumulative one reacts slowly.  Near 0 with predictions flowing: outcomes stopped arriving."),
+        Panel("Drift reference filled",
+              (Target(f"max(driftline_drift_reference_filled_ratio{M})", instant=True),), kind="stat",
+              unit="percentunit", width=4, height=9, thresholds=((None, "orange"), (1, "green")),
+              description="Of the current version's reference window: a new version fills a fresh one before its "
+                          "drift tests judge anything."),
+        Panel("Feature drift: KS distance to the reference",
+              (Target(_statistic("ks"), "{{monitor}} {{feature}}"),),
+              width=8, description="Numeric features (and a regressor's predictions): 0 same distribution, 1 disjoint. "
+                                   "Empty until the current version's reference window is full."),
+        Panel("Feature drift: chi-squared statistic",
+              (Target(_statistic("chi_squared"), "{{monitor}} {{feature}}"),),
+              width=8, description="Categorical features (and a classifier's predicted classes), last block against "
+                                   "the reference."),
+        Panel("Unseen-category rate",
+              (Target(_statistic("unseen_rate"), "{{feature}}"),),
+              unit="percentunit", width=8,
+              description="Share of the last block whose category (or predicted class, empty feature) the reference "
+                          "never had: new shapes, new classes."),
+        Panel("Prediction-side alerts open, by monitor",
+              (Target(f"sum by (monitor) (driftline_data_alerts_open{M})", "{{monitor}}"),), width=8,
+              description="Over every watched version and segment; the alerts topic names the version and feature."),
+        Panel("Spikes and prediction-side alerts fired (1h)",
+              (Target(f'sum by (detector) (increase(driftline_alerts_total{{model="$model", status="fired", '
+                      f'detector=~"{DATA_DETECTORS}"}}[1h]))', "{{detector}}"),), width=8,
+              description="robust_spike: outliers; gaussian_glr: trend changes (a regressor's decay detector too); "
+                          "ks, chi_squared: drift; unseen_rate: new categories; confidence: estimated accuracy."),
+        Panel("Predictions watched vs labelled examples scored",
+              (Target(f"sum(rate(driftline_predictions_total{M}[{RATE}]))", "predictions watched"),
+               Target(f"sum(rate(driftline_examples_total{M}[{RATE}]))", "labelled examples")), unit="ops", width=8),
     ),
 )
 

@@ -127,7 +127,137 @@ def test_alert_and_recording_rules_pass_promtool() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     names = {r.get("alert") for f in files for g in yaml.safe_load(f.read_text())["groups"] for r in g["rules"]}
     assert {"DriftlineModelAlertOpen", "DriftlineDeadLetterSpike", "DriftlineConsumptionStalled",
-            "DriftlineWorkerDown", "DriftlineWorkerAbsent"} <= names
+            "DriftlineWorkerDown", "DriftlineWorkerAbsent", "DriftlineDataAlertOpen",
+            "DriftlineLabelCoverageCollapsed"} <= names
+
+
+def _rules() -> list[dict]:  # type: ignore[type-arg]
+    return [r for f in sorted(RULES.glob("*.yml")) for g in yaml.safe_load(f.read_text())["groups"] for r in g["rules"]]
+
+
+# Metric names in PromQL: ours and `up` (the same pattern as tests/integration/test_observability.py).
+_SELECTOR = re.compile(r'(?<![\w":-])(up|driftline[a-z0-9_:]*)(?![\w:-])')
+PREDICTION_SIDE_METRICS = {
+    "driftline_predictions_total", "driftline_drift_statistic", "driftline_estimated_accuracy",
+    "driftline_estimated_accuracy_threshold", "driftline_label_coverage", "driftline_data_alerts_open",
+    "driftline_drift_reference_filled_ratio",
+}
+
+
+def _exported_names() -> set[str]:
+    """Sample names the worker and the retrainer export (every series declared, so every name is there)."""
+    from prometheus_client.metrics_core import Metric
+
+    from schemas.config import parse_monitor_config
+    from streams.metrics import WorkerMetrics
+    from streams.retrainer_app import RetrainerMetrics
+
+    worker = WorkerMetrics()
+    worker.declare({"m": ("accuracy", ["threshold"])}, ["malformed"])
+    worker.declare_predictions(parse_monitor_config(
+        "models: {m: {task: classification, performance: {threshold: 0.8}, features: {x: {kind: numeric}},"
+        " estimated_performance: {threshold: 0.7}}}"))
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    families: list[Metric] = [*worker.registry.collect(), *RetrainerMetrics().registry.collect()]
+    return {f.name + suffix for f in families for suffix in suffixes[f.type]}
+
+
+def test_every_metric_the_dashboards_and_rules_name_is_exported_or_recorded() -> None:
+    exported = _exported_names() | {"up"} | {r["record"] for r in _rules() if "record" in r}
+    exprs = [(where, e) for where, e in dashboards.all_expressions()] + [
+        (r.get("alert") or r["record"], r["expr"]) for r in _rules()]
+    unknown = [(where, name) for where, e in exprs for name in _SELECTOR.findall(e) if name not in exported]
+    assert not unknown, unknown
+    assert PREDICTION_SIDE_METRICS <= exported
+
+
+def test_compose_monitor_config_is_valid_and_feeds_the_prediction_side_panels() -> None:
+    from schemas.config import load_monitor_config
+
+    config = load_monitor_config(DEPLOY / "monitors.yaml")
+    assert any(spec.watches_predictions and spec.estimated_performance for spec in config.models.values())
+
+
+def test_the_model_dashboard_shows_every_prediction_side_metric() -> None:
+    named = {name for where, e in dashboards.all_expressions() if where.startswith("driftline-model /")
+             for name in _SELECTOR.findall(e)}
+    assert PREDICTION_SIDE_METRICS <= named
+    assert "driftline:model_label_coverage:ratio_rate15m" in named
+    titles = {p.title for p in dashboards.PER_MODEL.panels}
+    assert {"Estimated vs measured accuracy", "Label coverage", "Feature drift: KS distance to the reference",
+            "Unseen-category rate", "Spikes and prediction-side alerts fired (1h)"} <= titles
+
+
+PREDICTION_RULE_TESTS = """
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      # fully labelled, on two workers; outcomes stop after a day
+      - series: 'driftline_predictions_total{model="stops", instance="w1"}'
+        values: '0+5x1600'
+      - series: 'driftline_predictions_total{model="stops", instance="w2"}'
+        values: '0+5x1600'
+      - series: 'driftline_examples_total{model="stops", instance="w1"}'
+        values: '0+10x1440 14400+0x160'
+      # one prediction in ten is labelled, steadily: no alert
+      - series: 'driftline_predictions_total{model="sampled", instance="w1"}'
+        values: '0+10x1600'
+      - series: 'driftline_examples_total{model="sampled", instance="w1"}'
+        values: '0+1x1600'
+      # idle for its first 10 hours (no ratio then, not NaN), then labelled, then the outcomes stop
+      - series: 'driftline_predictions_total{model="idle", instance="w1"}'
+        values: '0+0x600 0+10x1000'
+      - series: 'driftline_examples_total{model="idle", instance="w1"}'
+        values: '0+0x600 0+10x840 8400+0x160'
+      # stops predicting and being labelled: silence, not an alert
+      - series: 'driftline_predictions_total{model="quiet", instance="w1"}'
+        values: '0+10x1440 14400+0x160'
+      - series: 'driftline_examples_total{model="quiet", instance="w1"}'
+        values: '0+10x1440 14400+0x160'
+      - series: 'driftline_data_alerts_open{model="sampled", monitor="new_category", instance="w1"}'
+        values: '0x10 1x10 0x10'  # open from minute 11 to 21
+    promql_expr_test:
+      - expr: driftline:model_label_coverage:ratio_rate15m
+        eval_time: 1000m
+        exp_samples:
+          - {labels: 'driftline:model_label_coverage:ratio_rate15m{model="stops"}', value: 1}
+          - {labels: 'driftline:model_label_coverage:ratio_rate15m{model="sampled"}', value: 0.1}
+          - {labels: 'driftline:model_label_coverage:ratio_rate15m{model="idle"}', value: 1}
+          - {labels: 'driftline:model_label_coverage:ratio_rate15m{model="quiet"}', value: 1}
+    alert_rule_test:
+      - {eval_time: 1440m, alertname: DriftlineLabelCoverageCollapsed, exp_alerts: []}
+      - eval_time: 1500m
+        alertname: DriftlineLabelCoverageCollapsed
+        exp_alerts:
+          - exp_labels: {severity: warning, model: stops}
+          - exp_labels: {severity: warning, model: idle}
+      - {eval_time: 11m, alertname: DriftlineDataAlertOpen, exp_alerts: []}  # pending: for 1m
+      - eval_time: 15m
+        alertname: DriftlineDataAlertOpen
+        exp_alerts:
+          - exp_labels: {severity: warning, model: sampled, monitor: new_category}
+      - {eval_time: 25m, alertname: DriftlineDataAlertOpen, exp_alerts: []}
+"""
+
+
+def test_prediction_side_rules_behave_under_promtool_test_rules(tmp_path: Path) -> None:
+    """Outcomes stopping fires the coverage alert; sampled labels, idle history and silent models do not."""
+    groups = [yaml.safe_load(f.read_text()) for f in sorted(RULES.glob("*.yml"))]
+    for doc in groups:  # promtool compares rendered annotations too; the expressions are what is tested here
+        for group in doc["groups"]:
+            for rule in group["rules"]:
+                rule.pop("annotations", None)
+    rule_files = []
+    for i, doc in enumerate(groups):
+        rule_files.append(str(tmp_path / f"rules_{i}.yml"))
+        Path(rule_files[-1]).write_text(yaml.safe_dump(doc))
+    tests = yaml.safe_load(PREDICTION_RULE_TESTS)
+    tests["rule_files"] = rule_files
+    (tmp_path / "tests.yml").write_text(yaml.safe_dump(tests))
+    result = subprocess.run([_tool("promtool"), "test", "rules", str(tmp_path / "tests.yml")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_prometheus_config_passes_promtool_and_scrapes_the_jobs_the_rules_name() -> None:
