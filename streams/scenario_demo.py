@@ -174,27 +174,29 @@ def run_scenario_demo(
 
 def _report(console: Console, scenario: Any, alerts: list[Alert], triggers: list[RetrainTrigger], samples: Samples,
             n_outcomes: int, finished: bool, elapsed: float, work: Path) -> int:
-    table = Table(title=f"Alerts of the {scenario.MODEL} scenario (change at prediction {scenario.change_at:,})")
-    for column in ("status", "kind", "monitor", "detector", "model", "version", "segment", "feature", "first at",
-                   "n", "message"):
-        table.add_column(column, justify="right" if column in ("first at", "n") else "left")
+    table = Table(title=f"Alerts on {scenario.MODEL} (change at prediction {scenario.change_at:,})")
+    for column in ("status", "kind", "monitor", "detector", "version", "segment", "feature", "first", "n"):
+        table.add_column(column, justify="right" if column in ("first", "n") else "left")
     groups: dict[tuple[str | None, ...], list[Alert]] = {}
     for a in alerts:
-        groups.setdefault((a.status, a.kind, a.monitor, a.detector, a.model, a.model_version, a.segment, a.feature),
-                          []).append(a)
+        key = (a.status, a.kind, a.monitor, a.detector, a.model_version, a.segment, a.feature)
+        groups.setdefault(key, []).append(a)
     for key, group in sorted(groups.items(), key=lambda kv: min(x.event_time for x in kv[1])):
-        first = min(group, key=lambda x: x.event_time)
-        table.add_row(*(k or "-" for k in key), f"{scenario.index_at(first.event_time) - scenario.change_at:+,}",
-                      str(len(group)), first.message)
+        first = scenario.index_at(min(x.event_time for x in group)) - scenario.change_at
+        table.add_row(*(k or "-" for k in key), f"{first:+,}", str(len(group)))
     console.print(table)
     reasons = Counter(t.reason for t in triggers)
     console.print(f"Labelled examples the worker scored: {metric_sum(samples, 'driftline_examples_total'):,.0f} of "
                   f"{n_outcomes:,}; retrain triggers: {', '.join(f'{n} {r}' for r, n in sorted(reasons.items())) or 'none'}; "
                   f"wall time {elapsed:.1f} s")
     fired = [a for a in alerts if a.status == "fired"]
-    early = [a for a in fired if a.event_time < scenario.change_time and not scenario.planned_before_change(a)]
+    planned = [a for a in fired if a.event_time < scenario.change_time and scenario.planned_before_change(a)]
+    early = [a for a in fired if a.event_time < scenario.change_time and a not in planned]
     late = [a for a in fired if a.event_time >= scenario.change_time]
     seen = {a.monitor for a in late}
+    if planned:
+        console.print(f"{len(planned)} alert(s) before the change are the scenario's own doing "
+                      f"(e.g. the stock scenario's early price spikes), as planned.")
     if not finished:
         console.print(f"[yellow]The worker did not score every labelled example in time; see {work / 'worker.log'}[/]")
     if missing := sorted(scenario.EXPECTED_MONITORS - seen):

@@ -1,8 +1,11 @@
-"""The use-case scenarios: deterministic, in a sane arrival order, the change visible in the data."""
+"""The use-case scenarios: deterministic, in a sane arrival order, the change visible in the data, and the
+backtest of each raising the alerts its docstring promises after the change and none before it."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -11,8 +14,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from detectors.backtest import BacktestResult, run_backtest
+from detectors.registry import build_detector
 from schemas.config import parse_monitor_config
-from schemas.events import OutcomeEvent, PredictionEvent
+from schemas.events import Alert, OutcomeEvent, PredictionEvent
 from streams.cli import app
 from streams.scenarios import (
     SCENARIOS,
@@ -198,3 +203,104 @@ def test_cli_refuses_an_unknown_scenario_listing_the_choices(tmp_path: Path) -> 
     assert "speech-accent" in done.output and "recommender" in done.output
     done = CliRunner().invoke(app, ["demo", "--scenario", "weather"])
     assert done.exit_code == 2 and "recommender" in done.output
+
+
+# ------------------------------------------------------------------------------------------------- backtests
+
+
+@dataclass(frozen=True)
+class Backtest:
+    scenario: Any
+    result: BacktestResult
+
+    def index(self, alert: Alert) -> int:
+        return int(self.scenario.index_at(alert.event_time))
+
+    @property
+    def fired(self) -> list[Alert]:
+        return [a for a in self.result.alerts if a.status == "fired"]
+
+    @property
+    def before(self) -> list[Alert]:
+        return [a for a in self.fired if self.index(a) < self.scenario.change_at]
+
+    @property
+    def after(self) -> list[Alert]:
+        return [a for a in self.fired if self.index(a) >= self.scenario.change_at]
+
+    def after_on(self, monitor: str, feature: str | None = None, **fields: Any) -> list[Alert]:
+        return [a for a in self.after if a.monitor == monitor and a.feature == feature
+                and all(getattr(a, k) == v for k, v in fields.items())]
+
+
+@cache
+def backtest(name: str, seed: int = SEED) -> Backtest:
+    scenario = make_scenario(name, seed=seed)
+    lines = [event.model_dump_json() for event in scenario.stream()]
+    return Backtest(scenario, run_backtest(lines, parse_monitor_config(scenario.MONITORS), build_detector))
+
+
+def alerts_text(alerts: list[Alert]) -> Iterator[str]:
+    return (f"{a.kind}/{a.monitor}/{a.detector} feature={a.feature} segment={a.segment}: {a.message}" for a in alerts)
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_backtest_fires_the_expected_monitors_after_the_change_and_nothing_unplanned_before(name: str) -> None:
+    bt = backtest(name)
+    unplanned = [a for a in bt.before if not bt.scenario.planned_before_change(a)]
+    assert unplanned == [], "\n".join(alerts_text(unplanned))
+    assert bt.result.bad_lines == []
+    assert bt.scenario.EXPECTED_MONITORS <= {a.monitor for a in bt.after}, "\n".join(alerts_text(bt.after))
+
+
+def test_backtest_speech_accent_pages_for_en_in_and_its_line_quality() -> None:
+    bt = backtest("speech-accent")
+    assert bt.after_on("performance", segment="en-IN")
+    assert not [a for a in bt.fired if a.segment not in (None, "en-IN")]
+    assert bt.after_on("feature_drift", "snr_db", segment=None)
+    assert bt.after_on("feature_drift", "snr_db", segment="en-IN")
+    assert {a.feature for a in bt.fired} <= {None, "snr_db"}
+
+
+def test_backtest_stock_flags_each_spike_on_its_own_event_and_then_the_reversal() -> None:
+    bt = backtest("stock")
+    outliers = [a for a in bt.fired if a.kind == "outlier"]
+    assert sorted(bt.index(a) for a in outliers) == list(bt.scenario.spike_at)
+    assert {(a.monitor, a.feature) for a in outliers} == {("outliers", "return_1")}
+    assert bt.after_on("trend", "return_1", kind="drift")
+    assert bt.after_on("feature_drift", "return_1") and bt.after_on("feature_drift", "volume_z")
+    assert bt.after_on("performance", kind="performance_decay")
+    assert "ticker" not in {a.feature for a in bt.fired}
+
+
+def test_backtest_robot_reports_the_unknown_shape_and_the_new_mix() -> None:
+    bt = backtest("robot")
+    (new_class,) = bt.after_on("new_category", detector="unseen_rate")
+    assert "unknown" in new_class.message and new_class.severity == "critical"
+    assert bt.after_on("prediction_drift", detector="chi_squared")
+    assert bt.after_on("feature_drift", "weight_g")
+    assert bt.after_on("performance")
+    assert "conveyor" not in {a.feature for a in bt.fired}
+
+
+def test_backtest_fraud_estimates_the_decay_before_labels_confirm_it_and_retrains_on_schedule() -> None:
+    bt = backtest("fraud")
+    estimated = bt.after_on("estimated_performance", kind="performance_decay")
+    labelled = bt.after_on("performance", detector="threshold")
+    assert estimated and labelled
+    assert min(bt.index(a) for a in estimated) < min(bt.index(a) for a in labelled)
+    assert bt.after_on("feature_drift", "channel")
+    assert "amount_eur" not in {a.feature for a in bt.fired}
+    reasons = [t.reason for t in bt.result.triggers]
+    assert reasons.count("schedule") >= 4 and reasons.count("volume") >= 3 and "drift" not in reasons
+    # The labels that never come expire, the rest join.
+    assert 0.08 < bt.result.n_expired / bt.scenario.n_events < 0.12
+    assert bt.result.n_examples + bt.result.n_expired == bt.scenario.n_events
+
+
+def test_backtest_recommender_is_quiet_at_the_version_switch_then_sees_version_2_drift() -> None:
+    bt = backtest("recommender")
+    drift = bt.after_on("prediction_drift")
+    assert drift and {a.model_version for a in drift} == {"2"}
+    assert bt.after_on("performance", detector="threshold")
+    assert not [a for a in bt.fired if a.feature is not None]
