@@ -12,7 +12,7 @@ help:
 	@echo "make demo             replay the speech-accuracy-decay scenario through a real worker on a local Kafka"
 	@echo "make test             unit, property, doctest, integration and end-to-end tests (starts its own Kafka)"
 	@echo "make test-unit        only the fast tests, no broker"
-	@echo "make bench            worker throughput against a plain-consumer ceiling on the real broker"
+	@echo "make bench            events/s and memory, pure path and worker, 3 workloads, vs a plain-consumer ceiling (real broker)"
 	@echo "make bench-detectors  detection delay, false alarms and speed: ours vs river's"
 	@echo "make kafka-start|kafka-stop  the local broker on 127.0.0.1:9092"
 
@@ -38,7 +38,7 @@ test-integration: $(STAMP)
 	$(PY) -m pytest -m integration tests/integration
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_worker.py
+	$(PY) benchmarks/bench_worker.py --workload all
 
 bench-detectors: $(STAMP)
 	$(PY) benchmarks/bench_detectors.py

@@ -1,45 +1,65 @@
-"""Worker throughput on the real broker, against a plain confluent-kafka consume-and-decode ceiling.
+"""Worker throughput and memory on the real broker, against a plain confluent-kafka consume-and-validate ceiling.
 
-Both read the same backlog of prediction and outcome events from the same
-broker in the same run, so the ratio is meaningful on a noisy shared machine
-even when the absolute figures are not.
+For each workload (see ``benchmarks/workloads.py``):
 
-    python benchmarks/bench_worker.py [--events 50000]
+* the pure path offline, in a process of its own (``offline_path.py``):
+  decode + join, then the monitors, events/s and peak resident memory;
+* on a local Kafka, the same events: a bare consumer that reads and validates
+  them (the ceiling, before and after), then a ``driftline worker``
+  subprocess, timed from its first read to its ingest stage having joined every
+  event, and to its monitors having scored every example and watched every
+  prediction; its peak resident memory (``VmHWM``).
 
-Prints one table; the figures in issue notes come from it.
+The ceiling and the worker read the same backlog from the same broker in the
+same run, so the ratio is meaningful on a noisy shared machine even when the
+absolute figures are not.
+
+    python benchmarks/bench_worker.py [--workload speech|features20|models1000|all] [--events N]
+
+Prints one table per workload; the figures in issue notes come from it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer
 from pydantic import TypeAdapter
 
+from offline_path import proc_status_kib
+from schemas.config import parse_monitor_config
 from schemas.events import OutcomeEvent, PredictionEvent
-from streams.demo import DEMO_CONFIG, free_port, metric_sum, scrape_metrics, start_worker, stop_worker
+from streams.demo import free_port, metric_sum, scrape_metrics, start_worker, stop_worker
 from streams.localkafka import LocalKafka
-from streams.scenarios import SpeechScenario
 from streams.settings import load_settings
 from streams.topics import ensure_topics
+from workloads import WORKLOADS, Workload
+
+HERE = Path(__file__).resolve().parent
+# The worker's counter of predictions its data monitors have watched; absent before they run in the worker.
+WATCHED_FAMILY = "driftline_predictions"
 
 
-def produce_backlog(bootstrap: str, topics, n_events: int) -> None:  # type: ignore[no-untyped-def]
+def produce_backlog(bootstrap: str, topics, workload: Workload, n_predictions: int) -> None:  # type: ignore[no-untyped-def]
     # Idempotence keeps each partition in production order: without it, a batch retried while a fresh
     # broker elects leaders lands after later batches, and its pairs expire (seen: 4,173 of 20,000).
     producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "linger.ms": 50,
                          "queue.buffering.max.messages": 500_000, "enable.idempotence": True})
-    for prediction, outcome in SpeechScenario(n_events=n_events, change_at=n_events // 2).events():
-        key = prediction.prediction_id.encode()
-        producer.produce(topics.predictions, key=key, value=prediction.model_dump_json().encode())
-        producer.produce(topics.outcomes, key=key, value=outcome.model_dump_json().encode())
-        producer.poll(0)
-    producer.flush(60)
+    for chunk in workload.chunks(n_predictions):
+        for key, prediction, outcome in chunk:
+            producer.produce(topics.predictions, key=key, value=prediction)
+            producer.produce(topics.outcomes, key=key, value=outcome)
+            producer.poll(0)
+    producer.flush(120)
 
 
 def ceiling(bootstrap: str, topics, n_messages: int) -> float:  # type: ignore[no-untyped-def]
@@ -63,83 +83,184 @@ def ceiling(bootstrap: str, topics, n_messages: int) -> float:  # type: ignore[n
     return seen / elapsed
 
 
-def worker_rate(
-    bootstrap: str, env: dict[str, str], web_port: int, n_events: int, log: Path
-) -> tuple[float, float, float]:
-    """Events/s through the worker's ingest stage, and end to end (to the last scored example); resident MiB."""
+@dataclass(frozen=True)
+class WorkerRun:
+    ingest_rate: float
+    rate: float
+    peak_rss_mib: float
+    end_rss_mib: float
+    n_watched: float | None  # predictions the data monitors watched by the end; None: no such counter
+    scrape_interval: float  # the largest interval between two reads of /metrics: the timing's resolution
+
+
+# Once every example is scored, how long the predictions counter may stand still short of every prediction
+# before the worker is taken not to watch them all (a worker whose monitor agent does not run the data monitors).
+WATCH_STALL_SECONDS = 15.0
+
+
+def worker_rate(env: dict[str, str], web_port: int, n_predictions: int, watch: bool, log: Path) -> WorkerRun:
+    """Time the worker from its first read to the end of ingest, and to every example scored and prediction watched."""
     proc = start_worker(env, log)
+    n_events = 2 * n_predictions
     try:
-        started = ingested = None
-        deadline = time.monotonic() + 300
+        started = ingested = scored = None
+        largest_interval = 0.0
+        last_watched = (-1.0, time.perf_counter())  # the counter, and when it last moved
+        deadline = time.monotonic() + 300 + n_events / 500
         samples: dict = {}  # type: ignore[type-arg]
         while time.monotonic() < deadline:
+            t0 = time.perf_counter()
             samples = scrape_metrics(web_port) or samples
-            read = metric_sum(samples, "driftline_events_read_total")
-            if started is None and read > 0:
-                started = time.perf_counter()
-            if ingested is None and metric_sum(samples, "driftline_events_processed_total") >= 2 * n_events:
-                ingested = time.perf_counter()
-            if metric_sum(samples, "driftline_examples_total") >= n_events:
-                done = time.perf_counter()
-                start = started or done
-                return 2 * n_events / ((ingested or done) - start), 2 * n_events / (done - start), _rss_mib(proc.pid)
-            time.sleep(0.05)
-        interesting = {k: v for k, v in samples.items() if k[0].startswith(("driftline_events", "driftline_examples", "driftline_join"))}
+            now = time.perf_counter()
+            # A scrape costs the worker CPU (a large page with 1,000 models): keep it a small share of the time.
+            interval = min(1.0, max(0.05, 10 * (now - t0)))
+            if started is None and metric_sum(samples, "driftline_events_read_total") > 0:
+                started = now
+            elif started is not None:
+                largest_interval = max(largest_interval, interval)
+            if ingested is None and metric_sum(samples, "driftline_events_processed_total") >= n_events:
+                ingested = now
+            if scored is None and metric_sum(samples, "driftline_examples_total") >= n_predictions:
+                scored = now
+            has_watched = watch and any(name == f"{WATCHED_FAMILY}_total" for name, _ in samples)
+            watched = metric_sum(samples, f"{WATCHED_FAMILY}_total")
+            if watched != last_watched[0]:
+                last_watched = (watched, now)
+            all_watched = not has_watched or watched >= n_predictions
+            stalled = scored is not None and now - max(scored, last_watched[1]) > WATCH_STALL_SECONDS
+            if started is not None and scored is not None and (all_watched or stalled):
+                done = now if all_watched else max(scored, last_watched[1])
+                peak, end = proc_status_kib(proc.pid, "VmHWM"), proc_status_kib(proc.pid, "VmRSS")
+                return WorkerRun(n_events / ((ingested or done) - started), n_events / (done - started),
+                                 peak / 1024, end / 1024, watched if has_watched else None, largest_interval)
+            time.sleep(interval)
+        interesting = {k: v for k, v in samples.items()
+                       if k[0].startswith(("driftline_events", "driftline_examples", "driftline_join", WATCHED_FAMILY))}
         raise SystemExit(f"worker did not finish; see {log}; last metrics {interesting}")
     finally:
         stop_worker(proc)
 
 
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def run_offline(name: str, n_predictions: int) -> dict[str, float]:
+    """The pure path in a fresh process, so that its peak resident memory is its own."""
+    out = subprocess.run([sys.executable, str(HERE / "offline_path.py"), name, str(n_predictions)],
+                         check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+@dataclass(frozen=True)
+class BrokerRun:
+    produce_s: float
+    ceiling_before: float
+    ceiling_after: float
+    worker: WorkerRun
+
+
+def run_on_broker(bootstrap: str, workload: Workload, n_predictions: int, partitions: int, work: Path) -> BrokerRun:
+    run = f"{workload.name}-{uuid.uuid4().hex[:8]}"
+    settings = load_settings(kafka_bootstrap=bootstrap, topic_prefix=f"bench-{run}.", partitions=partitions)
+    ensure_topics(settings)
+    t0 = time.perf_counter()
+    produce_backlog(bootstrap, settings.topics, workload, n_predictions)
+    produce_s = time.perf_counter() - t0
+    config = work / f"{run}.yaml"
+    config.write_text(workload.config())
+    watch = any(
+        spec.watches_predictions for spec in parse_monitor_config(workload.config()).models.values())
+    web_port = free_port()
+    env = {"DRIFTLINE_KAFKA_BOOTSTRAP": bootstrap, "DRIFTLINE_TOPIC_PREFIX": settings.topic_prefix,
+           "DRIFTLINE_APP_ID": f"bench-{run}", "DRIFTLINE_MONITOR_CONFIG": str(config),
+           "DRIFTLINE_DATA_DIR": str(work / run), "DRIFTLINE_WEB_PORT": str(web_port),
+           "DRIFTLINE_PARTITIONS": str(partitions)}
+    before = ceiling(bootstrap, settings.topics, 2 * n_predictions)
+    worker = worker_rate(env, web_port, n_predictions, watch, work / f"{run}.log")
+    after = ceiling(bootstrap, settings.topics, 2 * n_predictions)
+    return BrokerRun(produce_s, before, after, worker)
+
+
+def _row(what: str, rate: float | str, memory: str = "") -> None:
+    print(f"{what:<66}{rate if isinstance(rate, str) else f'{rate:,.0f}':>10}   {memory}")
+
+
+def print_table(workload: Workload, n_predictions: int, offline: dict[str, float], broker: BrokerRun | None,
+                partitions: int, wall_s: float) -> None:
+    n_events = 2 * n_predictions
+    print(f"\n== {workload.name}: {workload.summary}")
+    where = f"{partitions} partitions, backlog produced in {broker.produce_s:.1f} s, " if broker else ""
+    print(f"{n_events:,} events ({n_predictions:,} predictions + their outcomes), {where}wall time {wall_s:.0f} s")
+    _row("what", "events/s", "resident memory")
+    before, end = offline["rss_before_kib"], offline["rss_end_kib"]
+    _row("offline pure path: decode + join (JoinStage)", n_events / offline["join_s"])
+    _row("offline pure path: monitors (observe_predictions + observe)", n_events / offline["monitor_s"])
+    _row("offline pure path: both, one process", n_events / (offline["join_s"] + offline["monitor_s"]),
+         f"peak {offline['peak_rss_kib'] / 1024:.0f} MiB (VmHWM); {before / 1024:.0f} MiB before the events, "
+         f"{end / 1024:.0f} at the end: {(end - before) / workload.n_models:,.0f} KiB per model")
+    if broker is not None:
+        w = broker.worker
+        _row("ceiling: confluent-kafka consume + pydantic validate (before)", broker.ceiling_before)
+        _row("ceiling: the same, after the worker run", broker.ceiling_after)
+        _row("driftline worker, ingest: decode, dead-letter, join", w.ingest_rate)
+        if w.n_watched is None:
+            monitors = "examples"
+        elif w.n_watched >= n_predictions:
+            monitors = "examples + predictions"
+        else:
+            monitors = f"examples + {w.n_watched:,.0f} predictions"
+        _row(f"driftline worker, end to end (monitors: {monitors})", w.rate,
+             f"peak {w.peak_rss_mib:.0f} MiB (VmHWM); {w.end_rss_mib:.0f} MiB at the end")
+        mean_ceiling = (broker.ceiling_before + broker.ceiling_after) / 2
+        print(f"ingest / mean ceiling = {w.ingest_rate / mean_ceiling:.3f}; end to end / mean ceiling = "
+              f"{w.rate / mean_ceiling:.3f}; /metrics read every <= {w.scrape_interval:.2f} s")
+        if w.n_watched is not None and w.n_watched < n_predictions:
+            print(f"note: the worker's {WATCHED_FAMILY}_total stood at {w.n_watched:,.0f} of {n_predictions:,} for "
+                  f"{WATCH_STALL_SECONDS:.0f} s after the last example: end to end is timed to its last move")
+    print(f"offline: {offline['examples']:,} examples scored, {offline['predictions_watched']:,} predictions watched, "
+          f"{offline['windows_judged']:,} drift windows judged, {offline['alerts']:,} alerts, "
+          f"{offline['triggers']:,} retrain triggers; pickled monitor state "
+          f"{offline['pickled_state_bytes'] / workload.n_models / 1024:,.1f} KiB per model")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=50_000, help="predictions (each with one outcome)")
+    parser.add_argument("--workload", choices=[*WORKLOADS, "all"], default="speech")
+    parser.add_argument("--events", type=int, default=None,
+                        help="predictions (each with one outcome) per workload; default: each workload's own")
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--offline-only", action="store_true", help="only the pure path; no broker, no worker")
     args = parser.parse_args()
+    names = list(WORKLOADS) if args.workload == "all" else [args.workload]
+    counts = {name: args.events or WORKLOADS[name].default_predictions for name in names}
 
     work = Path(tempfile.mkdtemp(prefix="driftline-bench-"))
-    bootstrap = os.environ.get("DRIFTLINE_KAFKA_BOOTSTRAP")
-    kafka = None
-    if bootstrap is None:
-        kafka = LocalKafka(data_dir=work / "kafka", port=free_port(), controller_port=free_port())
-        kafka.start()
-        bootstrap = kafka.bootstrap
-    try:
-        run = uuid.uuid4().hex[:8]
-        settings = load_settings(kafka_bootstrap=bootstrap, topic_prefix=f"bench{run}.", partitions=args.partitions)
-        ensure_topics(settings)
+    started = time.perf_counter()
+    # The offline runs come first, before any broker starts, so that nothing else shares the two cores with them.
+    offline, wall = {}, {}
+    for name in names:
         t0 = time.perf_counter()
-        produce_backlog(bootstrap, settings.topics, args.events)
-        produce_s = time.perf_counter() - t0
-        config = work / "monitors.yaml"
-        config.write_text(DEMO_CONFIG)
-        web_port = free_port()
-        env = {"DRIFTLINE_KAFKA_BOOTSTRAP": bootstrap, "DRIFTLINE_TOPIC_PREFIX": settings.topic_prefix,
-               "DRIFTLINE_APP_ID": f"bench-{run}", "DRIFTLINE_MONITOR_CONFIG": str(config),
-               "DRIFTLINE_DATA_DIR": str(work / "worker"), "DRIFTLINE_WEB_PORT": str(web_port),
-               "DRIFTLINE_PARTITIONS": str(args.partitions)}
-        ceiling_rate = ceiling(bootstrap, settings.topics, 2 * args.events)
-        ingest_rate, rate, rss = worker_rate(bootstrap, env, web_port, args.events, work / "worker.log")
-        ceiling_after = ceiling(bootstrap, settings.topics, 2 * args.events)
-    finally:
-        if kafka is not None:
-            kafka.stop()
-    print(f"{2 * args.events:,} events ({args.events:,} predictions + outcomes), {args.partitions} partitions, "
-          f"backlog produced in {produce_s:.1f} s")
-    print(f"{'what':<58}{'events/s':>12}")
-    print(f"{'ceiling: confluent-kafka consume + pydantic validate (before)':<58}{ceiling_rate:>12,.0f}")
-    print(f"{'ceiling: the same, after the worker run':<58}{ceiling_after:>12,.0f}")
-    print(f"{'driftline worker, ingest stage: decode, dead-letter, join':<58}{ingest_rate:>12,.0f}")
-    print(f"{'driftline worker, end to end: ... and monitor':<58}{rate:>12,.0f}")
-    mean_ceiling = (ceiling_rate + ceiling_after) / 2
-    print(f"ingest / mean ceiling = {ingest_rate / mean_ceiling:.3f}; end to end / mean ceiling = "
-          f"{rate / mean_ceiling:.3f}; worker resident memory at the end {rss:.0f} MiB")
+        offline[name] = run_offline(name, counts[name])
+        wall[name] = time.perf_counter() - t0
+        print(f"{name}: offline pure path measured in {wall[name]:.0f} s", file=sys.stderr)
+    broker: dict[str, BrokerRun] = {}
+    if not args.offline_only:
+        bootstrap = os.environ.get("DRIFTLINE_KAFKA_BOOTSTRAP")
+        kafka = None
+        if bootstrap is None:
+            kafka = LocalKafka(data_dir=work / "kafka", port=free_port(), controller_port=free_port())
+            kafka.start()
+            bootstrap = kafka.bootstrap
+        try:
+            for name in names:
+                t0 = time.perf_counter()
+                broker[name] = run_on_broker(bootstrap, WORKLOADS[name], counts[name], args.partitions, work)
+                wall[name] += time.perf_counter() - t0
+                print(f"{name}: measured on the broker in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        finally:
+            if kafka is not None:
+                kafka.stop()
+    for name in names:
+        print_table(WORKLOADS[name], counts[name], offline[name], broker.get(name), args.partitions, wall[name])
+    print(f"\n{len(names)} workload(s) in {time.perf_counter() - started:.0f} s in all (with the broker's start) on "
+          f"{os.cpu_count()} CPUs; worker logs and data in {work}")
 
 
 if __name__ == "__main__":
