@@ -1,15 +1,22 @@
-"""Checkpoints of monitor state: what one model's monitor knows, and which input it has already seen.
+"""Checkpoints of monitor state: what one model's monitors know, and which input they have already seen.
 
-A checkpoint is one model's :class:`~detectors.monitor.ModelMonitor`, pickled,
-with the labelled-topic partition its examples come from, the offset of the
-next example it has not yet counted, and the prediction ids of its most recent
-examples.  After a crash the worker restores the checkpoint and re-reads the
-labelled topic from at most that offset (it commits no further), so:
+A checkpoint is one model's monitors (its :class:`~detectors.monitor.ModelMonitor`,
+its segments' and its versions' :class:`~detectors.data_monitor.DataMonitor`),
+pickled together so that they keep sharing one retrain cooldown, with the
+monitor-input partition the model's messages come from, the offset of its
+first message not wholly in the state, and the ids of its most recently scored
+items.  After a crash the worker restores the checkpoint and re-reads the
+partition from at most that offset (it commits no further), so:
 
-* an example at an offset below ``next_offset`` is already in the state and is
-  skipped (a replay must not count twice in the rolling window);
-* an example whose prediction id is among the recent ids is a duplicate that
-  the ingest stage re-published after its own restart, and is skipped too.
+* a message at an offset below ``next_offset`` is already in the state and is
+  skipped whole (a replay must not count twice in a rolling window);
+* an item whose id is among the recent ids was scored before the crash (its
+  message was only partly scored, or the ingest stage re-published it after
+  its own restart), and is skipped too.
+
+Items arrive in messages but are scored later, once the watermarks pass them
+(:class:`~detectors.pipeline.MonitorInputOrder`); ``next_offset`` stays at the
+oldest message with an item still waiting, so a crash never loses one.
 
 Everything here is pure and has no Kafka in it.
 """
@@ -18,11 +25,12 @@ from __future__ import annotations
 
 import pickle
 import zlib
-from collections import deque
-from collections.abc import Iterable, Mapping
+from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from detectors.monitor import ModelMonitor
+from detectors.data_monitor import DataMonitor
+from detectors.monitor import ModelMonitor, MonitorSet
 
 __all__ = ["Checkpoint", "Checkpointer", "RecentIds", "decode_checkpoint", "encode_checkpoint"]
 
@@ -71,8 +79,10 @@ class Checkpoint:
     next_offset: int
     monitor: ModelMonitor
     recent_ids: list[str] = field(default_factory=list)
-    #: The model's per-segment monitors, by segment name.
+    #: The model's per-segment performance monitors, by segment name.
     segments: dict[str, ModelMonitor] = field(default_factory=dict)
+    #: The model's data monitors, by (version, segment or None).
+    data: dict[tuple[str, str | None], DataMonitor] = field(default_factory=dict)
 
 
 def encode_checkpoint(checkpoint: Checkpoint) -> bytes:
@@ -92,20 +102,35 @@ def decode_checkpoint(blob: bytes | None) -> Checkpoint | None:
 
 
 class Checkpointer:
-    """Per model: the offset up to which its state is valid, its recent ids, and whether it changed.
+    """Per model: the offset up to which its state is complete, its recent ids, and whether it changed.
 
     Parameters
     ----------
     interval_seconds
         Wall-clock seconds between checkpoints (:meth:`due`).
     dedupe_size
-        Prediction ids remembered per model to drop re-published duplicates.
+        Item ids remembered per model to drop replayed and re-published items.
+
+    Examples
+    --------
+    >>> cp = Checkpointer(interval_seconds=10, dedupe_size=100)
+    >>> cp.arrive("m", partition=0, offset=7, n_items=2)
+    True
+    >>> cp.admit("m", 7, "p:a"), cp.next_offset("m")   # one item of offset 7 still waits
+    (True, (0, 7))
+    >>> cp.admit("m", 7, "p:b"), cp.next_offset("m")
+    (True, (0, 8))
+    >>> cp.arrive("m", 0, 9, 1), cp.admit("m", 9, "p:a")   # a re-published item
+    (True, False)
     """
 
     def __init__(self, interval_seconds: float, dedupe_size: int) -> None:
         self.interval_seconds = interval_seconds
         self.dedupe_size = dedupe_size
-        self._next_offset: dict[str, tuple[int, int]] = {}  # model -> (partition, next offset)
+        self._partition: dict[str, int] = {}
+        self._skip_below: dict[str, tuple[int, int]] = {}  # model -> its restored checkpoint's (partition, offset)
+        self._after_last: dict[str, int] = {}  # model -> one past the last message that arrived
+        self._waiting: dict[str, Counter[int]] = {}  # model -> offset -> items arrived and not yet scored
         self._recent: dict[str, RecentIds] = {}
         self._dirty: set[str] = set()
         self._last: float | None = None
@@ -113,36 +138,68 @@ class Checkpointer:
         self.n_duplicates = 0
 
     def restore(self, checkpoint: Checkpoint) -> None:
-        """Take over a checkpoint's offset and recent ids (the caller installs its monitor)."""
-        self._next_offset[checkpoint.model] = (checkpoint.partition, checkpoint.next_offset)
-        self._recent[checkpoint.model] = RecentIds(self.dedupe_size, checkpoint.recent_ids)
-        self._dirty.discard(checkpoint.model)
+        """Take over a checkpoint's offset and recent ids (the caller installs its monitors)."""
+        model = checkpoint.model
+        self._partition[model] = checkpoint.partition
+        self._skip_below[model] = (checkpoint.partition, checkpoint.next_offset)
+        self._after_last.pop(model, None)
+        self._waiting.pop(model, None)
+        self._recent[model] = RecentIds(self.dedupe_size, checkpoint.recent_ids)
+        self._dirty.discard(model)
 
     def forget_partition(self, partition: int) -> None:
         """The partition went to another worker: its models' bookkeeping is stale from now on."""
-        for model in [m for m, (p, _) in self._next_offset.items() if p == partition]:
-            del self._next_offset[model]
+        for model in [m for m, p in self._partition.items() if p == partition]:
+            del self._partition[model]
+            self._skip_below.pop(model, None)
+            self._after_last.pop(model, None)
+            self._waiting.pop(model, None)
             self._recent.pop(model, None)
             self._dirty.discard(model)
 
-    def admit(self, model: str, partition: int, offset: int, prediction_id: str) -> bool:
-        """Whether the example at ``offset`` is new to the model's state (and note it if so)."""
-        known = self._next_offset.get(model)
-        if known is not None and known[0] == partition and offset < known[1]:
+    def arrive(self, model: str, partition: int, offset: int, n_items: int) -> bool:
+        """A message of ``n_items`` items for ``model``: False if it is wholly in the state already (skip it)."""
+        restored = self._skip_below.get(model)
+        if restored is not None and restored[0] == partition and offset < restored[1]:
             self.n_replayed += 1
             return False
-        self._next_offset[model] = (partition, offset + 1)
+        self._partition[model] = partition
+        self._after_last[model] = offset + 1
+        self._dirty.add(model)
+        if n_items:
+            self._waiting.setdefault(model, Counter())[offset] += n_items
+        return True
+
+    def admit(self, model: str, offset: int, item_id: str) -> bool:
+        """An item of an arrived message is due for scoring: False if it was scored before (drop it)."""
+        waiting = self._waiting[model]
+        waiting[offset] -= 1
+        if waiting[offset] <= 0:
+            del waiting[offset]
         self._dirty.add(model)
         recent = self._recent.get(model)
         if recent is None:
             recent = self._recent[model] = RecentIds(self.dedupe_size)
-        if not recent.add(prediction_id):
+        if not recent.add(item_id):
             self.n_duplicates += 1
             return False
         return True
 
     def next_offset(self, model: str) -> tuple[int, int] | None:
-        return self._next_offset.get(model)
+        """(partition, offset of the model's first message not wholly scored), or None if unknown."""
+        if model not in self._partition:
+            return None
+        waiting = self._waiting.get(model)
+        if waiting:
+            return self._partition[model], min(waiting)
+        if model in self._after_last:
+            return self._partition[model], self._after_last[model]
+        return self._skip_below[model]
+
+    def oldest_waiting(self, partition: int) -> int | None:
+        """The smallest offset on ``partition`` with items not yet scored (its messages must not be acked)."""
+        offsets = [min(w) for m, w in self._waiting.items() if w and self._partition.get(m) == partition]
+        return min(offsets) if offsets else None
 
     @property
     def dirty(self) -> bool:
@@ -154,18 +211,16 @@ class Checkpointer:
             self._last = now
         return now - self._last >= self.interval_seconds
 
-    def snapshot(
-        self, monitors: Mapping[str, ModelMonitor], now: float,
-        segments: Mapping[tuple[str, str], ModelMonitor] | None = None,
-    ) -> list[Checkpoint]:
-        """Checkpoints of every model changed since the last snapshot (with its segments); they are then clean."""
+    def snapshot(self, monitors: MonitorSet, now: float) -> list[Checkpoint]:
+        """Checkpoints of every model changed since the last snapshot (with all its monitors); they are then clean."""
         out = []
         for model in sorted(self._dirty):
-            if model in monitors:
-                partition, next_offset = self._next_offset[model]
-                its_segments = {s: m for (owner, s), m in (segments or {}).items() if owner == model}
-                out.append(Checkpoint(model, partition, next_offset, monitors[model], self._recent[model].to_list(),
-                                      its_segments))
+            where = self.next_offset(model)
+            if model in monitors.monitors and where is not None:
+                segments = {s: m for (owner, s), m in monitors.segment_monitors.items() if owner == model}
+                recent = self._recent.get(model)
+                out.append(Checkpoint(model, where[0], where[1], monitors.monitors[model],
+                                      recent.to_list() if recent else [], segments, monitors.data_monitors_of(model)))
         self._dirty.clear()
         self._last = now
         return out

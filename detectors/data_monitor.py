@@ -521,7 +521,7 @@ class DataMonitor:
             segment=self.segment,
             monitor=monitor,
             detector=key[2],
-            feature=None if key[0] == PREDICTION_DRIFT or series in ("prediction", "confidence") else series,
+            feature=None if key[0] in (PREDICTION_DRIFT, ESTIMATED) else series,
             statistic=statistic if math.isfinite(statistic) else 0.0,
             threshold=threshold if math.isfinite(threshold) else 0.0,
             event_time=at.event_time,

@@ -32,6 +32,9 @@ class EventTimeReorderer(Generic[T]):
         A source with no event for this long (wall clock) stops holding the watermark back.
     max_buffered
         Beyond this many held items the oldest are released anyway, bounding memory and delay.
+    grace_seconds
+        While some source is quiet, an item is held at least this long (wall clock) after it was pushed,
+        so that a quiet source that starts again, late by less than this, is not overtaken.
 
     Examples
     --------
@@ -47,17 +50,31 @@ class EventTimeReorderer(Generic[T]):
     ['a@10']
     """
 
-    def __init__(self, idle_seconds: float = 5.0, max_buffered: int = 100_000) -> None:
+    def __init__(self, idle_seconds: float = 5.0, max_buffered: int = 100_000, grace_seconds: float = 0.0) -> None:
         if not idle_seconds > 0:
             raise InvalidParameter("idle_seconds", "must be positive")
         if max_buffered < 1:
             raise InvalidParameter("max_buffered", "must be at least 1")
+        if not grace_seconds >= 0:
+            raise InvalidParameter("grace_seconds", "must not be negative")
         self.idle_seconds = idle_seconds
         self.max_buffered = max_buffered
+        self.grace_seconds = grace_seconds
         self._clocks: dict[Hashable, datetime | None] = {}
         self._last_wall: dict[Hashable, float] = {}
-        self._heap: list[tuple[datetime, str, int, T]] = []
+        self._heap: list[tuple[datetime, str, int, float, T]] = []  # (time, key, seq, pushed at wall time, item)
         self._seq = 0
+        self._released_through: datetime | None = None
+        #: Items pushed after the watermark had passed their time: they leave out of order.
+        self.n_late = 0
+
+    @property
+    def released_through(self) -> datetime | None:
+        """Every item up to this event time has been released; later ones with an earlier time are late.
+
+        What an upstream stage announces downstream as its watermark.
+        """
+        return self._released_through
 
     @property
     def n_buffered(self) -> int:
@@ -83,10 +100,12 @@ class EventTimeReorderer(Generic[T]):
         if wall_time is not None:
             self._last_wall[source] = wall_time
 
-    def push(self, event_time: datetime, key: str, item: T) -> None:
+    def push(self, event_time: datetime, key: str, item: T, wall_time: float | None = None) -> None:
         """Hold ``item`` until the watermark reaches ``event_time``; ``key`` breaks ties."""
         self._seq += 1
-        heapq.heappush(self._heap, (event_time, key, self._seq, item))
+        if self._released_through is not None and event_time < self._released_through:
+            self.n_late += 1
+        heapq.heappush(self._heap, (event_time, key, self._seq, wall_time or 0.0, item))
 
     def watermark(self, wall_time: float | None = None) -> datetime | None:
         """The smallest latest event time of the active sources.
@@ -98,12 +117,16 @@ class EventTimeReorderer(Generic[T]):
         active = self._active_clocks(wall_time)
         return None if not active or None in active else min(c for c in active if c is not None)
 
-    def _active_clocks(self, wall_time: float | None, busy: Collection[Hashable] = ()) -> list[datetime | None]:
+    def active_sources(self, wall_time: float | None, busy: Collection[Hashable] = ()) -> list[Hashable]:
+        """Sources that hold the watermark back: heard from within ``idle_seconds``, or busy."""
         return [
-            clock for source, clock in self._clocks.items()
+            source for source in self._clocks
             if wall_time is None or source in busy
             or wall_time - self._last_wall.get(source, wall_time) < self.idle_seconds
         ]
+
+    def _active_clocks(self, wall_time: float | None, busy: Collection[Hashable] = ()) -> list[datetime | None]:
+        return [self._clocks[source] for source in self.active_sources(wall_time, busy)]
 
     def release(self, wall_time: float | None = None, busy: Collection[Hashable] = ()) -> list[T]:
         """Items the watermark has passed (and any beyond ``max_buffered``), in order.
@@ -114,15 +137,28 @@ class EventTimeReorderer(Generic[T]):
         active = self._active_clocks(wall_time, busy)
         release_all = not active
         mark = None if release_all or None in active else min(c for c in active if c is not None)
+        # With a source quiet, hold young items a little: that source may be about to speak.
+        young_before = (wall_time - self.grace_seconds if self.grace_seconds and wall_time is not None
+                        and len(active) < len(self._clocks) else None)
         out = []
+        held_young = False
         while self._heap and (
             release_all or (mark is not None and self._heap[0][0] <= mark) or len(self._heap) > self.max_buffered
         ):
-            out.append(heapq.heappop(self._heap)[3])
+            if young_before is not None and self._heap[0][3] > young_before and len(self._heap) <= self.max_buffered:
+                held_young = True
+                break
+            out.append(heapq.heappop(self._heap)[4])
+        through = None if held_young else mark
+        if release_all and not held_young:
+            # Every source is quiet and everything held has gone: all that was observed has passed.
+            through = max((c for c in self._clocks.values() if c is not None), default=None)
+        if through is not None and (self._released_through is None or through > self._released_through):
+            self._released_through = through
         return out
 
     def flush(self) -> list[T]:
         """Everything held, in order: at the end of a finite input."""
-        out = [entry[3] for entry in sorted(self._heap)]
+        out = [entry[4] for entry in sorted(self._heap)]
         self._heap.clear()
         return out

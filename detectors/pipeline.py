@@ -22,9 +22,10 @@ from pydantic import TypeAdapter
 from detectors.join import Duplicate, Expired, OutcomeJoiner
 from detectors.ordering import EventTimeReorderer
 from schemas.decoding import Rejection, decode
-from schemas.events import LabelledExample, OutcomeEvent, PredictionEvent
+from schemas.events import LabelledExample, MonitorBatch, OutcomeEvent, PredictionEvent
 
-__all__ = ["DeadLetter", "IngestResult", "JoinStage", "RawRecord", "Side", "Source"]
+__all__ = ["DeadLetter", "Held", "IngestResult", "JoinStage", "MonitorInputOrder", "RawRecord", "Side", "Source",
+           "source_name"]
 
 Ref = TypeVar("Ref")
 Side = Literal["prediction", "outcome"]
@@ -75,6 +76,9 @@ class JoinStage(Generic[Ref]):
         Wall-clock quiet after which a side's event time is let run on (see :meth:`idle`).
     max_pending
         Hard bound on events waiting for their partner, per partition (see :class:`~detectors.join.OutcomeJoiner`).
+    grace_seconds
+        While a source is quiet, joined examples and predictions wait at least this long (wall clock) before
+        they leave, so that a quiet partition whose first fetch comes a little late is not overtaken.
 
     Examples
     --------
@@ -96,7 +100,8 @@ class JoinStage(Generic[Ref]):
     """
 
     def __init__(
-        self, ttl_seconds: float, max_event_bytes: int, idle_seconds: float = 5.0, max_pending: int = 1_000_000
+        self, ttl_seconds: float, max_event_bytes: int, idle_seconds: float = 5.0, max_pending: int = 1_000_000,
+        grace_seconds: float = 0.0,
     ) -> None:
         self.ttl_seconds = ttl_seconds
         self.max_event_bytes = max_event_bytes
@@ -106,11 +111,11 @@ class JoinStage(Generic[Ref]):
         # they share a partition number, and each partition's two clocks then
         # judge expiry without being fooled by a faster partition.
         self._joiners: dict[int, OutcomeJoiner[Ref]] = {}
-        self._order: EventTimeReorderer[LabelledExample] = EventTimeReorderer(idle_seconds, max_buffered=max_pending)
+        self._order: EventTimeReorderer[LabelledExample] = EventTimeReorderer(idle_seconds, max_pending, grace_seconds)
         # Predictions leave in event-time order too, held by the same source clocks, so that the data monitors
         # see one order however the partitions were read.
         self._prediction_order: EventTimeReorderer[PredictionEvent] = EventTimeReorderer(
-            idle_seconds, max_buffered=max_pending
+            idle_seconds, max_pending, grace_seconds
         )
         self.n_read: Counter[str] = Counter()
         self.n_processed: Counter[str] = Counter()
@@ -137,6 +142,21 @@ class JoinStage(Generic[Ref]):
             "prediction": sum(j.n_pending_predictions for j in self._joiners.values()),
             "outcome": sum(j.n_pending_outcomes for j in self._joiners.values()),
         }
+
+    def active_sources(self, wall_time: float, busy: Collection[Source] = ()) -> list[Source]:
+        """The (side, partition) sources that hold this stage's watermark back now."""
+        return [source for source in self._order.active_sources(wall_time, busy)]  # type: ignore[misc]
+
+    @property
+    def n_late(self) -> int:
+        """Examples and predictions that came after the watermark had passed them (so left out of order)."""
+        return self._order.n_late + self._prediction_order.n_late
+
+    @property
+    def released_through(self) -> datetime | None:
+        """This stage's watermark: every prediction and example up to this event time has left it."""
+        marks = [order.released_through for order in (self._order, self._prediction_order)]
+        return None if None in marks else min(m for m in marks if m is not None)
 
     @property
     def n_held(self) -> int:
@@ -177,12 +197,12 @@ class JoinStage(Generic[Ref]):
                 self._dead_letter(record, Rejection("duplicate", joined.reason), out)
                 continue
             if isinstance(event, PredictionEvent):
-                self._prediction_order.push(event.event_time, event.prediction_id, event)
+                self._prediction_order.push(event.event_time, event.prediction_id, event, wall_time)
             if joined is not None:
                 self.n_processed["prediction"] += 1
                 self.n_processed["outcome"] += 1
                 completed = max(joined.prediction.event_time, joined.outcome.event_time)
-                self._order.push(completed, joined.prediction.prediction_id, joined)
+                self._order.push(completed, joined.prediction.prediction_id, joined, wall_time)
         if wall_time is not None:
             self._note_activity(active, wall_time)
         self._release(out, wall_time, busy)
@@ -248,3 +268,92 @@ class JoinStage(Generic[Ref]):
             for item in joiner.expire():
                 self.n_expired[item.side] += 1
                 out.expired.append(item)
+
+
+def source_name(source: Source) -> str:
+    """How a source partition is named in watermark messages.
+
+    >>> source_name(("outcome", 3))
+    'outcome/3'
+    """
+    side, partition = source
+    return f"{side}/{partition}"
+
+
+@dataclass(frozen=True)
+class Held(Generic[Ref]):
+    """An item of a monitor-input batch, with the message it came in (for acks and checkpoints)."""
+
+    ref: Ref
+    model: str
+    item: PredictionEvent | LabelledExample
+
+
+class MonitorInputOrder(Generic[Ref]):
+    """The monitor stage's side of the watermarks: one event-time order out of several ingest workers' batches.
+
+    Every ingest worker sends each model's predictions and labelled examples
+    in event-time order, but two workers' batches for one model interleave on
+    its partition.  Items are held here until every active source partition's
+    announced watermark has passed them, exactly as :class:`JoinStage` holds
+    them for the partitions it reads; a source partition that no worker has
+    announced for ``idle_seconds`` stops holding anything back.  While one is
+    quiet, items wait at least ``grace_seconds`` after they arrive: a worker
+    whose partitions were quiet and start again (as at the start of traffic)
+    is then not overtaken by another worker a batch ahead of it.
+
+    Examples
+    --------
+    >>> from datetime import datetime, timezone
+    >>> from schemas.events import MonitorBatch
+    >>> t = lambda s: datetime(2026, 1, 1, 0, 0, s, tzinfo=timezone.utc)
+    >>> p = lambda i, s: PredictionEvent(prediction_id=i, model="m", model_version="1", event_time=t(s), prediction=1)
+    >>> merge = MonitorInputOrder(n_partitions=2, idle_seconds=5, wall_time=0.0)
+    >>> merge.add(MonitorBatch(model="m", predictions=[p("b", 9)]), ref="worker-2", wall_time=0.0)
+    >>> merge.add(MonitorBatch(watermarks={"prediction/0": t(9), "outcome/0": t(9)}), ref="worker-2", wall_time=0.0)
+    >>> merge.release(wall_time=0.0)   # nothing yet: worker 1's partition 1 has not announced
+    ([], [])
+    >>> merge.add(MonitorBatch(model="m", predictions=[p("a", 5)]), ref="worker-1", wall_time=1.0)
+    >>> merge.add(MonitorBatch(watermarks={"prediction/1": t(7), "outcome/1": t(7)}), ref="worker-1", wall_time=1.0)
+    >>> [(h.ref, h.item.prediction_id) for h in merge.release(wall_time=1.0)[0]]
+    [('worker-1', 'a')]
+    >>> [(h.ref, h.item.prediction_id) for h in merge.release(wall_time=7.0)[0]]  # worker 1 went quiet
+    [('worker-2', 'b')]
+    """
+
+    def __init__(self, n_partitions: int, idle_seconds: float, max_buffered: int = 1_000_000,
+                 wall_time: float | None = None, grace_seconds: float = 0.0) -> None:
+        self.n_partitions = n_partitions
+        self._predictions: EventTimeReorderer[Held[Ref]] = EventTimeReorderer(idle_seconds, max_buffered, grace_seconds)
+        self._labelled: EventTimeReorderer[Held[Ref]] = EventTimeReorderer(idle_seconds, max_buffered, grace_seconds)
+        self._sources = {source_name((side, p)) for p in range(n_partitions) for side in ("prediction", "outcome")}
+        for source in sorted(self._sources):
+            for order in (self._predictions, self._labelled):
+                order.expect(source, wall_time)
+
+    @property
+    def n_held(self) -> int:
+        return self._predictions.n_buffered + self._labelled.n_buffered
+
+    @property
+    def n_late(self) -> int:
+        """Items that came after the merged watermark had passed them (so were scored out of order)."""
+        return self._predictions.n_late + self._labelled.n_late
+
+    def add(self, batch: MonitorBatch, ref: Ref, wall_time: float | None = None) -> None:
+        """Hold a batch's items, or take in a watermark."""
+        for source, mark in batch.watermarks.items():
+            assert source in self._sources, f"source {source} is not one of the {self.n_partitions} partitions"
+            for order in (self._predictions, self._labelled):
+                order.observe(source, mark, wall_time)
+        model = batch.model or ""
+        for prediction in batch.predictions:
+            self._predictions.push(prediction.event_time, prediction.prediction_id, Held(ref, model, prediction),
+                                   wall_time)
+        for example in batch.labelled:
+            completed = max(example.prediction.event_time, example.outcome.event_time)
+            self._labelled.push(completed, example.prediction.prediction_id, Held(ref, model, example), wall_time)
+
+    def release(self, wall_time: float | None = None) -> tuple[list[Held[Ref]], list[Held[Ref]]]:
+        """The predictions and the labelled examples every active source has passed, each in event-time order."""
+        return self._predictions.release(wall_time), self._labelled.release(wall_time)

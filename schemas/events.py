@@ -21,6 +21,7 @@ __all__ = [
     "FeatureValue",
     "LabelledExample",
     "Label",
+    "MonitorBatch",
     "ModelVersion",
     "OutcomeEvent",
     "PredictionEvent",
@@ -92,6 +93,27 @@ class LabelledExample(_Event):
     schema_version: Literal[1] = 1
     prediction: PredictionEvent
     outcome: OutcomeEvent
+
+
+MAX_BATCH_ITEMS = 1000
+
+
+class MonitorBatch(_Event):
+    """Internal (the monitor-input topic): one ingest batch's output for one model, or a watermark.
+
+    A batch message, keyed by its model, carries that model's predictions and
+    labelled examples in event-time order.  A watermark message (no model) goes
+    to every partition and says, for each source partition ("prediction/3",
+    "outcome/3") its sender reads, that everything up to that event time has
+    been sent: the monitor stage merges the batches of several ingest workers
+    back into one event-time order with it.
+    """
+
+    schema_version: Literal[1] = 1
+    model: Name | None = None
+    predictions: Annotated[list[PredictionEvent], Field(max_length=MAX_BATCH_ITEMS)] = Field(default_factory=list)
+    labelled: Annotated[list[LabelledExample], Field(max_length=MAX_BATCH_ITEMS)] = Field(default_factory=list)
+    watermarks: Annotated[dict[Annotated[str, StringConstraints(max_length=64)], AwareDatetime], Field(max_length=10_000)] = Field(default_factory=dict)
 
 
 class Alert(_Event):

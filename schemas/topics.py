@@ -50,6 +50,11 @@ class TopicNames:
         return self._name("labelled")
 
     @property
+    def monitor_input(self) -> str:
+        """Internal: each ingest batch's predictions and labelled examples per model, and watermarks."""
+        return self._name("monitor-input")
+
+    @property
     def expired(self) -> str:
         """Internal: a record of each event whose join partner never came."""
         return self._name("expired")

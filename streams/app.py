@@ -4,11 +4,16 @@ Two agents, each consuming micro-batches with ``take_events``:
 
 * ``ingest`` reads predictions and outcomes (keyed by prediction id, so the two
   topics are co-partitioned), hands them to :class:`detectors.pipeline.JoinStage`
-  and sends labelled examples, keyed by model, to the internal labelled topic;
-  rejects go to the dead-letter topic and expiries to the expired topic.
-* ``monitor`` reads labelled examples, so each model's examples meet in one
-  worker, runs :class:`detectors.monitor.MonitorSet` and publishes alerts and
-  retrain triggers.
+  and sends, per model, one message with the batch's predictions and labelled
+  examples to the internal monitor-input topic (keyed by model), followed by a
+  watermark message to every partition of it; labelled examples also go one by
+  one to the labelled topic for the retrainer; rejects go to the dead-letter
+  topic and expiries to the expired topic.
+* ``monitor`` reads the monitor-input topic, so each model's events meet in one
+  worker, merges the batches of every ingest worker back into event-time order
+  with the watermarks (:class:`detectors.pipeline.MonitorInputOrder`), runs
+  :class:`detectors.monitor.MonitorSet` and publishes alerts and retrain
+  triggers.
 
 Agent concurrency stays 1: faust-streaming #606 loses messages above it.
 """
@@ -31,18 +36,20 @@ from pydantic import TypeAdapter
 
 from detectors.checkpoint import Checkpointer, decode_checkpoint, encode_checkpoint
 from detectors.monitor import MonitorResult, MonitorSet
-from detectors.pipeline import IngestResult, JoinStage, RawRecord, Side, Source
+from detectors.pipeline import Held, IngestResult, JoinStage, MonitorInputOrder, RawRecord, Side, Source, source_name
 from detectors.registry import build_detector
 from schemas.config import MonitorConfig
 from schemas.decoding import Rejection, RejectionKind, decode
-from schemas.events import LabelledExample
+from schemas.events import MAX_BATCH_ITEMS, LabelledExample, MonitorBatch, PredictionEvent
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
 
 __all__ = ["SourceRef", "create_app"]
 
 log = logging.getLogger(__name__)
-_LABELLED = TypeAdapter(LabelledExample)
+_MONITOR_BATCH = TypeAdapter(MonitorBatch)
+# Monitor-input messages stay well under the producer's 1 MB request limit.
+_BATCH_BYTES = 512 * 1024
 CLOUDEVENTS_SOURCE = "urn:driftline:worker"
 
 
@@ -73,21 +80,57 @@ class _Outbox:
 
     def __init__(self, app: faust.App) -> None:
         self._app = app
-        self._messages: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]] | None]] = []
+        self._messages: list[tuple[str, bytes | None, bytes | None, int | None, list[tuple[str, bytes]] | None]] = []
         # Tasks sharing an outbox hand their messages to the producer one after another, in the order they
         # were added: the labelled examples of one model must reach its partition in event-time order.
         self._enqueueing = asyncio.Lock()
 
     def add(self, topic: str, key: bytes | None, value: bytes | None,
-            headers: list[tuple[str, bytes]] | None = None) -> None:
-        self._messages.append((topic, key, value, headers))
+            headers: list[tuple[str, bytes]] | None = None, partition: int | None = None) -> None:
+        self._messages.append((topic, key, value, partition, headers))
 
     async def send(self) -> None:
         async with self._enqueueing:
             messages, self._messages = self._messages, []
             producer = self._app.producer
-            acks = [await producer.send(topic, key, value, None, None, headers) for topic, key, value, headers in messages]
+            acks = [await producer.send(topic, key, value, partition, None, headers)
+                    for topic, key, value, partition, headers in messages]
         await asyncio.gather(*acks)
+
+
+class MessageRef(NamedTuple):
+    """Where a monitor-input message was read: its items are acked and checkpointed by it."""
+
+    partition: int
+    offset: int
+
+
+def _monitor_batches(model: str, predictions: Sequence[PredictionEvent],
+                     labelled: Sequence[LabelledExample]) -> list[bytes]:
+    """One model's share of an ingest batch as monitor-input messages, each under ``_BATCH_BYTES``.
+
+    Items are serialised once and joined by hand: a re-validation per batch would cost more than the send.
+    """
+    messages: list[bytes] = []
+    parts: dict[str, list[bytes]] = {"predictions": [], "labelled": []}
+    size = 0
+
+    def cut() -> None:
+        nonlocal size
+        if parts["predictions"] or parts["labelled"]:
+            body = b",".join(b'"%s":[%s]' % (name.encode(), b",".join(items)) for name, items in parts.items())
+            messages.append(b'{"model":%s,%s}' % (json.dumps(model).encode(), body))
+        parts["predictions"], parts["labelled"], size = [], [], 0
+
+    for name, items in (("predictions", predictions), ("labelled", labelled)):
+        for item in items:
+            blob = item.model_dump_json().encode()
+            if size + len(blob) > _BATCH_BYTES or len(parts["predictions"]) + len(parts["labelled"]) >= MAX_BATCH_ITEMS:
+                cut()
+            parts[name].append(blob)
+            size += len(blob)
+    cut()
+    return messages
 
 
 class _SourceProgress:
@@ -149,13 +192,15 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
     names = settings.topics
     monitors = MonitorSet(config, build_detector)
     join_stage: JoinStage[SourceRef] = JoinStage(
-        settings.join_ttl_seconds, settings.max_event_bytes, settings.join_idle_seconds, settings.join_max_pending
+        settings.join_ttl_seconds, settings.max_event_bytes, settings.join_idle_seconds, settings.join_max_pending,
+        settings.order_grace_seconds,
     )
     for model, monitor in monitors.monitors.items():
         metrics.performance_threshold.labels(model, monitor.metric_name).set(monitor.spec.performance.threshold)
     metrics.declare(
         {model: (m.metric_name, m.detector_names) for model, m in monitors.monitors.items()}, get_args(RejectionKind)
     )
+    metrics.declare_predictions(config)
 
     app = faust.App(
         settings.app_id,
@@ -177,18 +222,19 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
     )
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     sources = app.topic(names.predictions, names.outcomes, internal=False, **raw)
-    labelled_topic = app.topic(names.labelled, internal=False, **raw)
+    monitor_input = app.topic(names.monitor_input, internal=False, **raw)
     ingest_out, monitor_out = _Outbox(app), _Outbox(app)
     side_of_topic: dict[str, Side] = {names.predictions: "prediction", names.outcomes: "outcome"}
     progress = _SourceProgress(side_of_topic)
+    watched_models = {model for model, spec in config.models.items() if spec.watches_predictions}
 
     # Durable monitor state.  One entry per model (value: detectors.checkpoint bytes) in the changelog
-    # partition equal to the model's labelled partition, so faust's table recovery has read it before the
+    # partition equal to the model's monitor-input partition, so faust's table recovery has read it before the
     # monitor agent gets that partition's events.  The agent writes it straight to the changelog with the
     # producer and awaits the acks, once per checkpoint interval (and at once after a batch that alerts).
-    # The labelled events a checkpoint covers are acked only after it is written: the committed labelled
-    # offset never passes the state, so a kill -9 replays at most the examples since the last checkpoint,
-    # and those below the checkpoint's offset are skipped (see detectors.checkpoint).
+    # A monitor-input message is acked only once all its items are scored and checkpointed: the committed
+    # offset never passes the state, so a kill -9 replays at most the messages since the last checkpoint,
+    # and what the state already holds is skipped (see detectors.checkpoint).
     # The changelog is declared here only to keep it raw bytes (faust's default is json).
     state_changelog = app.topic(
         f"{settings.app_id}-monitor-state-changelog", partitions=settings.partitions, compacting=True, deleting=False,
@@ -197,10 +243,31 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
     state_table = app.Table("monitor-state", partitions=settings.partitions, changelog_topic=state_changelog,
                             help="Monitor state checkpoints")
     checkpointer = Checkpointer(settings.checkpoint_seconds, settings.checkpoint_dedupe_ids)
+    # One merge per monitor-input partition: a partition's models need its own order only, and a watermark
+    # read on one partition says nothing of the data still unread on another.
+    merges: dict[int, MonitorInputOrder[MessageRef]] = {}
+    late_in_dropped_merges = [0]
+
+    def merge_of(partition: int) -> MonitorInputOrder[MessageRef]:
+        if partition not in merges:
+            merges[partition] = MonitorInputOrder(settings.partitions, settings.join_idle_seconds,
+                                                  settings.join_max_pending, time.time(), settings.order_grace_seconds)
+        return merges[partition]
+
+    def release_all_partitions(wall_time: float) -> tuple[list[Held[MessageRef]], list[Held[MessageRef]]]:
+        predictions: list[Held[MessageRef]] = []
+        labelled: list[Held[MessageRef]] = []
+        for merge in merges.values():
+            released = merge.release(wall_time)
+            predictions += released[0]
+            labelled += released[1]
+        return predictions, labelled
+
     monitor_lock = asyncio.Lock()
     restored_partitions: set[int] = set()
-    held: list[Any] = []  # labelled events processed, acked once their state is checkpointed
-    checkpoint_info: dict[str, Any] = {"n_checkpoints": 0, "n_restored": 0, "written": {}}
+    held: list[Any] = []  # monitor-input events read, acked once their items are scored and checkpointed
+    # written: each model's checkpointed monitor-input offset; written_seen: the labelled examples its state holds.
+    checkpoint_info: dict[str, Any] = {"n_checkpoints": 0, "n_restored": 0, "written": {}, "written_seen": {}}
 
     def restore_partition(partition: int) -> None:
         for blob in list(state_table.data.values()):
@@ -213,58 +280,88 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
             if checkpoint.monitor.spec != current.spec:
                 log.warning("monitor config of %s changed: its checkpoint is not restored", checkpoint.model)
                 continue
-            monitors.monitors[checkpoint.model] = checkpoint.monitor
-            for segment, segment_monitor in checkpoint.segments.items():
-                monitors.segment_monitors[(checkpoint.model, segment)] = segment_monitor
+            monitors.install(checkpoint.model, checkpoint.monitor, checkpoint.segments, checkpoint.data)
             checkpointer.restore(checkpoint)
             checkpoint_info["n_restored"] += 1
-            log.warning("restored %s from its checkpoint at labelled offset %d (%d examples seen)",
+            log.warning("restored %s from its checkpoint at monitor-input offset %d (%d examples seen)",
                         checkpoint.model, checkpoint.next_offset, checkpoint.monitor.n_seen)
         restored_partitions.add(partition)
 
     async def write_checkpoint() -> None:
-        """Write the changed models' state, then ack the events it covers (call under monitor_lock)."""
-        snapshots = checkpointer.snapshot(monitors.monitors, time.time(), monitors.segment_monitors)
+        """Write the changed models' state, then ack the events it wholly covers (call under monitor_lock)."""
+        snapshots = checkpointer.snapshot(monitors, time.time())
         # Encoded before any await: the monitors must not change between snapshot and bytes.
         blobs = [(c.partition, c.model, c.next_offset, encode_checkpoint(c)) for c in snapshots]
-        events = held[:]
-        held.clear()
+        seen = {c.model: c.monitor.n_seen for c in snapshots}
+        # An event is acked once every item of it is scored: below the partition's oldest waiting message.
+        waiting = {p: checkpointer.oldest_waiting(p) for p in {e.message.partition for e in held}}
+        done, still_held = [], []
+        for event in held:
+            oldest = waiting[event.message.partition]
+            (done if oldest is None or event.message.offset < oldest else still_held).append(event)
+        held[:] = still_held
         producer = app.producer
         topic = state_table.changelog_topic.get_topic_name()
         acks = [await producer.send(topic, model.encode(), blob, partition, None, None)
                 for partition, model, _, blob in blobs]
         await asyncio.gather(*acks)
-        for event in events:
+        for event in done:
             event.ack()
         checkpoint_info["n_checkpoints"] += 1
         for _, model, next_offset, _ in blobs:
             checkpoint_info["written"][model] = next_offset
+        checkpoint_info["written_seen"].update(seen)
 
     async def checkpoint_while_idle() -> None:
         # A plain task, not a faust timer: it must keep acking while faust waits for held events at shutdown.
         while True:
             await asyncio.sleep(min(1.0, settings.checkpoint_seconds / 2))
-            if (held or checkpointer.dirty) and (checkpointer.due(time.time()) or app.should_stop or app.rebalancing):
-                async with monitor_lock:
+            async with monitor_lock:
+                # A worker that stopped announcing (it died, or lost its partitions) stops holding items back.
+                if any(merge.n_held for merge in merges.values()):
+                    await score(*release_all_partitions(time.time()), events=[])
+                if (held or checkpointer.dirty) and (checkpointer.due(time.time()) or app.should_stop
+                                                     or app.rebalancing):
                     await write_checkpoint()
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
-        lost = {tp.partition for tp in revoked if tp.topic == names.labelled}
+        lost = {tp.partition for tp in revoked if tp.topic == names.monitor_input}
         if not lost:
             return
         async with monitor_lock:
             if held or checkpointer.dirty:
                 await write_checkpoint()
+            # Their items go unscored here; the new owner re-reads them from the committed offset.
+            for partition in lost:
+                gone = merges.pop(partition, None)
+                late_in_dropped_merges[0] += gone.n_late if gone is not None else 0
+            held[:] = [e for e in held if e.message.partition not in lost]
             for partition in lost:
                 restored_partitions.discard(partition)
                 checkpointer.forget_partition(partition)
 
     processed_reported: Counter[str] = Counter()
+    late_reported: Counter[str] = Counter()
 
-    def publish_ingest(out: IngestResult[SourceRef], outbox: _Outbox) -> None:
+    def report_late(stage: str, n_late: int) -> None:
+        if n_late > late_reported[stage]:
+            metrics.late.labels(stage).inc(n_late - late_reported[stage])
+            late_reported[stage] = n_late
+
+    def publish_ingest(out: IngestResult[SourceRef], outbox: _Outbox, wall_time: float, busy: set[Source]) -> None:
         for example in out.labelled:
             outbox.add(names.labelled, example.prediction.model.encode(), example.model_dump_json().encode())
+        by_model: dict[str, tuple[list[PredictionEvent], list[LabelledExample]]] = {}
+        for prediction in out.predictions:
+            if prediction.model in watched_models:
+                by_model.setdefault(prediction.model, ([], []))[0].append(prediction)
+        for example in out.labelled:
+            by_model.setdefault(example.prediction.model, ([], []))[1].append(example)
+        for model, (predictions, labelled) in by_model.items():
+            for blob in _monitor_batches(model, predictions, labelled):
+                outbox.add(names.monitor_input, model.encode(), blob)
+        announce_watermarks(outbox, wall_time, busy)
         for dead in out.dead_letters:
             ref = dead.record.ref
             outbox.add(names.deadletter, ref.key, dead.record.value, _dead_letter_headers(ref, dead.rejection, "ingest"))
@@ -284,6 +381,25 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
                 processed_reported[side] = joined
         metrics.join_pending.set(join_stage.n_pending)
         metrics.join_held.set(join_stage.n_held)
+        report_late("ingest", join_stage.n_late)
+
+    def announce_watermarks(outbox: _Outbox, wall_time: float, busy: set[Source]) -> None:
+        """Tell every monitor-input partition how far this worker's active source partitions have been sent.
+
+        Only sources this worker reads and that are active count: one gone quiet stops being announced, so
+        the monitor stage stops waiting for it after the idle period, as the join stage does.
+        """
+        through = join_stage.released_through
+        if through is None:
+            return
+        owned = {(side_of_topic[tp.topic], tp.partition) for tp in app.consumer.assignment()
+                 if tp.topic in side_of_topic}
+        active = owned & set(join_stage.active_sources(wall_time, busy))
+        if not active:
+            return
+        blob = MonitorBatch(watermarks={source_name(s): through for s in sorted(active)}).model_dump_json().encode()
+        for partition in range(settings.partitions):
+            outbox.add(names.monitor_input, None, blob, partition=partition)
 
     @app.agent(sources, concurrency=1)
     async def ingest(stream: faust.StreamT[bytes]) -> None:
@@ -299,7 +415,8 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
             for side, n in Counter(r.side for r in records).items():
                 metrics.events_read.labels(side).inc(n)
             progress.note(events)
-            publish_ingest(join_stage.process(records, wall_time=time.time(), busy=progress.busy(app.consumer)), ingest_out)
+            wall, busy = time.time(), progress.busy(app.consumer)
+            publish_ingest(join_stage.process(records, wall_time=wall, busy=busy), ingest_out, wall, busy)
             await ingest_out.send()
             metrics.batch_size.labels("ingest").observe(len(events))
             metrics.batch_seconds.labels("ingest").observe(time.perf_counter() - started)
@@ -307,7 +424,8 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
 
     @app.timer(interval=1.0)
     async def expire_while_idle() -> None:
-        publish_ingest(join_stage.idle(time.time(), busy=progress.busy(app.consumer)), ingest_out)
+        wall, busy = time.time(), progress.busy(app.consumer)
+        publish_ingest(join_stage.idle(wall, busy=busy), ingest_out, wall, busy)
         await ingest_out.send()
 
     def publish_monitor(
@@ -327,7 +445,7 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
             )
             metrics.retrain_triggers.labels(trigger.model, trigger.reason).inc()
         for example, reason in result.rejected:
-            ref = SourceRef(names.labelled, -1, -1, example.prediction.model.encode())
+            ref = SourceRef(names.monitor_input, -1, -1, example.prediction.model.encode())
             outbox.add(
                 names.deadletter, ref.key, example.model_dump_json().encode(),
                 _dead_letter_headers(ref, Rejection("unscorable", reason), "monitor"),
@@ -341,10 +459,10 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
             metrics.performance.labels(model, monitor.metric_name).set(monitor.metric_value)
             metrics.alerts_open.labels(model).set(len(monitor.open_alerts))
 
-    @app.agent(labelled_topic, concurrency=1)
+    @app.agent(monitor_input, concurrency=1)
     async def monitor(stream: faust.StreamT[bytes]) -> None:
-        # Labelled examples are ours, but a foreign producer could still write here.
-        max_bytes = 4 * settings.max_event_bytes
+        # Batches are ours, but a foreign producer could still write here.
+        max_bytes = 2 * _BATCH_BYTES + 4 * settings.max_event_bytes
         idle_task = asyncio.ensure_future(checkpoint_while_idle())
         try:
             async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
@@ -353,40 +471,63 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
         finally:
             idle_task.cancel()
 
-    async def monitor_batch(events: Sequence[Any], max_bytes: int) -> None:
-        started = time.perf_counter()
-        examples: list[LabelledExample] = []
-        dead: list[tuple[RawRecord[SourceRef], Rejection]] = []
-        for event in events:
-            partition = event.message.partition
-            if partition not in restored_partitions:
-                restore_partition(partition)
-            decoded = decode(_LABELLED, event.value, max_bytes)  # type: ignore[arg-type]
-            if isinstance(decoded, Rejection):
-                dead.append((RawRecord("prediction", event.value, _ref(event)), decoded))  # type: ignore[arg-type]
-            elif decoded.prediction.model in monitors.monitors and not checkpointer.admit(
-                decoded.prediction.model, partition, event.message.offset, decoded.prediction.prediction_id
+    def admitted(items: Sequence[Held[MessageRef]], prefix: str) -> list[Any]:
+        """The released items not already in the state (checkpointed, or re-published by a restarted ingest)."""
+        out = []
+        for held_item in items:
+            item = held_item.item
+            pid = item.prediction_id if isinstance(item, PredictionEvent) else item.prediction.prediction_id
+            if held_item.model not in monitors.monitors or checkpointer.admit(
+                held_item.model, held_item.ref.offset, prefix + pid
             ):
-                continue  # already in the restored state, or a re-published duplicate
-            else:
-                examples.append(decoded)
-            # Hold the ack (take_events acks once; this reference is released by write_checkpoint).
-            event.message.incref()
-            held.append(event)
-        result = monitors.observe(examples)
+                out.append(item)
+        return out
+
+    async def score(predictions: Sequence[Held[MessageRef]], labelled: Sequence[Held[MessageRef]],
+                    events: Sequence[Any], dead: Sequence[tuple[RawRecord[SourceRef], Rejection]] = ()) -> None:
+        """Run the monitors on released items, publish what they decide, and checkpoint when it matters."""
+        started = time.perf_counter()
+        watched: list[PredictionEvent] = admitted(predictions, "p:")
+        examples: list[LabelledExample] = admitted(labelled, "l:")
+        result = monitors.observe_predictions(watched)
+        metrics.observe_predictions(monitors, watched)
+        result.extend(monitors.observe(examples))
         for model, n in Counter(e.prediction.model for e in examples).items():
             if model in monitors.monitors:
                 metrics.examples.labels(model).inc(n)
         publish_monitor(result, dead, monitor_out)
         await monitor_out.send()
         metrics.observe_label_delay(examples, monitors.monitors)
-        metrics.observe_alert_latency(result.alerts, events)
-        metrics.batch_size.labels("monitor").observe(len(events))
-        metrics.batch_seconds.labels("monitor").observe(time.perf_counter() - started)
-        metrics.observe_batch("monitor", events, lambda _topic: "labelled", app.consumer.highwater)
+        if events:
+            metrics.observe_alert_latency(result.alerts, events)
+            metrics.batch_seconds.labels("monitor").observe(time.perf_counter() - started)
         if result.alerts or result.triggers or checkpointer.due(time.time()):
             # Right after alerts, so that a replay after a crash does not re-derive and re-send them.
             await write_checkpoint()
+
+    async def monitor_batch(events: Sequence[Any], max_bytes: int) -> None:
+        dead: list[tuple[RawRecord[SourceRef], Rejection]] = []
+        wall = time.time()
+        for event in events:
+            partition, offset = event.message.partition, event.message.offset
+            if partition not in restored_partitions:
+                restore_partition(partition)
+            # Hold the ack (take_events acks once; this reference is released by write_checkpoint).
+            event.message.incref()
+            held.append(event)
+            decoded = decode(_MONITOR_BATCH, event.value, max_bytes)  # type: ignore[arg-type]
+            if isinstance(decoded, Rejection):
+                dead.append((RawRecord("prediction", event.value, _ref(event)), decoded))  # type: ignore[arg-type]
+                continue
+            if decoded.model in monitors.monitors and not checkpointer.arrive(
+                decoded.model, partition, offset, len(decoded.predictions) + len(decoded.labelled)
+            ):
+                continue  # wholly in the restored state
+            merge_of(partition).add(decoded, MessageRef(partition, offset), wall)
+        metrics.batch_size.labels("monitor").observe(len(events))
+        await score(*release_all_partitions(wall), events=events, dead=dead)
+        report_late("monitor", late_in_dropped_merges[0] + sum(merge.n_late for merge in merges.values()))
+        metrics.observe_batch("monitor", events, lambda _topic: "monitor-input", app.consumer.highwater)
 
     @app.page("/checkpoint")
     async def checkpoint_page(web: Any, request: Any) -> Any:
@@ -395,7 +536,9 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
             "n_replayed": checkpointer.n_replayed,
             "n_duplicates": checkpointer.n_duplicates,
             "n_held": len(held),
+            "n_held_items": sum(merge.n_held for merge in merges.values()),
             "n_seen": {model: m.n_seen for model, m in monitors.monitors.items()},
+            "n_predictions": dict(monitors.n_predictions),
         })
 
     @app.page("/metrics")

@@ -100,6 +100,11 @@ class WorkerMetrics:
             "driftline_events_expired", "Events whose join partner never came within the TTL.", ["source"], registry=r
         )
         self.join_pending = Gauge("driftline_join_pending", "Events waiting for their join partner.", registry=r)
+        self.late = Counter(
+            "driftline_events_late", "Examples and predictions that reached an ordering stage after its watermark "
+            "had passed them, so were passed on out of event-time order (a partition stalled past the idle period).",
+            ["stage"], registry=r,
+        )
         self.join_held = Gauge(
             "driftline_join_held", "Joined examples held back until every partition has passed their event time.",
             registry=r,
@@ -204,6 +209,8 @@ class WorkerMetrics:
         (the first alert ever, say).  ``models`` maps each model to its metric
         name and the names of its detectors.
         """
+        for stage in ("ingest", "monitor"):
+            self.late.labels(stage)
         for source in ("prediction", "outcome"):
             self.events_read.labels(source)
             self.events_processed.labels(source)

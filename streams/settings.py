@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     join_ttl_seconds: Annotated[float, Field(gt=0)] = 3600.0
     join_idle_seconds: Annotated[float, Field(gt=0)] = 5.0
     join_max_pending: Annotated[int, Field(ge=1)] = 1_000_000
+    # While a source partition is quiet, the join and monitor stages hold what they release this long (wall
+    # clock) for it to catch up: when traffic starts, one partition's first fetch may come a batch late.
+    order_grace_seconds: Annotated[float, Field(ge=0, le=60)] = 2.0
     max_event_bytes: Annotated[int, Field(ge=256)] = 64 * 1024
     batch_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
     batch_seconds: Annotated[float, Field(gt=0, le=60)] = 0.5

@@ -102,7 +102,7 @@ def test_kill_9_mid_drift_resumes_warm_without_duplicates(kafka_bootstrap: str, 
         produce(pairs[:KILL_AT])
         w1.wait_for(lambda m: _sum(m, "driftline_events_processed_total", source="prediction") >= KILL_AT,
                     60, "the first part processed")
-        _wait(lambda: _checkpoint(first_port).get("written", {}).get("speech-asr") == KILL_AT, 20,
+        _wait(lambda: _checkpoint(first_port).get("written_seen", {}).get("speech-asr") == KILL_AT, 20,
               "a checkpoint covering the first part", first_log)
         before_kill = w1.metrics()
         os.killpg(first.pid, signal.SIGKILL)

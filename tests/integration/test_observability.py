@@ -36,7 +36,12 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 RULE_FILES = sorted((ROOT / "deploy/prometheus/rules").glob("*.yml"))
-CONFIG = SPEECH_MONITORS
+# The speech model's monitors, plus data monitors so that their panels and rules have series to show.
+CONFIG = SPEECH_MONITORS + """\
+    features: {snr_db: {kind: numeric}, accent: {kind: categorical}}
+    prediction_drift: true
+    estimated_performance: {threshold: 0.7, window: 200}
+"""
 # Exported by the retrainer process only. Exempt while no `driftline retrainer` command exists (checked below).
 RETRAINER_METRICS = frozenset({
     "driftline_challengers_total", "driftline_model_version_info",
@@ -47,12 +52,13 @@ FIRES_DURING_SCENARIO = {
     "DriftlineModelAlertOpen",  # accuracy decays from 92% to 80% against a threshold of 85%
     "DriftlineRetrainTriggered",  # the decay triggers a retrain
     "DriftlineDeadLetterSpike",  # 200 garbage predictions among 6,000: over 1%
+    "DriftlineDataAlertOpen",  # the signal-to-noise ratio drops at the change
 }
 FIRES_AFTER_WORKER_STOPS = {"DriftlineWorkerDown"}
 # Dashboard annotations that mark a promotion: this scenario's coin-flip predictions give the retrainer
 # nothing to learn, so there may be none (tests/integration/test_retrain_loop.py covers promotions).
 SHOWN_ONLY_AFTER_A_PROMOTION = {"driftline-model / annotation Challenger promoted"}
-SILENT_ON_A_HEALTHY_WORKER = {"DriftlineConsumptionStalled", "DriftlineWorkerAbsent"}
+SILENT_ON_A_HEALTHY_WORKER = {"DriftlineConsumptionStalled", "DriftlineWorkerAbsent", "DriftlineLabelCoverageCollapsed"}
 # Rules on retrainer metrics; with a retrainer running, their expressions must evaluate and their selectors have data.
 RETRAINER_RULES = {"DriftlineChallengersKeepLosing", "DriftlineRetrainTriggerUnhandled"}
 N_EVENTS, N_GARBAGE, N_ORPHANS = 6000, 200, 3

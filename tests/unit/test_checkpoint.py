@@ -44,66 +44,76 @@ def test_encode_decode_round_trip_and_garbage() -> None:
     assert decode_checkpoint(blob[:20]) is None
 
 
-def test_admit_skips_replayed_offsets_and_duplicate_ids() -> None:
+def test_arrive_skips_replayed_messages_and_admit_drops_duplicate_ids() -> None:
     cp = Checkpointer(interval_seconds=10, dedupe_size=100)
-    assert cp.admit("m", 0, 0, "p0") and cp.admit("m", 0, 1, "p1")
-    assert not cp.admit("m", 0, 2, "p1"), "re-published duplicate"
-    assert cp.n_duplicates == 1
     monitors = MonitorSet(CONFIG, build_detector)
-    [snap] = cp.snapshot({"m": monitors.monitors["speech-asr"]}, now=0.0)
-    assert (snap.partition, snap.next_offset, snap.recent_ids) == (0, 3, ["p0", "p1"])
-    assert not cp.dirty and cp.snapshot({"m": monitors.monitors["speech-asr"]}, now=1.0) == []
+    assert cp.arrive("speech-asr", 0, 0, n_items=2) and cp.arrive("speech-asr", 0, 1, n_items=1)
+    assert cp.admit("speech-asr", 0, "l:p0") and cp.admit("speech-asr", 0, "l:p1")
+    assert cp.next_offset("speech-asr") == (0, 1), "offset 1 still has an item waiting"
+    assert cp.oldest_waiting(0) == 1 and cp.oldest_waiting(3) is None
+    assert not cp.admit("speech-asr", 1, "l:p1"), "re-published duplicate"
+    assert cp.n_duplicates == 1 and cp.next_offset("speech-asr") == (0, 2)
+    [snap] = cp.snapshot(monitors, now=0.0)
+    assert (snap.partition, snap.next_offset, snap.recent_ids) == (0, 2, ["l:p0", "l:p1"])
+    assert not cp.dirty and cp.snapshot(monitors, now=1.0) == []
 
     fresh = Checkpointer(interval_seconds=10, dedupe_size=100)
     fresh.restore(snap)
-    assert not fresh.admit("m", 0, 1, "p1") and not fresh.admit("m", 0, 2, "p1")
-    assert fresh.n_replayed == 2
-    assert not fresh.admit("m", 0, 3, "p0"), "a duplicate of an example before the checkpoint"
-    assert fresh.admit("m", 0, 4, "p4") and fresh.next_offset("m") == (0, 5)
+    assert fresh.next_offset("speech-asr") == (0, 2)
+    assert not fresh.arrive("speech-asr", 0, 1, 1) and fresh.n_replayed == 1
+    assert fresh.arrive("speech-asr", 0, 2, 2)
+    assert not fresh.admit("speech-asr", 2, "l:p0"), "a duplicate of an item before the checkpoint"
+    assert fresh.admit("speech-asr", 2, "l:p4") and fresh.next_offset("speech-asr") == (0, 3)
     fresh.forget_partition(0)
-    assert fresh.next_offset("m") is None and not fresh.dirty
+    assert fresh.next_offset("speech-asr") is None and not fresh.dirty
 
 
 def test_due_after_the_interval() -> None:
     cp = Checkpointer(interval_seconds=10, dedupe_size=1)
     assert not cp.due(100.0) and not cp.due(109.0) and cp.due(110.0)
-    cp.snapshot({}, now=110.0)
+    cp.snapshot(MonitorSet(CONFIG, build_detector), now=110.0)
     assert not cp.due(115.0)
 
 
 def test_a_restored_monitor_alerts_exactly_as_an_uninterrupted_one() -> None:
-    """Checkpoint mid-drift, replay from an earlier offset with duplicates: the same alerts, each example once."""
+    """Checkpoint mid-drift, replay from an earlier offset with duplicates: the same alerts, each example once.
+
+    Messages of 100 examples; the checkpoint is taken while half of one message is still waiting to be scored.
+    """
     examples = _examples()
     straight = MonitorSet(CONFIG, build_detector)
     expected = [a.alert_id for i in range(0, len(examples), 100) for a in straight.observe(examples[i:i + 100]).alerts]
     assert expected, "the scenario must alert for this test to mean anything"
 
-    def run(monitors: MonitorSet, cp: Checkpointer, offsets: range) -> list[str]:
+    def run(monitors: MonitorSet, cp: Checkpointer, first_message: int, last_message: int,
+            score_only: int | None = None) -> list[str]:
         ids = []
-        for start in range(offsets.start, offsets.stop, 100):
-            batch = [examples[o] for o in range(start, min(start + 100, offsets.stop))
-                     if cp.admit("speech-asr", 0, o, examples[o].prediction.prediction_id)]
+        for offset in range(first_message, last_message):
+            items = examples[offset * 100:(offset + 1) * 100]
+            if not cp.arrive("speech-asr", 0, offset, len(items)):
+                continue
+            due = items if score_only is None or offset < last_message - 1 else items[:score_only]
+            batch = [e for e in due if cp.admit("speech-asr", offset, "l:" + e.prediction.prediction_id)]
             ids += [a.alert_id for a in monitors.observe(batch).alerts]
         return ids
 
     first = MonitorSet(CONFIG, build_detector)
     cp = Checkpointer(10, 5000)
-    before = run(first, cp, range(0, 2050))
-    [snap] = cp.snapshot(first.monitors, now=0.0)
+    before = run(first, cp, 0, 21, score_only=50)  # message 20: half scored when the checkpoint is taken
+    [snap] = cp.snapshot(first, now=0.0)
+    assert snap.next_offset == 20
     blob = encode_checkpoint(snap)
-    run(first, cp, range(2050, 2100))  # processed, never checkpointed: lost with the process
 
     second = MonitorSet(CONFIG, build_detector)
     restored = decode_checkpoint(blob)
     assert restored is not None
-    second.monitors["speech-asr"] = restored.monitor
+    second.install("speech-asr", restored.monitor, restored.segments, restored.data)
     cp2 = Checkpointer(10, 5000)
     cp2.restore(restored)
-    after = run(second, cp2, range(1900, len(examples)))  # the committed offset may lag the checkpoint
-    assert cp2.n_replayed == 150
+    after = run(second, cp2, 18, len(examples) // 100)  # the committed offset may lag the checkpoint
+    assert cp2.n_replayed == 2 and cp2.n_duplicates == 50
     assert before + after == expected
     assert second.monitors["speech-asr"].n_seen == len(examples)
-
 
 
 def test_segment_monitors_travel_with_their_model() -> None:
@@ -120,8 +130,32 @@ models:
     monitors.observe(examples)
     cp = Checkpointer(10, 10)
     for offset, example in enumerate(examples):
-        cp.admit("speech-asr", 0, offset, example.prediction.prediction_id)
-    [snap] = cp.snapshot(monitors.monitors, now=0.0, segments=monitors.segment_monitors)
+        cp.arrive("speech-asr", 0, offset, 1)
+        cp.admit("speech-asr", offset, example.prediction.prediction_id)
+    [snap] = cp.snapshot(monitors, now=0.0)
     back = decode_checkpoint(encode_checkpoint(snap))
     assert back is not None and sorted(back.segments) == ["s0", "s1"]
     assert [back.segments[s].n_seen for s in ("s0", "s1")] == [200, 200]
+
+
+def test_data_monitors_travel_with_their_model_and_share_its_retrain_gate() -> None:
+    config = MonitorConfig.model_validate(yaml.safe_load("""\
+models:
+  speech-asr:
+    task: classification
+    performance: {metric: accuracy, window: 100, threshold: 0.85, hysteresis: 0.02}
+    features: {snr_db: {kind: numeric}}
+"""))
+    pairs = list(SpeechScenario(n_events=300, change_at=200, seed=3).events())
+    monitors = MonitorSet(config, build_detector)
+    monitors.observe_predictions([p for p, _ in pairs])
+    cp = Checkpointer(10, 10)
+    cp.arrive("speech-asr", 0, 0, 0)
+    [snap] = cp.snapshot(monitors, now=0.0)
+    back = decode_checkpoint(encode_checkpoint(snap))
+    assert back is not None and list(back.data) == [("1", None)] and back.data[("1", None)].n_seen == 300
+    # Pickled together, the model's monitors still share one cooldown.
+    assert back.data[("1", None)].gate is back.monitor.gate
+    fresh = MonitorSet(config, build_detector)
+    fresh.install("speech-asr", back.monitor, back.segments, back.data)
+    assert fresh.data_monitors[("speech-asr", "1", None)].gate is fresh.monitors["speech-asr"].gate

@@ -126,3 +126,23 @@ def test_a_backlog_read_one_partition_after_another_loses_nothing(order: list[st
     if with_lag:
         times = [e.outcome.event_time for e in released]
         assert times == sorted(times)
+
+
+def test_grace_holds_young_items_only_while_a_source_is_quiet() -> None:
+    t = lambda s: datetime(2026, 1, 1, 0, 0, s, tzinfo=timezone.utc)  # noqa: E731
+    r: EventTimeReorderer[str] = EventTimeReorderer(idle_seconds=5, grace_seconds=2)
+    r.expect("quiet", wall_time=0.0)
+    r.observe("busy", t(10), wall_time=10.0)
+    r.push(t(8), "a", "a@8", wall_time=10.0)
+    assert r.release(wall_time=10.5) == [] and r.released_through is None  # "quiet" may be about to speak
+    r.observe("quiet", t(7), wall_time=11.0)
+    r.push(t(7), "b", "b@7", wall_time=11.0)
+    assert r.release(wall_time=11.0) == ["b@7"]  # every source active: no grace needed
+    r.observe("quiet", t(20), wall_time=11.5)
+    assert r.release(wall_time=11.5) == ["a@8"]
+    # All active and the watermark past it: released at once, however young.
+    r.push(t(9), "c", "c@9", wall_time=11.6)
+    assert r.release(wall_time=11.6) == ["c@9"]
+    # "quiet" goes quiet again: a young item waits out the grace, then leaves.
+    r.push(t(10), "d", "d@10", wall_time=17.0)
+    assert r.release(wall_time=17.0) == [] and r.release(wall_time=19.1) == ["d@10"]
