@@ -124,7 +124,7 @@ def simulate_maxima(
 ) -> npt.NDArray[np.float64]:
     """Largest bank statistic each simulated stationary stream reaches in ``length`` monitored updates."""
     # Imported here: glr imports this module for its thresholds.
-    from detectors.glr import _bernoulli_rows, _gaussian_rows, robust_reference
+    from detectors.glr import _bernoulli_rows, _gaussian_rows, normal_scores, robust_reference
 
     rng = np.random.default_rng(seed)
     maxima = np.empty(n_streams)
@@ -141,9 +141,13 @@ def simulate_maxima(
             inc = np.where(x[None, warmup:], up, down)
         elif kind == "gaussian":
             normal = rng.standard_normal(warmup + length)
-            center, scale = robust_reference(normal[:warmup])
             clip = spec["clip"]
-            z = np.clip((normal[warmup:] - center) / scale, -clip, clip)
+            if spec.get("scores", "robust") == "normal":
+                # Ranks against the warm-up are distribution-free: this calibrates any continuous series.
+                z = np.clip(normal_scores(normal[warmup:], np.sort(normal[:warmup])), -clip, clip)
+            else:
+                center, scale = robust_reference(normal[:warmup])
+                z = np.clip((normal[warmup:] - center) / scale, -clip, clip)
             inc = a * z + b * (z * z) + g
         else:
             raise ValueError(f"unknown kind {kind!r}")

@@ -39,7 +39,7 @@ def build_detector(name: str, **params: Any) -> DriftDetector:
     Examples
     --------
     >>> build_detector("gaussian_glr", false_alarm_horizon=1e6, shifts=[0.5, 1.0])
-    GaussianGLR(false_alarm_horizon=1000000.0, warmup=1000, shifts=(0.5, 1.0), variance_ratios=(1.5, 2.5), two_sided=True, clip=3.0)
+    GaussianGLR(false_alarm_horizon=1000000.0, warmup=1000, shifts=(0.5, 1.0), variance_ratios=(1.5, 2.5), two_sided=True, clip=3.0, scores='normal')
     >>> build_detector("adwin", delta=2)
     Traceback (most recent call last):
     ...
