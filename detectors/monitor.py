@@ -108,7 +108,7 @@ class ModelMonitor:
         # Retrains are per model: a segment's alerts inform, the model-wide monitor triggers.
         self._retrains = spec.retrain.enabled and segment is None
         self._label = model if segment is None else f"{model} [segment {segment}]"
-        self._rolling = RollingMetric(spec.metric, spec.performance.window)
+        self._rolling = RollingMetric(spec.metric, spec.performance.window, spec.performance.window_seconds)
         self._times: deque[datetime] = deque(maxlen=max(_TIME_HISTORY, spec.performance.window))
         self._open: dict[str, _Episode] = {}
         # The cooldown is the model's, shared with its data monitors: one retrain answers every alert.
@@ -156,10 +156,13 @@ class ModelMonitor:
         if not scored:
             return result
         first_index = self.n_seen
-        values = self._rolling.update_many(np.asarray(components, dtype=float))
-        self._times.extend(e.prediction.event_time for e in scored)
         perf = self.spec.performance
-        n_in_window = np.minimum(np.arange(first_index + 1, first_index + len(scored) + 1), perf.window)
+        # A time-based window ages examples out by when they were complete (labelled), the order they come in.
+        completed = (np.array([max(e.prediction.event_time, e.outcome.event_time).timestamp() for e in scored])
+                     if perf.window_seconds is not None else None)
+        values = self._rolling.update_many(np.asarray(components, dtype=float), completed)
+        n_in_window = self._rolling.counts
+        self._times.extend(e.prediction.event_time for e in scored)
         min_samples = perf.min_samples or perf.window
         if self._higher_is_better:
             breach = (values < perf.threshold) & (n_in_window >= min_samples)

@@ -105,20 +105,37 @@ def components_of(example: LabelledExample, spec: ModelSpec) -> tuple[float, ...
 
 
 class RollingMetric:
-    """A metric over the last ``window`` examples, after every example of a batch.
+    """A metric over the last ``window`` examples (and, if set, the last ``window_seconds``), after every example.
 
     Parameters
     ----------
     metric
         A name from :data:`METRICS`.
     window
-        How many of the most recent examples the metric covers.
+        How many of the most recent examples the metric covers at most.
+    window_seconds
+        If set, examples older than this (event time, behind the latest) leave the window too.
+
+    Examples
+    --------
+    >>> rm = RollingMetric("accuracy", window=100, window_seconds=10.0)
+    >>> values = rm.update_many(np.array([[1.0], [1.0], [0.0], [0.0]]), times=np.array([0.0, 1.0, 20.0, 21.0]))
+    >>> values.tolist(), rm.n_in_window   # the first two have aged out by 20 s
+    ([1.0, 1.0, 0.0, 0.0], 2)
     """
 
-    def __init__(self, metric: str, window: int) -> None:
+    def __init__(self, metric: str, window: int, window_seconds: float | None = None) -> None:
         self.metric = metric
         self.window = window
+        self.window_seconds = window_seconds
         self._means = [RollingMean(window) for _ in range(self.definition.n_components)]
+        # Time-based windows keep the last ``window`` rows and their times; the count window needs only means.
+        self._rows = np.empty((0, self.definition.n_components))
+        self._times = np.empty(0)
+        self._n_seen = 0
+        self.n_in_window = 0
+        #: How many examples each value of the last :meth:`update_many` covered.
+        self.counts: npt.NDArray[np.intp] = np.empty(0, dtype=np.intp)
 
     @property
     def definition(self) -> MetricDef:
@@ -127,7 +144,7 @@ class RollingMetric:
 
     @property
     def n_seen(self) -> int:
-        return self._means[0].n_seen
+        return self._n_seen
 
     @property
     def higher_is_better(self) -> bool:
@@ -136,10 +153,40 @@ class RollingMetric:
     @property
     def value(self) -> float:
         """The metric now (NaN before the first example, or when undefined, e.g. precision with no positives)."""
-        means = np.array([[m.mean for m in self._means]])
+        if self.window_seconds is None:
+            means = np.array([[m.mean for m in self._means]])
+        elif self.n_in_window:
+            means = self._rows[-self.n_in_window:].mean(axis=0, keepdims=True)
+        else:
+            return math.nan
         return float(self.definition.combine(means)[0])
 
-    def update_many(self, components: Array) -> Array:
-        """Add a batch of per-example components, shape (n, n_components); return the metric after each."""
-        columns = [mean.update_many(components[:, k]) for k, mean in enumerate(self._means)]
-        return self.definition.combine(np.column_stack(columns))
+    def update_many(self, components: Array, times: Array | None = None) -> Array:
+        """Add a batch of per-example components, shape (n, n_components); return the metric after each.
+
+        ``times`` (event seconds, one per example) is needed with ``window_seconds``; :attr:`counts` then
+        holds how many examples each value covers.
+        """
+        n = len(components)
+        if self.window_seconds is None:
+            columns = [mean.update_many(components[:, k]) for k, mean in enumerate(self._means)]
+            self.counts = np.minimum(np.arange(self._n_seen + 1, self._n_seen + n + 1), self.window)
+            self._n_seen += n
+            self.n_in_window = int(self.counts[-1]) if n else self.n_in_window
+            return self.definition.combine(np.column_stack(columns))
+        assert times is not None, "a time-based window needs the examples' times"
+        rows = np.concatenate([self._rows, components])
+        # Late examples must not make time run backwards inside the window.
+        stamps = np.maximum.accumulate(np.concatenate([self._times, np.asarray(times, dtype=float)]))
+        history = len(self._rows)
+        ends = np.arange(history, history + n)
+        by_time = np.searchsorted(stamps, stamps[ends] - self.window_seconds, side="right")
+        starts = np.maximum(by_time, ends - self.window + 1)
+        sums = np.vstack([np.zeros((1, rows.shape[1])), np.cumsum(rows, axis=0)])
+        self.counts = ends - starts + 1
+        means = (sums[ends + 1] - sums[starts]) / self.counts[:, None]
+        self._rows, self._times = rows[-self.window:].copy(), stamps[-self.window:].copy()
+        self._n_seen += n
+        if n:
+            self.n_in_window = int(self.counts[-1])
+        return self.definition.combine(means)

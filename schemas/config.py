@@ -58,7 +58,14 @@ class PerformanceSpec(_Spec):
     positive_class: bool | int | str | None = Field(
         default=None, description="The class that precision, recall and f1 are about (e.g. fraud)."
     )
-    window: Annotated[int, Field(ge=10, le=1_000_000)] = 500
+    window: Annotated[int, Field(ge=10, le=1_000_000)] = Field(
+        default=500, description="The most recent examples the metric covers (at most, with window_seconds)."
+    )
+    window_seconds: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
+        default=None,
+        description="A time-based window: examples labelled more than this many event-time seconds before the "
+        "latest leave it (window stays the cap on examples, and min_samples the floor for judging).",
+    )
     threshold: Annotated[float, Field(ge=0, allow_inf_nan=False)] = Field(
         description="Alert when a higher-is-better metric (accuracy, precision, recall, f1) falls below, or an error (log_loss, mae, rmse, bias) rises above, this value."
     )
@@ -219,6 +226,9 @@ class ModelSpec(_Spec):
             raise ValueError(f"a {self.metric} threshold plus its hysteresis must be at most 1")
         if self.metric not in UNIT_METRICS and perf.hysteresis >= perf.threshold:
             raise ValueError(f"a {self.metric} hysteresis must be smaller than the threshold")
+        if perf.window_seconds is not None and perf.min_samples is None:
+            raise ValueError("performance.window_seconds needs performance.min_samples: how many examples a "
+                             "time window must hold before it is judged")
         if self.estimated_performance is not None and self.task != "classification":
             raise ValueError("estimated_performance needs task classification: it reads the classifier's confidences")
         return self

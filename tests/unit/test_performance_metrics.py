@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detectors.monitor import MonitorSet
+from detectors.performance import RollingMetric
 from detectors.registry import build_detector
 from schemas.config import parse_monitor_config
 from schemas.events import LabelledExample, OutcomeEvent, PredictionEvent
@@ -128,3 +129,43 @@ def test_metric_rules_are_checked_at_start_up(performance: str, message: str) ->
     with pytest.raises(ConfigError) as info:
         parse_monitor_config(f"models: {{m: {{task: classification, performance: {performance}}}}}")
     assert info.value.problems[0][0] == "models.m" and message in info.value.problems[0][1]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    gaps=st.lists(st.floats(0, 30), min_size=1, max_size=120),
+    window=st.integers(1, 40),
+    window_seconds=st.floats(1, 200),
+    cut=st.integers(1, 50),
+)
+def test_time_window_matches_a_direct_count_and_any_batching(gaps, window, window_seconds, cut) -> None:  # type: ignore[no-untyped-def]
+    times = np.cumsum(gaps)
+    correct = (np.arange(len(times)) % 3 != 0).astype(float)[:, None]
+    rm = RollingMetric("accuracy", window, window_seconds)
+    values = np.concatenate([rm.update_many(correct[i:i + cut], times[i:i + cut]) for i in range(0, len(times), cut)])
+    for i, t in enumerate(times):
+        inside = [j for j in range(max(0, i - window + 1), i + 1) if times[j] > t - window_seconds]
+        assert values[i] == pytest.approx(correct[inside, 0].mean())
+    assert rm.n_in_window == len(inside) and rm.value == pytest.approx(correct[inside, 0].mean())
+
+
+def test_a_time_window_needs_min_samples_and_judges_a_quiet_model() -> None:
+    with pytest.raises(ConfigError, match="models.m: .*window_seconds needs performance.min_samples"):
+        parse_monitor_config("models: {m: {task: classification, performance: {threshold: 0.8, window_seconds: 3600}}}")
+    # Ten labelled examples an hour: a 500-example window would take two days to fill; a one-hour window with
+    # min_samples 8 judges the last hour.
+    cfg = parse_monitor_config("models: {m: {task: classification, performance: "
+                               "{threshold: 0.8, window_seconds: 3600, min_samples: 8}, detector: null}}")
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    examples = []
+    for i in range(200):
+        t = t0 + timedelta(minutes=6 * i)
+        right = i < 100 or i % 2 == 0  # accuracy 1.0, then 0.5 from the hundredth example (hour 10)
+        p = PredictionEvent(prediction_id=f"p{i}", model="m", model_version="1", event_time=t, prediction="a")
+        examples.append(LabelledExample(prediction=p, outcome=OutcomeEvent(prediction_id=f"p{i}", event_time=t,
+                                                                           actual="a" if right else "b")))
+    monitors = MonitorSet(cfg, build_detector)
+    alerts = monitors.observe(examples).alerts
+    fired = [a for a in alerts if a.status == "fired"]
+    assert len(fired) == 1 and 100 <= int((fired[0].event_time - t0).total_seconds() // 360) < 110
+    assert monitors.monitors["m"]._rolling.n_in_window == 10
