@@ -13,7 +13,7 @@ from detectors.backtest import BacktestResult, run_backtest
 from detectors.registry import build_detector
 from schemas.config import MonitorConfig
 
-__all__ = ["backtest_file", "plot_report", "summary_table"]
+__all__ = ["alerts_table", "backtest_file", "plot_report", "summary_table"]
 
 
 def backtest_file(config: MonitorConfig, input_path: Path, ttl_seconds: float, console: Console) -> BacktestResult:
@@ -33,7 +33,7 @@ def summary_table(result: BacktestResult, config: MonitorConfig) -> Table:
     table = Table(title="Backtest summary")
     for column in ("model", "examples", "alerts fired", "alerts resolved", "retrain triggers", "final metric"):
         table.add_column(column, justify="left" if column == "model" else "right")
-    fired = Counter((a.model, a.detector) for a in result.alerts if a.status == "fired")
+    fired = Counter((a.model, f"{a.monitor} {a.detector}") for a in result.alerts if a.status == "fired")
     resolved = Counter(a.model for a in result.alerts if a.status == "resolved")
     triggers = Counter(t.model for t in result.triggers)
     last = {p.model: p for p in result.series}
@@ -47,6 +47,20 @@ def summary_table(result: BacktestResult, config: MonitorConfig) -> Table:
     table.caption = (f"{result.n_lines:,} lines, {result.n_examples:,} labelled examples, "
                      f"{len(result.bad_lines):,} bad lines, {result.n_expired:,} events never joined, "
                      f"{result.n_unmonitored:,} examples of unconfigured models")
+    return table
+
+
+def alerts_table(result: BacktestResult, limit: int = 50) -> Table:
+    """The fired alerts in the order the worker would publish them: when, what, on which version and feature."""
+    fired = [a for a in result.alerts if a.status == "fired"]
+    table = Table(title="Fired alerts")
+    for column in ("event time", "model", "version", "segment", "monitor", "feature", "detector", "severity"):
+        table.add_column(column)
+    for alert in fired[:limit]:
+        table.add_row(alert.event_time.strftime("%Y-%m-%d %H:%M:%S"), alert.model, alert.model_version or "-",
+                      alert.segment or "-", alert.monitor, alert.feature or "-", alert.detector, alert.severity)
+    if len(fired) > limit:
+        table.caption = f"the first {limit} of {len(fired):,}; all are in --output"
     return table
 
 

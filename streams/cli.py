@@ -254,7 +254,7 @@ def backtest(
     """Replay a log through the worker's own join and monitors, with no Kafka, to tune monitors."""
     from rich.console import Console
 
-    from streams.backtest_report import backtest_file, plot_report, summary_table
+    from streams.backtest_report import alerts_table, backtest_file, plot_report, summary_table
 
     console = Console(highlight=False)
     monitor_config = load_monitor_config(config)
@@ -273,6 +273,8 @@ def backtest(
         plot_report(result, monitor_config, plot)
         console.print(f"wrote {plot}")
     console.print(summary_table(result, monitor_config))
+    if any(a.status == "fired" for a in result.alerts):
+        console.print(alerts_table(result))
 
 
 @app.command()

@@ -79,6 +79,8 @@ def test_cli_writes_alerts_and_a_png_report(lines: list[str], tmp_path: Path) ->
                                    "--output", str(alerts), "--plot", str(plot)])
     assert run.exit_code == 0, run.output
     assert "skipped line 1" in run.output and "Backtest summary" in run.output
+    # Each fired alert is listed, with the monitor that raised it.
+    assert "Fired alerts" in run.output and run.output.count("bernoulli_glr") >= 2
     written = [json.loads(line) for line in alerts.read_text().splitlines()]
     assert {a["detector"] for a in written if a["status"] == "fired"} == {"threshold", "bernoulli_glr"}
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
