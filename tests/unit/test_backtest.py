@@ -76,7 +76,7 @@ def test_cli_writes_alerts_and_a_png_report(lines: list[str], tmp_path: Path) ->
     config.write_text(CONFIG)
     alerts, plot = tmp_path / "alerts.jsonl", tmp_path / "report.png"
     run = CliRunner().invoke(app, ["backtest", "--config", str(config), "--input", str(events),
-                                   "--output", str(alerts), "--plot", str(plot)])
+                                   "--output", str(alerts), "--plot", str(plot)], env={"COLUMNS": "200"})
     assert run.exit_code == 0, run.output
     assert "skipped line 1" in run.output and "Backtest summary" in run.output
     # Each fired alert is listed, with the monitor that raised it.
