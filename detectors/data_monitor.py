@@ -4,7 +4,8 @@ A :class:`DataMonitor` watches one model version (and, where asked, one
 segment) through its prediction events alone:
 
 * **feature drift**: the first ``drift.reference_size`` predictions of the
-  version are its reference; every later block of ``drift.window`` predictions
+  version (or a stored reference, ``drift.reference_file``) are its
+  reference; every later block of ``drift.window`` predictions
   is tested against it (Kolmogorov-Smirnov for numeric features, chi-squared
   for categorical ones), and so is each categorical feature's share of
   categories the reference never had (new shapes, new classes);
@@ -163,6 +164,9 @@ class DataMonitor:
         When set, this monitor watches one segment of the version's traffic (no retrains).
     gate
         The model's retrain cooldown, shared with its performance monitor.
+    reference
+        Stored reference predictions (``drift.reference_file``); without them the version's first
+        ``drift.reference_size`` predictions are its reference.
     """
 
     def __init__(
@@ -173,6 +177,7 @@ class DataMonitor:
         build_detector: Callable[..., DriftDetector],
         segment: str | None = None,
         gate: RetrainGate | None = None,
+        reference: Sequence[PredictionEvent] = (),
     ) -> None:
         self.model, self.version, self.spec, self.segment = model, version, spec, segment
         self.gate = gate
@@ -210,12 +215,30 @@ class DataMonitor:
         self.statistics: dict[tuple[str, str, str], float] = {}
         self.last_seen = 0  # set by the owner: a clock of which version was seen most recently
         self._label = f"{model} version {version}" + (f" [segment {segment}]" if segment else "")
+        # Live predictions still to collect into the reference: none when a stored one is given.
+        self._to_collect = 0 if reference else drift.reference_size
+        self._reference_source = (f"the stored reference of {len(reference)} predictions" if reference
+                                  else f"the reference of the first {drift.reference_size} predictions")
+        if reference:
+            self._start_from(reference)
 
     # ------------------------------------------------------------------ state
 
+    def _start_from(self, reference: Sequence[PredictionEvent]) -> None:
+        """Take a stored reference: freeze it, and warm the spike and trend detectors on it."""
+        for channel in self._channels:
+            values = self._column(channel, reference)
+            if channel.drift:
+                self._extend_reference(channel, values)
+            numeric = np.asarray(values, dtype=float) if channel.kind == "numeric" else None
+            for detector in (channel.spike, channel.trend):
+                if detector is not None and numeric is not None:
+                    detector.update_many(numeric[np.isfinite(numeric)])
+        self._freeze_reference()
+
     @property
     def reference_complete(self) -> bool:
-        return self.n_seen >= self.spec.drift.reference_size
+        return self.n_seen >= self._to_collect
 
     @property
     def estimated_accuracy(self) -> float:
@@ -241,7 +264,7 @@ class DataMonitor:
         if self.spec.estimated_performance is not None:
             self._estimate(predictions, start, pending)
         # Reference, then consecutive blocks; a block is judged on the prediction that completes it.
-        reference_size, window = self.spec.drift.reference_size, self.spec.drift.window
+        reference_size, window = self._to_collect, self.spec.drift.window
         i = 0
         while i < len(predictions):
             position = start + i
@@ -326,8 +349,7 @@ class DataMonitor:
             if drifted and key not in self._open:
                 what = "predictions" if channel.monitor == PREDICTION_DRIFT else f"feature {channel.name}"
                 message = (
-                    f"{self._label}: {what} drifted from the reference of the first "
-                    f"{self.spec.drift.reference_size} predictions: {description} "
+                    f"{self._label}: {what} drifted from {self._reference_source}: {description} "
                     f"(p={pvalue:.2g}, corrected level {self.block_alpha:.2g})"
                 )
                 self._fire(key, position, at, "drift", "warning", statistic, pvalue, message, pending,

@@ -480,7 +480,8 @@ class MonitorSet:
 
     def _data_monitor(self, key: tuple[str, str, str | None], spec: ModelSpec) -> DataMonitor:
         model, version, segment = key
-        return DataMonitor(model, version, spec, self._build_detector, segment, self.monitors[model].gate)
+        return DataMonitor(model, version, spec, self._build_detector, segment, self.monitors[model].gate,
+                           self.config.reference_of(model))
 
     def _add_version(self, key: tuple[str, str, str | None], spec: ModelSpec, at: PredictionEvent) -> list[Alert]:
         """Start watching a new version; beyond ``max_versions``, retire the one seen least recently."""

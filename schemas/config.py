@@ -15,6 +15,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     StringConstraints,
     ValidationError,
     ValidationInfo,
@@ -22,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from schemas.events import PredictionEvent
 from schemas.exceptions import ConfigError
 
 __all__ = [
@@ -145,6 +147,11 @@ class DriftSpec(_Spec):
     max_versions: Annotated[int, Field(ge=1, le=20)] = Field(
         default=3, description="Model versions watched at once; the one seen least recently is dropped beyond this."
     )
+    reference_file: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = Field(
+        default=None,
+        description="A JSON-lines file of prediction events (its validation set, scored, say), relative to the "
+        "config file: the reference of every version, instead of each version's first reference_size predictions.",
+    )
 
     @model_validator(mode="after")
     def _window_fits(self) -> DriftSpec:
@@ -250,6 +257,9 @@ class ModelSpec(_Spec):
         return self.performance.metric or ("accuracy" if self.task == "classification" else "mae")
 
 
+MIN_REFERENCE = 50
+
+
 class MonitorConfig(_Spec):
     """Every monitored model, by name.
 
@@ -273,23 +283,60 @@ class MonitorConfig(_Spec):
         default_factory=dict,
         description="Per-model online learner of the retrainer; validated by the retrainer (retrainer.settings).",
     )
+    _references: dict[str, tuple[PredictionEvent, ...]] = PrivateAttr(default_factory=dict)
+
+    def reference_of(self, model: str) -> tuple[PredictionEvent, ...]:
+        """The stored reference predictions of ``model`` (``drift.reference_file``), empty if it has none."""
+        return self._references.get(model, ())
+
+    def load_references(self, base_dir: Path, source: str) -> None:
+        """Read every model's ``drift.reference_file`` (relative to ``base_dir``); a bad one fails naming it."""
+        problems: list[tuple[str, str]] = []
+        for model, spec in self.models.items():
+            name = spec.drift.reference_file
+            if name is None:
+                continue
+            field = f"models.{model}.drift.reference_file"
+            path = Path(name) if Path(name).is_absolute() else base_dir / name
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                problems.append((field, f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}"))
+                continue
+            events: list[PredictionEvent] = []
+            for number, line in enumerate(lines, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    events.append(PredictionEvent.model_validate_json(line))
+                except ValidationError as exc:
+                    problems.append((field, f"{path} line {number}: {exc.errors()[0]['msg']}"))
+                    break
+            else:
+                if len(events) < MIN_REFERENCE:
+                    problems.append((field, f"{path} holds {len(events)} predictions; a reference needs {MIN_REFERENCE}"))
+                self._references[model] = tuple(events)
+        if problems:
+            raise ConfigError(source, problems)
 
 
 def _dotted(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in loc) or "<root>"
 
 
-def parse_monitor_config(text: str, source: str = "<string>") -> MonitorConfig:
-    """Parse and validate the YAML text of a monitor config."""
+def parse_monitor_config(text: str, source: str = "<string>", base_dir: Path | None = None) -> MonitorConfig:
+    """Parse and validate the YAML text of a monitor config; reference files are read relative to ``base_dir``."""
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(source, [("<yaml>", str(exc).replace("\n", " "))]) from exc
     try:
-        return MonitorConfig.model_validate(raw if raw is not None else {})
+        config = MonitorConfig.model_validate(raw if raw is not None else {})
     except ValidationError as exc:
         problems = [(_dotted(err["loc"]), err["msg"]) for err in exc.errors()]
         raise ConfigError(source, problems) from exc
+    config.load_references(base_dir or Path.cwd(), source)
+    return config
 
 
 def load_monitor_config(path: str | Path) -> MonitorConfig:
@@ -299,4 +346,4 @@ def load_monitor_config(path: str | Path) -> MonitorConfig:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(str(path), [("<file>", exc.strerror or str(exc))]) from exc
-    return parse_monitor_config(text, source=str(path))
+    return parse_monitor_config(text, source=str(path), base_dir=path.parent)

@@ -304,7 +304,8 @@ class WorkerMetrics:
                 self.drift_statistic.labels(model, *_labels(key)).set(statistics.get(key, math.nan))
             if spec.estimated_performance is not None:
                 self.estimated_accuracy.labels(model).set(latest.estimated_accuracy)
-            self.drift_reference_filled.labels(model).set(min(latest.n_seen / spec.drift.reference_size, 1.0))
+            filled = 1.0 if latest.reference_complete else latest.n_seen / spec.drift.reference_size
+            self.drift_reference_filled.labels(model).set(filled)
 
     def observe_batch(
         self, stage: str, events: Sequence[Any], source_of: Callable[[str], str | None],

@@ -242,3 +242,33 @@ def test_models_without_prediction_monitors_cost_nothing() -> None:
     config = "models: {m: {task: classification, performance: {threshold: 0.5}}}"
     monitors, alerts, _ = _run(config, _predictions(100, lambda i, rng: {"prediction": "a"}))
     assert not monitors.data_monitors and not alerts and monitors.n_predictions["m"] == 0
+
+
+def test_a_stored_reference_catches_a_version_that_is_drifted_from_its_first_prediction(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """With the first predictions as reference a version born drifted looks normal; a stored one sees it."""
+    def scored(shift: float) -> Row:
+        return lambda i, rng: {"features": {"x": float(rng.normal(shift))}, "prediction": 0.0}
+
+    (tmp_path / "validation.jsonl").write_text(
+        "\n".join(p.model_dump_json() for p in _predictions(3000, scored(0.0), seed=1)) + "\n")
+    live = _predictions(3000, scored(0.8), seed=2)
+    config = ("models: {m: {task: regression, performance: {threshold: 9}, features: {x: {kind: numeric}}, "
+              "drift: {reference_file: validation.jsonl}}}")
+    monitors = MonitorSet(parse_monitor_config(config, base_dir=tmp_path), build_detector)
+    alerts = monitors.observe_predictions(live).alerts
+    fired = _fired(alerts, monitor="feature_drift", feature="x")
+    assert len(fired) == 1 and _index(fired[0]) == 499, "judged on the first live block"
+    assert "stored reference of 3000 predictions" in fired[0].message
+    _, without, _ = _run(config.replace(", drift: {reference_file: validation.jsonl}", ""), live)
+    assert not _fired(without)
+
+
+def test_a_bad_reference_file_fails_at_start_up_naming_the_field(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from schemas.exceptions import ConfigError
+
+    config = "models: {m: {task: regression, performance: {threshold: 9}, drift: {reference_file: ref.jsonl}}}"
+    with pytest.raises(ConfigError, match=r"models\.m\.drift\.reference_file: cannot read"):
+        parse_monitor_config(config, base_dir=tmp_path)
+    (tmp_path / "ref.jsonl").write_text('{"prediction_id": "a"}\n')
+    with pytest.raises(ConfigError, match=r"models\.m\.drift\.reference_file: .*ref\.jsonl line 1"):
+        parse_monitor_config(config, base_dir=tmp_path)
