@@ -83,6 +83,8 @@ class Checkpoint:
     segments: dict[str, ModelMonitor] = field(default_factory=dict)
     #: The model's data monitors, by (version, segment or None).
     data: dict[tuple[str, str | None], DataMonitor] = field(default_factory=dict)
+    #: The monitors of the model's further metrics, by metric.
+    metrics: dict[str, ModelMonitor] = field(default_factory=dict)
 
 
 def encode_checkpoint(checkpoint: Checkpoint) -> bytes:
@@ -220,7 +222,8 @@ class Checkpointer:
                 segments = {s: m for (owner, s), m in monitors.segment_monitors.items() if owner == model}
                 recent = self._recent.get(model)
                 out.append(Checkpoint(model, where[0], where[1], monitors.monitors[model],
-                                      recent.to_list() if recent else [], segments, monitors.data_monitors_of(model)))
+                                      recent.to_list() if recent else [], segments, monitors.data_monitors_of(model),
+                                      monitors.metric_monitors_of(model)))
         self._dirty.clear()
         self._last = now
         return out

@@ -22,7 +22,7 @@ from detectors.base import DriftDetector, alarms_with_state
 from detectors.data_monitor import DataMonitor, RetrainGate
 from detectors.exceptions import InvalidParameter
 from detectors.performance import RollingMetric, UnscorableExample, components_of
-from schemas.config import ModelSpec, MonitorConfig
+from schemas.config import ModelSpec, MonitorConfig, PerformanceSpec
 from schemas.events import Alert, LabelledExample, PredictionEvent, RetrainTrigger, deterministic_id
 from schemas.exceptions import ConfigError
 
@@ -99,10 +99,12 @@ class ModelMonitor:
 
     def __init__(
         self, model: str, spec: ModelSpec, detector: DriftDetector | None, segment: str | None = None,
-        gate: RetrainGate | None = None,
+        gate: RetrainGate | None = None, threshold_name: str = THRESHOLD,
     ) -> None:
         self.model = model
         self.spec = spec
+        # "threshold" for the main metric; a further metric's threshold alerts are named after it.
+        self.threshold_name = threshold_name
         self.detector = detector
         self.segment = segment
         # Retrains are per model: a segment's alerts inform, the model-wide monitor triggers.
@@ -261,7 +263,7 @@ class ModelMonitor:
         return self._detector_names()
 
     def _detector_names(self) -> list[str]:
-        names = [THRESHOLD]
+        names = [self.threshold_name]
         if self.detector is not None and self.spec.detector_name is not None:
             names.append(self.spec.detector_name)
         return names
@@ -269,7 +271,7 @@ class ModelMonitor:
     def _next_fire(
         self, name: str, pos: int, breach: npt.NDArray[np.bool_], alarms: dict[int, _Alarm]
     ) -> tuple[int, _Alarm | None] | None:
-        if name == THRESHOLD:
+        if name == self.threshold_name:
             hits = np.flatnonzero(breach[pos:])
             return (pos + int(hits[0]), None) if len(hits) else None
         later = [a for a in alarms if a >= pos]
@@ -395,10 +397,23 @@ class MonitorSet:
             model: ModelMonitor(model, spec, self._detector_for(model, spec)) for model, spec in config.models.items()
         }
         self.segment_monitors: dict[tuple[str, str], ModelMonitor] = {}
+        #: (model, metric) -> the monitor of one of the model's further metrics (``metrics:`` in its spec).
+        self.metric_monitors: dict[tuple[str, str], ModelMonitor] = {
+            (model, extra.metric or ""): self._metric_monitor(model, spec, extra)
+            for model, spec in config.models.items() for extra in spec.metrics
+        }
         #: (model, version, segment or None) -> its data monitor.
         self.data_monitors: dict[tuple[str, str, str | None], DataMonitor] = {}
         self.n_predictions: Counter[str] = Counter()
         self._clock = 0
+
+    def _metric_monitor(self, model: str, spec: ModelSpec, extra: PerformanceSpec) -> ModelMonitor:
+        return ModelMonitor(model, spec.metric_spec(extra), None, gate=self.monitors[model].gate,
+                            threshold_name=f"threshold_{extra.metric}")
+
+    def metric_monitors_of(self, model: str) -> dict[str, ModelMonitor]:
+        """A model's further metrics' monitors, by metric."""
+        return {metric: m for (owner, metric), m in self.metric_monitors.items() if owner == model}
 
     def _detector_for(self, model: str, spec: ModelSpec) -> DriftDetector | None:
         if spec.detector is None or spec.detector_name is None:
@@ -443,6 +458,10 @@ class MonitorSet:
                 by_segment[self._segment_key(model, spec, example.prediction.segment)].append(example)
         for model, batch in by_model.items():
             result.extend(self.monitors[model].observe(batch))
+            for extra in self.metric_monitors_of(model).values():
+                extra_result = extra.observe(batch)
+                extra_result.rejected.clear()  # reported once, by the main monitor
+                result.extend(extra_result)
         for key, batch in by_segment.items():
             segment_result = self.segment_monitors[key].observe(batch)
             # Unscorable examples were already reported by the model-wide monitor.
@@ -502,10 +521,14 @@ class MonitorSet:
 
     def install(
         self, model: str, monitor: ModelMonitor, segments: Mapping[str, ModelMonitor],
-        data: Mapping[tuple[str, str | None], DataMonitor],
+        data: Mapping[tuple[str, str | None], DataMonitor], metrics: Mapping[str, ModelMonitor] | None = None,
     ) -> None:
         """Take over a model's restored state (from a checkpoint); its monitors share one retrain gate."""
         self.monitors[model] = monitor
+        for metric, metric_monitor in (metrics or {}).items():
+            if (model, metric) in self.metric_monitors:
+                metric_monitor.gate = monitor.gate
+                self.metric_monitors[(model, metric)] = metric_monitor
         for segment, segment_monitor in segments.items():
             self.segment_monitors[(model, segment)] = segment_monitor
         for key in [k for k in self.data_monitors if k[0] == model]:

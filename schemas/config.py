@@ -88,6 +88,22 @@ class PerformanceSpec(_Spec):
         return value
 
 
+def _check_performance(perf: PerformanceSpec, task: str, where: str) -> None:
+    metric = perf.metric or ("accuracy" if task == "classification" else "mae")
+    if perf.metric is not None and (perf.metric in CLASSIFICATION_METRICS) != (task == "classification"):
+        raise ValueError(f"{where}.metric {perf.metric!r} does not fit task {task!r}")
+    if metric in ("precision", "recall", "f1") and perf.positive_class is None:
+        raise ValueError(f"metric {metric!r} needs {where}.positive_class")
+    # An alert whose recovery level cannot be reached would never resolve.
+    if metric in UNIT_METRICS and perf.threshold + perf.hysteresis > 1:
+        raise ValueError(f"{where}: a {metric} threshold plus its hysteresis must be at most 1")
+    if metric not in UNIT_METRICS and perf.hysteresis >= perf.threshold:
+        raise ValueError(f"{where}: a {metric} hysteresis must be smaller than the threshold")
+    if perf.window_seconds is not None and perf.min_samples is None:
+        raise ValueError(f"{where}.window_seconds needs {where}.min_samples: how many examples a "
+                         "time window must hold before it is judged")
+
+
 DEFAULT_DETECTORS = {"classification": "bernoulli_glr", "regression": "gaussian_glr"}
 
 
@@ -205,6 +221,10 @@ class SegmentSpec(_Spec):
 class ModelSpec(_Spec):
     task: Literal["classification", "regression"]
     performance: PerformanceSpec
+    metrics: Annotated[list[PerformanceSpec], Field(max_length=8)] = Field(
+        default_factory=list,
+        description="Further metrics, each with its own window and threshold alerts (fraud: precision and recall).",
+    )
     detector: DetectorSpec | None = Field(default_factory=DetectorSpec)
     retrain: RetrainSpec = Field(default_factory=RetrainSpec)
     segments: SegmentSpec | None = Field(
@@ -223,22 +243,28 @@ class ModelSpec(_Spec):
 
     @model_validator(mode="after")
     def _metric_fits_task(self) -> ModelSpec:
-        perf = self.performance
-        if perf.metric is not None and (perf.metric in CLASSIFICATION_METRICS) != (self.task == "classification"):
-            raise ValueError(f"metric {perf.metric!r} does not fit task {self.task!r}")
-        if self.metric in ("precision", "recall", "f1") and perf.positive_class is None:
-            raise ValueError(f"metric {self.metric!r} needs performance.positive_class")
-        # An alert whose recovery level cannot be reached would never resolve.
-        if self.metric in UNIT_METRICS and perf.threshold + perf.hysteresis > 1:
-            raise ValueError(f"a {self.metric} threshold plus its hysteresis must be at most 1")
-        if self.metric not in UNIT_METRICS and perf.hysteresis >= perf.threshold:
-            raise ValueError(f"a {self.metric} hysteresis must be smaller than the threshold")
-        if perf.window_seconds is not None and perf.min_samples is None:
-            raise ValueError("performance.window_seconds needs performance.min_samples: how many examples a "
-                             "time window must hold before it is judged")
+        _check_performance(self.performance, self.task, "performance")
+        seen = {self.metric}
+        for k, extra in enumerate(self.metrics):
+            where = f"metrics.{k}"
+            if extra.metric is None:
+                raise ValueError(f"{where} needs a metric: it is a further metric besides performance")
+            if extra.metric in seen:
+                raise ValueError(f"{where}: metric {extra.metric!r} is already watched")
+            seen.add(extra.metric)
+            _check_performance(extra, self.task, where)
         if self.estimated_performance is not None and self.task != "classification":
             raise ValueError("estimated_performance needs task classification: it reads the classifier's confidences")
         return self
+
+    def metric_spec(self, performance: PerformanceSpec) -> ModelSpec:
+        """This spec as one of its further metrics sees it: that metric, threshold alerts only, no schedules.
+
+        The change detector, segments and volume or schedule retrains stay with the main metric.
+        """
+        retrain = self.retrain.model_copy(update={"every_examples": None, "every_seconds": None})
+        return self.model_copy(update={"performance": performance, "detector": None, "segments": None,
+                                       "retrain": retrain, "metrics": []})
 
     @property
     def watches_predictions(self) -> bool:

@@ -35,7 +35,7 @@ from prometheus_client import generate_latest
 from pydantic import TypeAdapter
 
 from detectors.checkpoint import Checkpointer, decode_checkpoint, encode_checkpoint
-from detectors.monitor import MonitorResult, MonitorSet
+from detectors.monitor import ModelMonitor, MonitorResult, MonitorSet
 from detectors.pipeline import Held, IngestResult, JoinStage, MonitorInputOrder, RawRecord, Side, Source, source_name
 from detectors.registry import build_detector
 from schemas.config import MonitorConfig
@@ -195,10 +195,18 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
         settings.join_ttl_seconds, settings.max_event_bytes, settings.join_idle_seconds, settings.join_max_pending,
         settings.order_grace_seconds,
     )
-    for model, monitor in monitors.monitors.items():
-        metrics.performance_threshold.labels(model, monitor.metric_name).set(monitor.spec.performance.threshold)
+    def performance_monitors(model: str) -> list[ModelMonitor]:
+        """The model's main monitor and those of its further metrics."""
+        return [monitors.monitors[model], *monitors.metric_monitors_of(model).values()]
+
+    for model in monitors.monitors:
+        for each in performance_monitors(model):
+            metrics.performance_threshold.labels(model, each.metric_name).set(each.spec.performance.threshold)
+            metrics.performance.labels(model, each.metric_name)
     metrics.declare(
-        {model: (m.metric_name, m.detector_names) for model, m in monitors.monitors.items()}, get_args(RejectionKind)
+        {model: (m.metric_name, [name for each in performance_monitors(model) for name in each.detector_names])
+         for model, m in monitors.monitors.items()},
+        get_args(RejectionKind),
     )
     metrics.declare_predictions(config)
 
@@ -280,7 +288,8 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
             if checkpoint.monitor.spec != current.spec:
                 log.warning("monitor config of %s changed: its checkpoint is not restored", checkpoint.model)
                 continue
-            monitors.install(checkpoint.model, checkpoint.monitor, checkpoint.segments, checkpoint.data)
+            monitors.install(checkpoint.model, checkpoint.monitor, checkpoint.segments, checkpoint.data,
+                             checkpoint.metrics)
             checkpointer.restore(checkpoint)
             checkpoint_info["n_restored"] += 1
             log.warning("restored %s from its checkpoint at monitor-input offset %d (%d examples seen)",
@@ -455,9 +464,10 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
             outbox.add(names.deadletter, record.ref.key, record.value, _dead_letter_headers(record.ref, rejection, "monitor"))
         if result.n_unmonitored:
             metrics.examples_unmonitored.inc(result.n_unmonitored)
-        for model, monitor in monitors.monitors.items():
-            metrics.performance.labels(model, monitor.metric_name).set(monitor.metric_value)
-            metrics.alerts_open.labels(model).set(len(monitor.open_alerts))
+        for model in monitors.monitors:
+            for each in performance_monitors(model):
+                metrics.performance.labels(model, each.metric_name).set(each.metric_value)
+            metrics.alerts_open.labels(model).set(sum(len(each.open_alerts) for each in performance_monitors(model)))
 
     @app.agent(monitor_input, concurrency=1)
     async def monitor(stream: faust.StreamT[bytes]) -> None:

@@ -226,7 +226,8 @@ class WorkerMetrics:
             self.alert_latency.labels(model)
             self.label_delay.labels(model)
             for detector in detectors:
-                fired_severity = "critical" if detector == "threshold" else "warning"
+                # Threshold alerts (of the main metric, "threshold", or a further one, "threshold_recall") are critical.
+                fired_severity = "critical" if detector.startswith("threshold") else "warning"
                 self.alerts.labels(model, detector, "fired", fired_severity)
                 self.alerts.labels(model, detector, "resolved", "info")
 

@@ -169,3 +169,52 @@ def test_a_time_window_needs_min_samples_and_judges_a_quiet_model() -> None:
     fired = [a for a in alerts if a.status == "fired"]
     assert len(fired) == 1 and 100 <= int((fired[0].event_time - t0).total_seconds() // 360) < 110
     assert monitors.monitors["m"]._rolling.n_in_window == 10
+
+
+def test_further_metrics_alert_on_their_own_thresholds_and_travel_in_checkpoints() -> None:
+    """Fraud watched on recall and precision: false positives triple after the change, recall holds."""
+    from detectors.checkpoint import Checkpointer, decode_checkpoint, encode_checkpoint
+
+    rng = np.random.default_rng(5)
+    config = parse_monitor_config(
+        "models: {m: {task: classification, detector: null, retrain: {cooldown_seconds: 1}, "
+        "performance: {metric: recall, positive_class: fraud, window: 2000, threshold: 0.7}, "
+        "metrics: [{metric: precision, positive_class: fraud, window: 2000, threshold: 0.6}]}}"
+    )
+    examples = []
+    for i in range(12_000):
+        fraud = rng.random() < 0.05
+        flagged = rng.random() < 0.9 if fraud else rng.random() < (0.01 if i < 6000 else 0.06)
+        examples.append(example(i, "fraud" if flagged else "ok", "fraud" if fraud else "ok"))
+    monitors = MonitorSet(config, build_detector)
+    result = monitors.observe(examples[:8000])
+    fired = [a for a in result.alerts if a.status == "fired"]
+    assert [(a.monitor, a.detector, a.severity) for a in fired] == [("performance", "threshold_precision", "critical")]
+    assert "precision" in fired[0].message and fired[0].event_time >= T0 + timedelta(seconds=6000)
+    assert [t.reason for t in result.triggers] == ["performance_decay"]
+    assert monitors.metric_monitors[("m", "precision")].metric_value < 0.6 < monitors.monitors["m"].metric_value
+
+    # The further metric's state is checkpointed with the model and restored with it.
+    cp = Checkpointer(10, 10)
+    cp.arrive("m", 0, 0, 0)
+    [snap] = cp.snapshot(monitors, now=0.0)
+    back = decode_checkpoint(encode_checkpoint(snap))
+    assert back is not None and list(back.metrics) == ["precision"]
+    fresh = MonitorSet(config, build_detector)
+    fresh.install("m", back.monitor, back.segments, back.data, back.metrics)
+    rest = fresh.observe(examples[8000:]).alerts
+    straight = MonitorSet(config, build_detector)
+    assert [a.alert_id for a in rest] == [a.alert_id for a in straight.observe(examples).alerts[len(result.alerts):]]
+    assert fresh.metric_monitors[("m", "precision")].gate is fresh.monitors["m"].gate
+
+
+def test_further_metrics_are_checked_at_start_up() -> None:
+    base = "models: {m: {task: classification, performance: {metric: recall, positive_class: x, threshold: 0.5}, "
+    for metrics, message in [
+        ("[{threshold: 0.5}]", "metrics.0 needs a metric"),
+        ("[{metric: recall, positive_class: x, threshold: 0.5}]", "metrics.0: metric 'recall' is already watched"),
+        ("[{metric: mae, threshold: 0.5}]", "metrics.0.metric 'mae' does not fit task"),
+        ("[{metric: precision, threshold: 0.5}]", "needs metrics.0.positive_class"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            parse_monitor_config(base + f"metrics: {metrics}}}}}")
