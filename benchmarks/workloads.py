@@ -32,8 +32,11 @@ class SpeechWorkload:
     """Today's backlog: the speech scenario, one model, performance monitors only."""
 
     name: str = "speech"
-    default_predictions: int = 50_000
+    default_predictions: int = 30_000
     n_models: int = 1
+
+    def event_seconds(self, n_predictions: int) -> float:
+        return n_predictions * SpeechScenario.seconds_apart
 
     @property
     def summary(self) -> str:
@@ -88,6 +91,9 @@ class NumericWorkload:
                 f"feature and the predictions, outliers on {self.n_outlier_features} feature(s) per model; "
                 f"reference {self.reference_size}, window {self.window}; {self.n_drifting_models} model(s) drift "
                 f"on {self.n_drifting_features} features half-way")
+
+    def event_seconds(self, n_predictions: int) -> float:
+        return n_predictions * self.seconds_apart
 
     def model(self, index: int) -> str:
         return self.name if self.n_models == 1 else f"{self.name}-{index:04d}"
@@ -151,9 +157,9 @@ Workload = SpeechWorkload | NumericWorkload
 
 WORKLOADS: dict[str, Workload] = {
     "speech": SpeechWorkload(),
-    # The DriftSpec defaults (reference 2,000, window 500): 50k predictions judge 96 windows.
+    # The DriftSpec defaults (reference 2,000, window 500): 30k predictions judge 56 windows.
     "features20": NumericWorkload(
-        "features20", n_models=1, n_features=20, task="regression", default_predictions=50_000,
+        "features20", n_models=1, n_features=20, task="regression", default_predictions=30_000,
         n_outlier_features=2, reference_size=2000, window=500, performance_window=500, n_drifting_models=1,
     ),
     # Small windows, so that 200 predictions a model complete the reference and judge two windows:
