@@ -577,6 +577,8 @@ models:
   card-fraud:
     task: classification
     performance: {metric: recall, positive_class: true, window: 5000, threshold: 0.6, hysteresis: 0.05}
+    # Precision too: a flood of false positives would page here (it stays near its usual level in this story).
+    metrics: [{metric: precision, positive_class: true, window: 5000, threshold: 0.4, hysteresis: 0.05}]
     detector: {name: bernoulli_glr, params: {false_alarm_horizon: 1000000}}
     estimated_performance: {threshold: 0.93, window: 500, hysteresis: 0.02}
     features:
