@@ -392,21 +392,26 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
         metrics.join_held.set(join_stage.n_held)
         report_late("ingest", join_stage.n_late)
 
-    def announce_watermarks(outbox: _Outbox, wall_time: float, busy: set[Source]) -> None:
-        """Tell every monitor-input partition how far this worker's active source partitions have been sent.
+    last_announced: list[Any] = [None]  # the watermark last announced for every source this worker reads
 
-        Only sources this worker reads and that are active count: one gone quiet stops being announced, so
-        the monitor stage stops waiting for it after the idle period, as the join stage does.
+    def announce_watermarks(outbox: _Outbox, wall_time: float, busy: set[Source]) -> None:
+        """Tell every monitor-input partition how far the source partitions this worker reads have been sent.
+
+        Active sources are announced after every batch, even when the watermark stands still (one is behind,
+        say), so that the monitor stage keeps waiting for them.  A quiet source is announced only when the
+        watermark moves: everything up to it has been sent, so the monitor need not wait out the idle period
+        at the end of traffic; and a quiet source never keeps a stale watermark alive there.
         """
         through = join_stage.released_through
         if through is None:
             return
         owned = {(side_of_topic[tp.topic], tp.partition) for tp in app.consumer.assignment()
                  if tp.topic in side_of_topic}
-        active = owned & set(join_stage.active_sources(wall_time, busy))
-        if not active:
+        announced = owned if through != last_announced[0] else owned & set(join_stage.active_sources(wall_time, busy))
+        if not announced:
             return
-        blob = MonitorBatch(watermarks={source_name(s): through for s in sorted(active)}).model_dump_json().encode()
+        last_announced[0] = through
+        blob = MonitorBatch(watermarks={source_name(s): through for s in sorted(announced)}).model_dump_json().encode()
         for partition in range(settings.partitions):
             outbox.add(names.monitor_input, None, blob, partition=partition)
 
