@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 import numpy as np
@@ -406,6 +406,8 @@ class MonitorSet:
         self.data_monitors: dict[tuple[str, str, str | None], DataMonitor] = {}
         self.n_predictions: Counter[str] = Counter()
         self._clock = 0
+        # Named (not pooled) segment monitors per (model,) and per (model, version), for O(1) pooling decisions.
+        self._n_named: Counter[tuple[str, ...]] = Counter()
 
     def _metric_monitor(self, model: str, spec: ModelSpec, extra: PerformanceSpec) -> ModelMonitor:
         return ModelMonitor(model, spec.metric_spec(extra), None, gate=self.monitors[model].gate,
@@ -426,20 +428,20 @@ class MonitorSet:
         except (TypeError, KeyError, ValueError) as exc:
             raise ConfigError("monitor config", [(f"models.{model}.detector", str(exc))]) from exc
 
-    def _pooled_segment(self, named: Iterable[str], spec: ModelSpec, segment: str | None) -> str:
-        """The segment's own name, or the pool once ``max_segments`` named ones exist (``named``: those so far)."""
+    def _routed_segment(self, name: str, has_monitor: bool, n_named: int, spec: ModelSpec) -> str:
+        """``name``, or the pool once ``max_segments`` named segments (``n_named`` so far) have monitors."""
         assert spec.segments is not None
-        name = segment or self.POOLED
-        if name == self.POOLED or name in named:
+        if name == self.POOLED or has_monitor:
             return name
-        n_named = sum(1 for s in named if s != self.POOLED)
         return self.POOLED if n_named >= spec.segments.max_segments else name
 
     def _segment_key(self, model: str, spec: ModelSpec, segment: str | None) -> tuple[str, str]:
-        named = [s for (m, s) in self.segment_monitors if m == model]
-        key = (model, self._pooled_segment(named, spec, segment))
+        # Counted, not searched: this runs once per example.
+        name = segment or self.POOLED
+        key = (model, self._routed_segment(name, (model, name) in self.segment_monitors, self._n_named[(model,)], spec))
         if key not in self.segment_monitors:
             self.segment_monitors[key] = ModelMonitor(model, spec, self._detector_for(model, spec), key[1])
+            self._n_named[(model,)] += key[1] != self.POOLED
         return key
 
     def observe(self, examples: Sequence[LabelledExample]) -> MonitorResult:
@@ -484,10 +486,14 @@ class MonitorSet:
                 result.alerts.extend(self._add_version(key, spec, prediction))
             batches[key].append(prediction)
             if spec.segments is not None:
-                named = [s for (m, v, s) in self.data_monitors if m == key[0] and v == key[1] and s is not None]
-                segment_key = (key[0], key[1], self._pooled_segment(named, spec, prediction.segment))
+                model, version = key[0], key[1]
+                name = prediction.segment or self.POOLED
+                segment = self._routed_segment(name, (model, version, name) in self.data_monitors,
+                                               self._n_named[(model, version)], spec)
+                segment_key = (model, version, segment)
                 if segment_key not in self.data_monitors:
                     self.data_monitors[segment_key] = self._data_monitor(segment_key, spec)
+                    self._n_named[(model, version)] += segment != self.POOLED
                 batches[segment_key].append(prediction)
         for key, batch in batches.items():
             data_monitor = self.data_monitors[key]
@@ -509,6 +515,7 @@ class MonitorSet:
         versions = {v: m.last_seen for (m_, v, s), m in self.data_monitors.items() if m_ == model and s is None}
         if len(versions) >= spec.drift.max_versions:
             oldest = min(versions, key=lambda v: (versions[v], v))
+            self._n_named.pop((model, oldest), None)
             for old_key in [k for k in self.data_monitors if k[0] == model and k[1] == oldest]:
                 why = f"version {oldest} is no longer watched: version {version} is the {spec.drift.max_versions + 1}th seen"
                 alerts.extend(self.data_monitors.pop(old_key).retire(at, why))
@@ -536,3 +543,11 @@ class MonitorSet:
         for (version, data_segment), data_monitor in data.items():
             data_monitor.gate = monitor.gate
             self.data_monitors[(model, version, data_segment)] = data_monitor
+        for counted in [k for k in self._n_named if k[0] == model]:
+            del self._n_named[counted]
+        for owner, segment in self.segment_monitors:
+            if owner == model:
+                self._n_named[(model,)] += segment != self.POOLED
+        for owner, version, data_segment in self.data_monitors:
+            if owner == model and data_segment is not None:
+                self._n_named[(model, version)] += data_segment != self.POOLED

@@ -82,3 +82,19 @@ def test_segments_beyond_the_limit_are_pooled() -> None:
     pooled = monitors.segment_monitors[("asr", MonitorSet.POOLED)]
     named = [monitors.segment_monitors[("asr", s)] for s in segments if s != MonitorSet.POOLED]
     assert pooled.n_seen + sum(m.n_seen for m in named) == 2000
+
+
+def test_many_segments_pool_into_one_monitor() -> None:
+    """Thousands of distinct segments (user ids, say): the first max_segments get monitors, the rest one pool."""
+    config = parse_monitor_config(
+        "models: {m: {task: classification, performance: {threshold: 0.5}, segments: {max_segments: 20}, "
+        "features: {x: {kind: numeric}}}}")
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    predictions = [PredictionEvent(prediction_id=f"p{i}", model="m", model_version="1", prediction="a",
+                                   event_time=t0 + timedelta(seconds=i), features={"x": float(i % 7)},
+                                   segment=f"user-{i}") for i in range(5_000)]
+    monitors = MonitorSet(config, build_detector)
+    monitors.observe_predictions(predictions)
+    segments = sorted(str(s) for (_, _, s) in monitors.data_monitors if s is not None)
+    assert len(segments) == 21 and "pooled-other" in segments
+    assert monitors.data_monitors[("m", "1", "pooled-other")].n_seen == 5_000 - 20
