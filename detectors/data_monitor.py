@@ -342,7 +342,7 @@ class DataMonitor:
         if not tests:
             return
         reject = holm([t[1] for t in tests], alpha=self.block_alpha) if self.block_alpha > 0 else [False] * len(tests)
-        for (channel, pvalue, statistic, description), drifted in zip(tests, reject):
+        for (channel, pvalue, statistic, description), drifted in zip(tests, reject, strict=True):
             detector = "ks" if channel.kind == "numeric" else "chi_squared"
             key = (channel.monitor, channel.name, detector)
             self.statistics[key] = statistic
@@ -436,7 +436,7 @@ class DataMonitor:
                 continue
             key = (monitor, channel.name, detector_name)
             states = alarms_with_state(detector, values[present]) if len(present) else []
-            for k, (j, statistic, threshold, change_start) in enumerate(states):
+            for j, statistic, threshold, change_start in states:
                 idx = int(present[j])
                 position = start + idx
                 self._maybe_resolve_quiet(key, position, predictions, start, pending)
