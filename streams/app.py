@@ -105,11 +105,10 @@ class MessageRef(NamedTuple):
     offset: int
 
 
-def _monitor_batches(model: str, predictions: Sequence[PredictionEvent],
-                     labelled: Sequence[LabelledExample]) -> list[bytes]:
-    """One model's share of an ingest batch as monitor-input messages, each under ``_BATCH_BYTES``.
+def _monitor_batches(model: str, predictions: Sequence[bytes], labelled: Sequence[bytes]) -> list[bytes]:
+    """One model's share of an ingest batch (its items' JSON) as monitor-input messages, each under ``_BATCH_BYTES``.
 
-    Items are serialised once and joined by hand: a re-validation per batch would cost more than the send.
+    The items' JSON is joined by hand: building a MonitorBatch would validate every item once more.
     """
     messages: list[bytes] = []
     parts: dict[str, list[bytes]] = {"predictions": [], "labelled": []}
@@ -123,8 +122,7 @@ def _monitor_batches(model: str, predictions: Sequence[PredictionEvent],
         parts["predictions"], parts["labelled"], size = [], [], 0
 
     for name, items in (("predictions", predictions), ("labelled", labelled)):
-        for item in items:
-            blob = item.model_dump_json().encode()
+        for blob in items:
             if size + len(blob) > _BATCH_BYTES or len(parts["predictions"]) + len(parts["labelled"]) >= MAX_BATCH_ITEMS:
                 cut()
             parts[name].append(blob)
@@ -359,14 +357,15 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
             late_reported[stage] = n_late
 
     def publish_ingest(out: IngestResult[SourceRef], outbox: _Outbox, wall_time: float, busy: set[Source]) -> None:
-        for example in out.labelled:
-            outbox.add(names.labelled, example.prediction.model.encode(), example.model_dump_json().encode())
-        by_model: dict[str, tuple[list[PredictionEvent], list[LabelledExample]]] = {}
+        # Each item is serialised once: a labelled example's JSON goes to the retrainer's topic and into its batch.
+        by_model: dict[str, tuple[list[bytes], list[bytes]]] = {}
         for prediction in out.predictions:
             if prediction.model in watched_models:
-                by_model.setdefault(prediction.model, ([], []))[0].append(prediction)
+                by_model.setdefault(prediction.model, ([], []))[0].append(prediction.model_dump_json().encode())
         for example in out.labelled:
-            by_model.setdefault(example.prediction.model, ([], []))[1].append(example)
+            blob = example.model_dump_json().encode()
+            outbox.add(names.labelled, example.prediction.model.encode(), blob)
+            by_model.setdefault(example.prediction.model, ([], []))[1].append(blob)
         for model, (predictions, labelled) in by_model.items():
             for blob in _monitor_batches(model, predictions, labelled):
                 outbox.add(names.monitor_input, model.encode(), blob)
