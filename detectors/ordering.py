@@ -12,6 +12,7 @@ latest event times), then releases them sorted by event time.
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Collection, Hashable
 from datetime import datetime
 from typing import Generic, TypeVar
@@ -33,7 +34,7 @@ class EventTimeReorderer(Generic[T]):
     max_buffered
         Beyond this many held items the oldest are released anyway, bounding memory and delay.
     grace_seconds
-        While some source is quiet, an item is held at least this long (wall clock) after it was pushed,
+        While some source is quiet, the watermark lags this long (wall clock) behind the active sources',
         so that a quiet source that starts again, late by less than this, is not overtaken.
 
     Examples
@@ -62,7 +63,9 @@ class EventTimeReorderer(Generic[T]):
         self.grace_seconds = grace_seconds
         self._clocks: dict[Hashable, datetime | None] = {}
         self._last_wall: dict[Hashable, float] = {}
-        self._heap: list[tuple[datetime, str, int, float, T]] = []  # (time, key, seq, pushed at wall time, item)
+        self._heap: list[tuple[datetime, str, int, float, T]] = []  # (event time, key, seq, pushed at wall time, item)
+        # (wall time, watermark) at each release of the last grace_seconds, and the one just before.
+        self._recent_marks: deque[tuple[float, datetime | None]] = deque()
         self._seq = 0
         self._released_through: datetime | None = None
         #: Items pushed after the watermark had passed their time: they leave out of order.
@@ -137,25 +140,43 @@ class EventTimeReorderer(Generic[T]):
         active = self._active_clocks(wall_time, busy)
         release_all = not active
         mark = None if release_all or None in active else min(c for c in active if c is not None)
-        # With a source quiet, hold young items a little: that source may be about to speak.
-        young_before = (wall_time - self.grace_seconds if self.grace_seconds and wall_time is not None
-                        and len(active) < len(self._clocks) else None)
+        if self.grace_seconds and wall_time is not None:
+            mark = self._steady_mark(None if release_all else mark, wall_time, quiet=len(active) < len(self._clocks))
+        # With every source quiet, items still leave only once they have waited the grace period: they came
+        # from a source that has yet to announce how far it has got.
+        pushed_before = wall_time - self.grace_seconds if release_all and wall_time is not None else None
         out = []
-        held_young = False
         while self._heap and (
             release_all or (mark is not None and self._heap[0][0] <= mark) or len(self._heap) > self.max_buffered
         ):
-            if young_before is not None and self._heap[0][3] > young_before and len(self._heap) <= self.max_buffered:
-                held_young = True
+            if pushed_before is not None and self._heap[0][3] > pushed_before and len(self._heap) <= self.max_buffered:
                 break
             out.append(heapq.heappop(self._heap)[4])
-        through = None if held_young else mark
-        if release_all and not held_young:
-            # Every source is quiet and everything held has gone: all that was observed has passed.
-            through = max((c for c in self._clocks.values() if c is not None), default=None)
+        if release_all:
+            # Every source quiet and everything held gone: all that was observed has passed.
+            through = None if self._heap else max((c for c in self._clocks.values() if c is not None), default=None)
+        else:
+            through = mark
         if through is not None and (self._released_through is None or through > self._released_through):
             self._released_through = through
         return out
+
+    def _steady_mark(self, mark: datetime | None, wall_time: float, quiet: bool) -> datetime | None:
+        """While a source is quiet, the lowest watermark of the last ``grace_seconds``: it lags by the grace.
+
+        A quiet source that speaks within the grace period of the others passing its time is then not
+        overtaken (None: hold everything, as when the others only just started after a quiet spell).
+        """
+        marks = self._recent_marks
+        marks.append((wall_time, mark))
+        cutoff = wall_time - self.grace_seconds
+        while len(marks) > 1 and marks[1][0] <= cutoff:
+            marks.popleft()
+        if not quiet:
+            return mark
+        if marks[0][0] > cutoff or any(m is None for _, m in marks):
+            return None
+        return min(m for _, m in marks if m is not None)
 
     def flush(self) -> list[T]:
         """Everything held, in order: at the end of a finite input."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Generic, Literal, TypeVar
 
 from pydantic import TypeAdapter
@@ -24,8 +24,8 @@ from detectors.ordering import EventTimeReorderer
 from schemas.decoding import Rejection, decode
 from schemas.events import LabelledExample, MonitorBatch, OutcomeEvent, PredictionEvent
 
-__all__ = ["DeadLetter", "Held", "IngestResult", "JoinStage", "MonitorInputOrder", "RawRecord", "Side", "Source",
-           "source_name"]
+__all__ = ["NOTHING_SENT", "DeadLetter", "Held", "IngestResult", "JoinStage", "MonitorInputOrder", "RawRecord", "Side",
+           "Source", "source_name"]
 
 Ref = TypeVar("Ref")
 Side = Literal["prediction", "outcome"]
@@ -77,8 +77,8 @@ class JoinStage(Generic[Ref]):
     max_pending
         Hard bound on events waiting for their partner, per partition (see :class:`~detectors.join.OutcomeJoiner`).
     grace_seconds
-        While a source is quiet, joined examples and predictions wait at least this long (wall clock) before
-        they leave, so that a quiet partition whose first fetch comes a little late is not overtaken.
+        While a source is quiet, the watermark lags this long (wall clock) behind the active sources', so
+        that a quiet partition whose first fetch comes a little late is not overtaken.
 
     Examples
     --------
@@ -270,6 +270,10 @@ class JoinStage(Generic[Ref]):
                 out.expired.append(item)
 
 
+#: The watermark of a source partition a worker reads but has released nothing of yet: "hold everything".
+NOTHING_SENT = datetime.min.replace(tzinfo=timezone.utc)
+
+
 def source_name(source: Source) -> str:
     """How a source partition is named in watermark messages.
 
@@ -298,9 +302,9 @@ class MonitorInputOrder(Generic[Ref]):
     announced watermark has passed them, exactly as :class:`JoinStage` holds
     them for the partitions it reads; a source partition that no worker has
     announced for ``idle_seconds`` stops holding anything back.  While one is
-    quiet, items wait at least ``grace_seconds`` after they arrive: a worker
-    whose partitions were quiet and start again (as at the start of traffic)
-    is then not overtaken by another worker a batch ahead of it.
+    quiet, the watermark lags ``grace_seconds`` behind the active ones: a
+    worker whose partitions were quiet and start again (as at the start of
+    traffic) is then not overtaken by another worker a batch ahead of it.
 
     Examples
     --------

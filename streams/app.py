@@ -30,17 +30,33 @@ from datetime import datetime, timezone
 from typing import Any, NamedTuple, get_args
 
 import faust
+from aiokafka.errors import KafkaError
 from faust.types import TP
 from prometheus_client import generate_latest
 from pydantic import TypeAdapter
 
 from detectors.checkpoint import Checkpointer, decode_checkpoint, encode_checkpoint
 from detectors.monitor import ModelMonitor, MonitorResult, MonitorSet
-from detectors.pipeline import Held, IngestResult, JoinStage, MonitorInputOrder, RawRecord, Side, Source, source_name
+from detectors.pipeline import (
+    NOTHING_SENT,
+    Held,
+    IngestResult,
+    JoinStage,
+    MonitorInputOrder,
+    RawRecord,
+    Side,
+    Source,
+    source_name,
+)
 from detectors.registry import build_detector
 from schemas.config import MonitorConfig
 from schemas.decoding import Rejection, RejectionKind, decode
-from schemas.events import MAX_BATCH_ITEMS, LabelledExample, MonitorBatch, PredictionEvent
+from schemas.events import (
+    MAX_BATCH_ITEMS,
+    LabelledExample,
+    MonitorBatch,
+    PredictionEvent,
+)
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
 
@@ -132,31 +148,47 @@ def _monitor_batches(model: str, predictions: Sequence[bytes], labelled: Sequenc
 
 
 class _SourceProgress:
-    """Which source partitions still have unread messages, from faust's cached high-water marks.
+    """Which source partitions still have unread messages, from the consumer's last fetched high-water marks.
 
-    Only partitions read from in this process are judged; one never read from
-    is left to the join stage's quiet-period rule.
+    A partition is busy while its high-water mark is past the next offset this process will be handed: one
+    past the last message read here, or, for a partition not read from since it was assigned, the consumer's
+    position when it was first seen.  The second case matters at the start of traffic: the Kafka client
+    drains its fetched partitions one after another (a whole fetch of one before the next), and faust
+    buffers what it drained, so a partition can wait seconds, fetched but not handed over, behind another.
+    Counting it busy keeps the watermark from overtaking it.  A partition never fetched is left to the
+    quiet-period rule.
     """
 
     def __init__(self, side_of_topic: dict[str, Side]) -> None:
         self._side_of_topic = side_of_topic
-        self._next_offset: dict[tuple[str, int], int] = {}
+        self._next_offset: dict[TP, int] = {}
+        self._start_offset: dict[TP, int] = {}
 
     def note(self, events: Sequence[Any]) -> None:
         for event in events:
-            key = (event.message.topic, event.message.partition)
-            self._next_offset[key] = max(self._next_offset.get(key, 0), event.message.offset + 1)
+            tp = TP(event.message.topic, event.message.partition)
+            self._next_offset[tp] = max(self._next_offset.get(tp, 0), event.message.offset + 1)
 
-    def busy(self, consumer: Any) -> set[Source]:
+    async def busy(self, consumer: Any) -> set[Source]:
+        assigned = {TP(tp.topic, tp.partition) for tp in consumer.assignment() if tp.topic in self._side_of_topic}
+        # A partition assigned again after a rebalance starts wherever the group left it, not where we did.
+        for offsets in (self._next_offset, self._start_offset):
+            for tp in [tp for tp in offsets if tp not in assigned]:
+                del offsets[tp]
         busy: set[Source] = set()
-        for (topic, partition), next_offset in self._next_offset.items():
+        for tp in assigned:
             try:
-                highwater = consumer.highwater(TP(topic, partition))
-            # aiokafka asserts the partition is assigned; during a rebalance it may not be.
-            except (AssertionError, KeyError, RuntimeError):
+                highwater = consumer.highwater(tp)
+                next_offset = self._next_offset.get(tp, self._start_offset.get(tp))
+                if next_offset is None:
+                    next_offset = await consumer.position(tp)
+                    if next_offset is not None:
+                        self._start_offset[tp] = next_offset
+            # The client asserts the partition is assigned; during a rebalance it may no longer be.
+            except (AssertionError, KeyError, RuntimeError, KafkaError):
                 continue
-            if highwater is not None and highwater > next_offset:
-                busy.add((self._side_of_topic[topic], partition))
+            if highwater is not None and next_offset is not None and highwater > next_offset:
+                busy.add((self._side_of_topic[tp.topic], tp.partition))
         return busy
 
 
@@ -400,17 +432,23 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
         say), so that the monitor stage keeps waiting for them.  A quiet source is announced only when the
         watermark moves: everything up to it has been sent, so the monitor need not wait out the idle period
         at the end of traffic; and a quiet source never keeps a stale watermark alive there.
+
+        Before this worker has released anything, its active sources are announced as having sent nothing
+        (:data:`NOTHING_SENT`): the monitor stage then waits for their first items instead of letting another
+        worker's overtake them.
         """
         through = join_stage.released_through
-        if through is None:
-            return
         owned = {(side_of_topic[tp.topic], tp.partition) for tp in app.consumer.assignment()
                  if tp.topic in side_of_topic}
-        announced = owned if through != last_announced[0] else owned & set(join_stage.active_sources(wall_time, busy))
+        active = owned & set(join_stage.active_sources(wall_time, busy))
+        if through is None:
+            announced, mark = active, NOTHING_SENT
+        else:
+            announced, mark = (owned if through != last_announced[0] else active), through
+            last_announced[0] = through
         if not announced:
             return
-        last_announced[0] = through
-        blob = MonitorBatch(watermarks={source_name(s): through for s in sorted(announced)}).model_dump_json().encode()
+        blob = MonitorBatch(watermarks={source_name(s): mark for s in sorted(announced)}).model_dump_json().encode()
         for partition in range(settings.partitions):
             outbox.add(names.monitor_input, None, blob, partition=partition)
 
@@ -428,7 +466,7 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
             for side, n in Counter(r.side for r in records).items():
                 metrics.events_read.labels(side).inc(n)
             progress.note(events)
-            wall, busy = time.time(), progress.busy(app.consumer)
+            wall, busy = time.time(), await progress.busy(app.consumer)
             publish_ingest(join_stage.process(records, wall_time=wall, busy=busy), ingest_out, wall, busy)
             await ingest_out.send()
             metrics.batch_size.labels("ingest").observe(len(events))
@@ -437,7 +475,7 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
 
     @app.timer(interval=1.0)
     async def expire_while_idle() -> None:
-        wall, busy = time.time(), progress.busy(app.consumer)
+        wall, busy = time.time(), await progress.busy(app.consumer)
         publish_ingest(join_stage.idle(wall, busy=busy), ingest_out, wall, busy)
         await ingest_out.send()
 

@@ -189,9 +189,12 @@ def _finish(bootstrap: str, workers: list[Worker], before: list[set[int]], produ
     seconds = time.monotonic() - produced_at
     alerts = [ALERTS.validate_json(m.value()) for m in read_topic(bootstrap, workers[0].topics.alerts, n_alerts)]
     after = _assignment(bootstrap, workers[0], len(workers))
+    samples = [w.metrics() for w in workers]
+    late = [{stage: metric_sum(s, "driftline_events_late_total", stage=stage) for stage in ("ingest", "monitor")}
+            for s in samples]
     print(f"{len(workers)} worker(s): all processed within {seconds:.1f} s of the first event produced, "
-          f"{len(alerts)} alerts")
-    return Run(workers, alerts, [w.metrics() for w in workers], before, after, seconds)
+          f"{len(alerts)} alerts, late events per worker {late}")
+    return Run(workers, alerts, samples, before, after, seconds)
 
 
 @pytest.fixture(scope="module")

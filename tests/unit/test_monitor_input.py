@@ -6,7 +6,14 @@ from datetime import datetime, timedelta, timezone
 
 from pydantic import TypeAdapter
 
-from schemas.events import MAX_BATCH_ITEMS, LabelledExample, MonitorBatch, OutcomeEvent, PredictionEvent
+from detectors.pipeline import NOTHING_SENT, MonitorInputOrder
+from schemas.events import (
+    MAX_BATCH_ITEMS,
+    LabelledExample,
+    MonitorBatch,
+    OutcomeEvent,
+    PredictionEvent,
+)
 from streams.app import _BATCH_BYTES, _monitor_batches
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -35,3 +42,35 @@ def test_large_items_are_cut_by_bytes() -> None:
     messages = _monitor_batches("m", [p.model_dump_json().encode() for p in predictions], [])
     assert all(len(m) <= _BATCH_BYTES + 1024 for m in messages) and len(messages) >= 3
     assert sum(len(TypeAdapter(MonitorBatch).validate_json(m).predictions) for m in messages) == 1200
+
+
+def _merge_two_workers(second_announces_early: bool) -> tuple[list[str], int]:
+    """Worker 1 (partition 0) sends at once; worker 2 (partition 1) is slower to release its first items.
+
+    As in the worker, the merge releases what it can after every message it reads.
+    """
+    merge: MonitorInputOrder[str] = MonitorInputOrder(n_partitions=2, idle_seconds=5, wall_time=0.0, grace_seconds=2)
+    released: list[str] = []
+
+    def read(batch: MonitorBatch, worker: str, wall_time: float) -> None:
+        merge.add(TypeAdapter(MonitorBatch).validate_json(batch.model_dump_json()), worker, wall_time)  # as sent
+        released.extend(h.item.prediction_id for h in merge.release(wall_time)[0])
+
+    mine, theirs = ("prediction/0", "outcome/0"), ("prediction/1", "outcome/1")
+    # Traffic starts long after the merge was made: every source has gone quiet.
+    read(MonitorBatch(model="m", predictions=[_prediction(i) for i in (1, 3, 5)]), "w1", wall_time=30.0)
+    read(MonitorBatch(watermarks={s: T0 + timedelta(seconds=5) for s in mine}), "w1", wall_time=30.0)
+    if second_announces_early:
+        read(MonitorBatch(watermarks={s: NOTHING_SENT for s in theirs}), "w2", wall_time=30.5)
+    read(MonitorBatch(watermarks={s: T0 + timedelta(seconds=5) for s in mine}), "w1", wall_time=33.0)
+    read(MonitorBatch(model="m", predictions=[_prediction(i) for i in (0, 2, 4)]), "w2", wall_time=34.0)
+    read(MonitorBatch(watermarks={s: T0 + timedelta(seconds=4) for s in theirs}), "w2", wall_time=34.0)
+    released.extend(h.item.prediction_id for h in merge.release(wall_time=60.0)[0])  # everyone quiet: the rest
+    return released, merge.n_late
+
+
+def test_a_worker_that_announces_it_has_sent_nothing_yet_is_waited_for() -> None:
+    assert _merge_two_workers(second_announces_early=True) == (["p0", "p1", "p2", "p3", "p4", "p5"], 0)
+    # Without the announcement the grace period runs out and worker 2's items come after worker 1's.
+    released, n_late = _merge_two_workers(second_announces_early=False)
+    assert released[:3] == ["p1", "p3", "p5"] and n_late == 3

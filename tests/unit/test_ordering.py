@@ -146,3 +146,40 @@ def test_grace_holds_young_items_only_while_a_source_is_quiet() -> None:
     # "quiet" goes quiet again: a young item waits out the grace, then leaves.
     r.push(t(10), "d", "d@10", wall_time=17.0)
     assert r.release(wall_time=17.0) == [] and r.release(wall_time=19.1) == ["d@10"]
+
+
+def test_with_a_quiet_source_the_watermark_lags_the_grace_period() -> None:
+    """Nothing held is no licence to jump: a quiet source may be about to speak of earlier times.
+
+    The bug this guards: with nothing held the watermark moved straight to the active source's clock, so
+    the quiet source's first events, 0.4 s later in wall time, all counted as late.
+    """
+    t = lambda s: datetime(2026, 1, 1, 0, 0, s, tzinfo=timezone.utc)  # noqa: E731
+    r: EventTimeReorderer[str] = EventTimeReorderer(idle_seconds=5, grace_seconds=2)
+    r.expect("quiet", wall_time=0.0)
+    r.observe("fast", t(30), wall_time=10.0)  # a source that has raced ahead, nothing of it held here
+    assert r.release(wall_time=10.0) == [] and r.released_through is None
+    r.observe("quiet", t(1), wall_time=10.4)
+    r.push(t(1), "a", "a@1", wall_time=10.4)
+    assert r.n_late == 0
+    assert r.release(wall_time=10.4) == ["a@1"] and r.released_through == t(1)
+    # "quiet" goes quiet again while "fast" runs on: the watermark follows "fast" once its clock has stood
+    # for the grace period.
+    r.observe("fast", t(40), wall_time=20.0)
+    r.push(t(3), "b", "b@3", wall_time=20.0)
+    assert r.release(wall_time=20.0) == [] and r.released_through == t(1)
+    assert r.release(wall_time=22.1) == ["b@3"] and r.released_through == t(40)
+
+
+def test_predictions_alone_move_the_watermark_while_a_partition_is_quiet() -> None:
+    """No outcomes at all (a model whose labels never come) must not stall the stage's watermark."""
+    stage: JoinStage[int] = JoinStage(ttl_seconds=3600, max_event_bytes=4096, idle_seconds=5, grace_seconds=2)
+    stage.expect_partitions([0, 1], wall_time=0.0)
+    released = []
+    for i in range(10):
+        value = (f'{{"prediction_id": "p{i}", "model": "m", "model_version": "1", '
+                 f'"event_time": "2026-01-01T00:00:{i:02d}Z", "prediction": 1}}').encode()
+        out = stage.process([RawRecord("prediction", value, i, partition=0)], wall_time=10.0 + i)
+        released += [p.prediction_id for p in out.predictions]
+    assert released == [f"p{i}" for i in range(8)]  # the watermark as it stood 2 s (wall clock) ago
+    assert stage.released_through == datetime(2026, 1, 1, 0, 0, 7, tzinfo=timezone.utc)
