@@ -15,6 +15,7 @@ early.  Expired events are handed back, so that nothing disappears unaccounted.
 from __future__ import annotations
 
 import heapq
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Generic, Literal, TypeVar
@@ -22,7 +23,7 @@ from typing import Generic, Literal, TypeVar
 from detectors.exceptions import InvalidParameter
 from schemas.events import LabelledExample, OutcomeEvent, PredictionEvent
 
-__all__ = ["Duplicate", "Expired", "OutcomeJoiner"]
+__all__ = ["Duplicate", "Expired", "OutcomeJoiner", "RecentIds"]
 
 Ref = TypeVar("Ref")
 Side = Literal["prediction", "outcome"]
@@ -48,6 +49,50 @@ class Duplicate:
     @property
     def reason(self) -> str:
         return f"duplicate {self.side} for prediction_id {self.prediction_id!r}"
+
+
+class RecentIds:
+    """Ids seen recently in event time, kept as 64-bit hashes in time buckets, for duplicate checks.
+
+    A joined id must be remembered for a whole TTL (an hour by default) so that a redelivered event is
+    caught.  Kept as its string in a dict with its own deadline, the joiner held 331 bytes per joined id
+    (``benchmarks/bench_join.py``), over 1 GB for an hour of 1,000 events/s; with hashes in per-bucket sets
+    (and the joined events' stale deadlines dropped) it holds 71.  A hash collision would flag a new id as a
+    duplicate: with 64-bit hashes and millions of ids, a chance near 1e-13 per event.  Ids leave a bucket's
+    width (``horizon / n_buckets``) later than asked, at most.  Hashes are Python's own, salted per process:
+    the set is never persisted.
+
+    >>> from datetime import datetime, timedelta, timezone
+    >>> t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    >>> ids = RecentIds(timedelta(hours=1))
+    >>> ids.add("p1", t0)
+    >>> "p1" in ids, "p2" in ids
+    (True, False)
+    >>> ids.forget_before(t0 + timedelta(minutes=1)); "p1" in ids   # its bucket (225 s wide) holds later ids
+    True
+    >>> ids.forget_before(t0 + timedelta(minutes=5)); "p1" in ids
+    False
+    """
+
+    def __init__(self, horizon: timedelta, n_buckets: int = 16) -> None:
+        self._width = horizon.total_seconds() / n_buckets
+        self._buckets: dict[int, set[int]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(ids) for ids in self._buckets.values())
+
+    def __contains__(self, key: str) -> bool:
+        hashed = hash(key)
+        return any(hashed in ids for ids in self._buckets.values())
+
+    def add(self, key: str, at: datetime) -> None:
+        self._buckets.setdefault(math.floor(at.timestamp() / self._width), set()).add(hash(key))
+
+    def forget_before(self, cutoff: datetime) -> None:
+        """Forget the buckets whose ids were all added at times before ``cutoff``."""
+        last = math.floor(cutoff.timestamp() / self._width)  # the bucket holding the cutoff stays
+        for index in [i for i in self._buckets if i < last]:
+            del self._buckets[index]
 
 
 class OutcomeJoiner(Generic[Ref]):
@@ -89,9 +134,9 @@ class OutcomeJoiner(Generic[Ref]):
         self._predictions: dict[str, tuple[PredictionEvent, Ref]] = {}
         self._outcomes: dict[str, tuple[OutcomeEvent, Ref]] = {}
         # Ids joined within the TTL, so that a redelivered event is caught as a duplicate.
-        self._joined: dict[str, datetime] = {}
-        # Per kind, a heap of (deadline, sequence, id); stale entries are skipped when popped.
-        self._deadlines: dict[str, list[tuple[datetime, int, str]]] = {"prediction": [], "outcome": [], "joined": []}
+        self._joined = RecentIds(self._ttl)
+        # Per side, a heap of (deadline, sequence, id); stale entries are skipped when popped.
+        self._deadlines: dict[str, list[tuple[datetime, int, str]]] = {"prediction": [], "outcome": []}
         self._seq = 0
         self._clocks: dict[Side, datetime | None] = {"prediction": None, "outcome": None}
 
@@ -114,7 +159,14 @@ class OutcomeJoiner(Generic[Ref]):
 
     def _schedule(self, kind: str, prediction_id: str, event_time: datetime) -> None:
         self._seq += 1
-        heapq.heappush(self._deadlines[kind], (event_time + self._ttl, self._seq, prediction_id))
+        heap = self._deadlines[kind]
+        heapq.heappush(heap, (event_time + self._ttl, self._seq, prediction_id))
+        # A joined event leaves its deadline behind until the clock passes it, a whole TTL of them; drop
+        # them when they outnumber the live ones (each rebuild is paid for by as many pushes).
+        pending = self._predictions if kind == "prediction" else self._outcomes
+        if len(heap) > 2 * len(pending) + 1024:
+            heap[:] = [entry for entry in heap if entry[2] in pending]
+            heapq.heapify(heap)
 
     def _tick(self, side: Side, event_time: datetime) -> None:
         current = self._clocks[side]
@@ -167,9 +219,7 @@ class OutcomeJoiner(Generic[Ref]):
             self._evicted.append(Expired(side, pid, event.event_time, ref))  # type: ignore[arg-type]
 
     def _joined_example(self, prediction: PredictionEvent, outcome: OutcomeEvent) -> LabelledExample:
-        later = max(prediction.event_time, outcome.event_time)
-        self._joined[prediction.prediction_id] = later
-        self._schedule("joined", prediction.prediction_id, later)
+        self._joined.add(prediction.prediction_id, max(prediction.event_time, outcome.event_time))
         return LabelledExample(prediction=prediction, outcome=outcome)
 
     def advance(self, side: Side, now: datetime) -> None:
@@ -191,9 +241,5 @@ class OutcomeJoiner(Generic[Ref]):
                     expired.append(Expired(side, pid, event.event_time, ref))
         known = [c for c in self._clocks.values() if c is not None]
         if len(known) == 2:
-            oldest = min(known)
-            heap = self._deadlines["joined"]
-            while heap and heap[0][0] < oldest:
-                _, _, pid = heapq.heappop(heap)
-                self._joined.pop(pid, None)
+            self._joined.forget_before(min(known) - self._ttl)
         return expired

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from detectors.exceptions import InvalidParameter
-from detectors.join import Duplicate, Expired, OutcomeJoiner
+from detectors.join import Duplicate, Expired, OutcomeJoiner, RecentIds
 from schemas.events import LabelledExample, OutcomeEvent, PredictionEvent
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -161,3 +161,32 @@ def test_max_pending_must_be_positive() -> None:
         OutcomeJoiner(TTL, max_pending=0)
     assert info.value.name == "max_pending"
 
+
+
+def test_expiry_is_exact_when_joined_deadlines_have_been_dropped() -> None:
+    """10,000 predictions, 9 in 10 joined: the deadlines the joined ones leave behind are dropped on the way
+    (they would otherwise stay a whole TTL), and exactly the unjoined ones still expire, on time."""
+    j: OutcomeJoiner[int] = OutcomeJoiner(TTL)
+    for i in range(10_000):
+        t = i / 1000  # all within 10 s of event time
+        j.add_prediction(pred(f"p{i}", t), i)
+        if i % 10:
+            assert isinstance(j.add_outcome(outc(f"p{i}", t), i), LabelledExample)
+    assert j.n_pending == 1000
+    j.add_outcome(outc("clock", 9.985 + TTL), -1)  # the outcome clock just short of the last deadline
+    expired = j.expire()
+    assert sorted(e.prediction_id for e in expired) == sorted(f"p{i}" for i in range(0, 9990, 10))  # not p9990
+    j.add_outcome(outc("clock2", 10.5 + TTL), -2)
+    assert [e.prediction_id for e in j.expire()] == ["p9990"]
+    # Joined ids are still remembered as duplicates after all that.
+    assert isinstance(j.add_outcome(outc("p1", 0.001), 0), Duplicate)
+
+
+def test_recent_ids_forget_by_bucket_and_never_early() -> None:
+    ids = RecentIds(timedelta(seconds=160), n_buckets=16)  # 10 s buckets
+    for s in range(0, 100):
+        ids.add(f"id{s}", at(s))
+    assert len(ids) == 100 and all(f"id{s}" in ids for s in range(100)) and "id100" not in ids
+    ids.forget_before(at(45))
+    assert all(f"id{s}" in ids for s in range(40, 100))  # ids at or after the cutoff's bucket stay
+    assert not any(f"id{s}" in ids for s in range(40))
