@@ -23,7 +23,7 @@ from typing import Generic, Literal, TypeVar
 from detectors.exceptions import InvalidParameter
 from schemas.events import LabelledExample, OutcomeEvent, PredictionEvent
 
-__all__ = ["Duplicate", "Expired", "OutcomeJoiner", "RecentIds"]
+__all__ = ["Duplicate", "Expired", "OutcomeJoiner", "IdsWithinHorizon"]
 
 Ref = TypeVar("Ref")
 Side = Literal["prediction", "outcome"]
@@ -51,7 +51,7 @@ class Duplicate:
         return f"duplicate {self.side} for prediction_id {self.prediction_id!r}"
 
 
-class RecentIds:
+class IdsWithinHorizon:
     """Ids seen recently in event time, kept as 64-bit hashes in time buckets, for duplicate checks.
 
     A joined id must be remembered for a whole TTL (an hour by default) so that a redelivered event is
@@ -60,11 +60,12 @@ class RecentIds:
     (and the joined events' stale deadlines dropped) it holds 71.  A hash collision would flag a new id as a
     duplicate: with 64-bit hashes and millions of ids, a chance near 1e-13 per event.  Ids leave a bucket's
     width (``horizon / n_buckets``) later than asked, at most.  Hashes are Python's own, salted per process:
-    the set is never persisted.
+    the set is never persisted.  (:class:`detectors.checkpoint.RecentIds` is another thing: the last N ids, as
+    strings, because a checkpoint carries them.)
 
     >>> from datetime import datetime, timedelta, timezone
     >>> t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    >>> ids = RecentIds(timedelta(hours=1))
+    >>> ids = IdsWithinHorizon(timedelta(hours=1))
     >>> ids.add("p1", t0)
     >>> "p1" in ids, "p2" in ids
     (True, False)
@@ -134,7 +135,7 @@ class OutcomeJoiner(Generic[Ref]):
         self._predictions: dict[str, tuple[PredictionEvent, Ref]] = {}
         self._outcomes: dict[str, tuple[OutcomeEvent, Ref]] = {}
         # Ids joined within the TTL, so that a redelivered event is caught as a duplicate.
-        self._joined = RecentIds(self._ttl)
+        self._joined = IdsWithinHorizon(self._ttl)
         # Per side, a heap of (deadline, sequence, id); stale entries are skipped when popped.
         self._deadlines: dict[str, list[tuple[datetime, int, str]]] = {"prediction": [], "outcome": []}
         self._seq = 0

@@ -25,16 +25,6 @@ from streams.demo import (
 from streams.settings import Settings, load_settings
 from streams.topics import ensure_topics
 
-# The speech model's monitors, shared by the integration tests that drive SpeechScenario through a worker.
-SPEECH_MONITORS = """\
-models:
-  speech-asr:
-    task: classification
-    performance: {metric: accuracy, window: 500, threshold: 0.85, hysteresis: 0.02}
-    detector: {name: bernoulli_glr, params: {false_alarm_horizon: 100000}}
-    retrain: {cooldown_seconds: 3600}
-"""
-
 
 @dataclass
 class Worker:

@@ -26,7 +26,8 @@ from streams.demo import free_port, start_worker, stop_worker
 from streams.scenarios import SpeechScenario
 from streams.settings import load_settings
 from streams.topics import ensure_topics
-from tests.integration.harness import SPEECH_MONITORS, Worker, read_topic
+from tests.integration.harness import Worker, read_topic
+from tests.speech_monitors import SPEECH_MONITORS
 
 pytestmark = pytest.mark.integration
 

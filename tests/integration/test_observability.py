@@ -30,7 +30,8 @@ from confluent_kafka import Producer
 from streams.client import PredictionLogger
 from streams.demo import free_port
 from streams.scenarios import SpeechScenario
-from tests.integration.harness import SPEECH_MONITORS, running_worker
+from tests.integration.harness import running_worker
+from tests.speech_monitors import SPEECH_MONITORS
 
 pytestmark = pytest.mark.integration
 

@@ -38,12 +38,12 @@ from streams.client import PredictionLogger
 from streams.demo import metric_sum
 from streams.scenarios import SpeechScenario
 from tests.integration.harness import (
-    SPEECH_MONITORS,
     Worker,
     assigned_partitions,
     read_topic,
     running_workers,
 )
+from tests.speech_monitors import SPEECH_MONITORS
 
 pytestmark = pytest.mark.integration
 
@@ -107,6 +107,12 @@ def _wait(condition: Callable[[], bool], timeout: float, what: str, workers: Seq
             return time.monotonic() - started
         time.sleep(0.5)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{_log_tails(workers)}")
+
+
+def _late_events(samples: Sequence[SAMPLES]) -> list[dict[str, float]]:
+    """Per worker, the events each ordering stage got after its watermark had passed them."""
+    return [{stage: metric_sum(s, "driftline_events_late_total", stage=stage) for stage in ("ingest", "monitor")}
+            for s in samples]
 
 
 def _all_done(workers: Sequence[Worker], n_examples: int) -> bool:
@@ -190,8 +196,7 @@ def _finish(bootstrap: str, workers: list[Worker], before: list[set[int]], produ
     alerts = [ALERTS.validate_json(m.value()) for m in read_topic(bootstrap, workers[0].topics.alerts, n_alerts)]
     after = _assignment(bootstrap, workers[0], len(workers))
     samples = [w.metrics() for w in workers]
-    late = [{stage: metric_sum(s, "driftline_events_late_total", stage=stage) for stage in ("ingest", "monitor")}
-            for s in samples]
+    late = _late_events(samples)
     print(f"{len(workers)} worker(s): all processed within {seconds:.1f} s of the first event produced, "
           f"{len(alerts)} alerts, late events per worker {late}")
     return Run(workers, alerts, samples, before, after, seconds)
@@ -289,8 +294,7 @@ def test_two_workers_give_the_same_alerts_as_one(runs: Runs) -> None:
     one, two = runs.one, runs.two
     # Events that reached an ordering stage after its watermark (a worker stalled past the idle period) are
     # scored out of order; they are the one known way for the alerts to differ.
-    late = [{stage: metric_sum(s, "driftline_events_late_total", stage=stage) for stage in ("ingest", "monitor")}
-            for s in two.samples]
+    late = _late_events(two.samples)
     for status in ("fired", "resolved"):
         only_one, only_two = _ids(one.alerts, status) - _ids(two.alerts, status), \
             _ids(two.alerts, status) - _ids(one.alerts, status)

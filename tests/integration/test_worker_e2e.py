@@ -12,7 +12,8 @@ from pydantic import TypeAdapter
 from schemas.events import Alert, RetrainTrigger
 from streams.client import PredictionLogger
 from streams.scenarios import SpeechScenario
-from tests.integration.harness import SPEECH_MONITORS, read_topic, running_worker
+from tests.integration.harness import read_topic, running_worker
+from tests.speech_monitors import SPEECH_MONITORS
 
 pytestmark = pytest.mark.integration
 

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import yaml
 
-from detectors.checkpoint import Checkpoint, Checkpointer, RecentIds, decode_checkpoint, encode_checkpoint
+from detectors.checkpoint import (
+    Checkpoint,
+    Checkpointer,
+    RecentIds,
+    decode_checkpoint,
+    encode_checkpoint,
+)
 from detectors.monitor import MonitorSet
 from detectors.registry import build_detector
 from schemas.config import MonitorConfig
 from schemas.events import LabelledExample
 from streams.scenarios import SpeechScenario
+from tests.speech_monitors import SPEECH_MONITORS
 
-CONFIG = MonitorConfig.model_validate(yaml.safe_load("""\
-models:
-  speech-asr:
-    task: classification
-    performance: {metric: accuracy, window: 500, threshold: 0.85, hysteresis: 0.02}
-    detector: {name: bernoulli_glr, params: {false_alarm_horizon: 100000}}
-    retrain: {cooldown_seconds: 3600}
-"""))
+CONFIG = MonitorConfig.model_validate(yaml.safe_load(SPEECH_MONITORS))
 
 
 def _examples(n: int = 4000, change_at: int = 2000) -> list[LabelledExample]:

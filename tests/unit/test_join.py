@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from detectors.exceptions import InvalidParameter
-from detectors.join import Duplicate, Expired, OutcomeJoiner, RecentIds
+from detectors.join import Duplicate, Expired, IdsWithinHorizon, OutcomeJoiner
 from schemas.events import LabelledExample, OutcomeEvent, PredictionEvent
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -182,8 +182,8 @@ def test_expiry_is_exact_when_joined_deadlines_have_been_dropped() -> None:
     assert isinstance(j.add_outcome(outc("p1", 0.001), 0), Duplicate)
 
 
-def test_recent_ids_forget_by_bucket_and_never_early() -> None:
-    ids = RecentIds(timedelta(seconds=160), n_buckets=16)  # 10 s buckets
+def test_ids_within_horizon_are_forgotten_by_bucket_and_never_early() -> None:
+    ids = IdsWithinHorizon(timedelta(seconds=160), n_buckets=16)  # 10 s buckets
     for s in range(0, 100):
         ids.add(f"id{s}", at(s))
     assert len(ids) == 100 and all(f"id{s}" in ids for s in range(100)) and "id100" not in ids
