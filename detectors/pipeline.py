@@ -4,7 +4,9 @@ It takes raw values as they come off the predictions and outcomes topics and
 accounts for every one of them: each is, in the end, processed (joined into a
 labelled example), dead-lettered (with its reason) or expired (its partner never
 came).  Until then it is pending.  So ``read = processed + dead_lettered +
-expired + pending`` holds after every batch.  Labelled examples leave in
+expired + pending`` holds after every batch (with waiting events taken over
+from a changelog or handed to another worker, ``read + restored = processed +
+dead_lettered + expired + pending + handed_over``).  Labelled examples leave in
 event-time order of their completion (the later of prediction and outcome), held
 back until every active source partition has passed them.
 """
@@ -12,7 +14,7 @@ back until every active source partition has passed them.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Generic, Literal, TypeVar
@@ -29,6 +31,7 @@ __all__ = ["NOTHING_SENT", "DeadLetter", "Held", "IngestResult", "JoinStage", "M
 
 Ref = TypeVar("Ref")
 Side = Literal["prediction", "outcome"]
+SIDES: tuple[Side, Side] = ("prediction", "outcome")
 Source = tuple[Side, int]
 
 _PREDICTION = TypeAdapter(PredictionEvent)
@@ -79,6 +82,13 @@ class JoinStage(Generic[Ref]):
     grace_seconds
         While a source is quiet, the watermark lags this long (wall clock) behind the active sources', so
         that a quiet partition whose first fetch comes a little late is not overtaken.
+    hold_for_order
+        Hold predictions and examples back and release them in event-time order (the backtest).  Without
+        it (the worker) they leave at once and only the watermark (:attr:`released_through`) is kept: the
+        monitor stage orders them, holding them in the monitor-input topic, which survives a crash.
+    log_changes
+        Keep, per partition, the events that started and stopped waiting for their partner, for
+        :meth:`take_changes` (the worker logs them, see :mod:`detectors.join_log`).
 
     Examples
     --------
@@ -101,9 +111,11 @@ class JoinStage(Generic[Ref]):
 
     def __init__(
         self, ttl_seconds: float, max_event_bytes: int, idle_seconds: float = 5.0, max_pending: int = 1_000_000,
-        grace_seconds: float = 0.0,
+        grace_seconds: float = 0.0, hold_for_order: bool = True, log_changes: bool = False,
     ) -> None:
         self.ttl_seconds = ttl_seconds
+        self.hold_for_order = hold_for_order
+        self.log_changes = log_changes
         self.max_event_bytes = max_event_bytes
         self.idle_seconds = idle_seconds
         self.max_pending = max_pending
@@ -111,16 +123,25 @@ class JoinStage(Generic[Ref]):
         # they share a partition number, and each partition's two clocks then
         # judge expiry without being fooled by a faster partition.
         self._joiners: dict[int, OutcomeJoiner[Ref]] = {}
-        self._order: EventTimeReorderer[LabelledExample] = EventTimeReorderer(idle_seconds, max_pending, grace_seconds)
+        # (Without hold_for_order they hold None: only the watermark is wanted.)
+        self._order: EventTimeReorderer[LabelledExample | None] = EventTimeReorderer(
+            idle_seconds, max_pending, grace_seconds
+        )
         # Predictions leave in event-time order too, held by the same source clocks, so that the data monitors
         # see one order however the partitions were read.
-        self._prediction_order: EventTimeReorderer[PredictionEvent] = EventTimeReorderer(
+        self._prediction_order: EventTimeReorderer[PredictionEvent | None] = EventTimeReorderer(
             idle_seconds, max_pending, grace_seconds
         )
         self.n_read: Counter[str] = Counter()
         self.n_processed: Counter[str] = Counter()
         self.n_dead_lettered: Counter[str] = Counter()
         self.n_expired: Counter[str] = Counter()
+        #: Waiting events taken over from a changelog (:meth:`restore`) and handed to another worker (:meth:`forget`).
+        self.n_restored: Counter[str] = Counter()
+        self.n_handed_over: Counter[str] = Counter()
+        # Per partition, since the last take_changes: events that started waiting, and keys that stopped.
+        self._added: dict[int, dict[tuple[Side, str], RawRecord[Ref]]] = {}
+        self._resolved: dict[int, list[tuple[Side, str]]] = {}
         # Per (side, partition): wall time of its last valid event, and its clock then.
         self._last_seen: dict[tuple[Side, int], tuple[float, datetime | None]] = {}
         self._earliest: dict[tuple[Side, int], datetime] = {}
@@ -161,7 +182,7 @@ class JoinStage(Generic[Ref]):
     @property
     def n_held(self) -> int:
         """Joined examples held back until every source has passed their event time."""
-        return self._order.n_buffered
+        return self._order.n_buffered if self.hold_for_order else 0
 
     def process(
         self, records: Iterable[RawRecord[Ref]], wall_time: float | None = None, busy: Collection[Source] = ()
@@ -175,10 +196,7 @@ class JoinStage(Generic[Ref]):
         active: set[tuple[Side, int]] = set()
         for record in records:
             self.n_read[record.side] += 1
-            if record.side == "prediction":
-                event: PredictionEvent | OutcomeEvent | Rejection = decode(_PREDICTION, record.value, self.max_event_bytes)
-            else:
-                event = decode(_OUTCOME, record.value, self.max_event_bytes)
+            event = self._decode(record)
             if isinstance(event, Rejection):
                 self._dead_letter(record, event, out)
                 continue
@@ -188,30 +206,125 @@ class JoinStage(Generic[Ref]):
                 self._earliest[(record.side, record.partition)] = event.event_time
             for order in (self._order, self._prediction_order):
                 order.observe((record.side, record.partition), event.event_time, wall_time)
-            joiner = self._joiner(record.partition)
-            if isinstance(event, PredictionEvent):
-                joined = joiner.add_prediction(event, record.ref)
-            else:
-                joined = joiner.add_outcome(event, record.ref)
+            joined = self._add(self._joiner(record.partition), event, record.ref)
             if isinstance(joined, Duplicate):
                 self._dead_letter(record, Rejection("duplicate", joined.reason), out)
                 continue
             if isinstance(event, PredictionEvent):
-                self._prediction_order.push(event.event_time, event.prediction_id, event, wall_time)
-            if joined is not None:
-                self.n_processed["prediction"] += 1
-                self.n_processed["outcome"] += 1
-                completed = max(joined.prediction.event_time, joined.outcome.event_time)
-                self._order.push(completed, joined.prediction.prediction_id, joined, wall_time)
+                self._prediction_order.push(event.event_time, event.prediction_id,
+                                            event if self.hold_for_order else None, wall_time)
+                if not self.hold_for_order:
+                    out.predictions.append(event)
+            if joined is None:
+                self._note_waiting(record, event.prediction_id)
+            else:
+                # The other side was waiting, and stops.
+                self._note_resolved(record.partition, "outcome" if record.side == "prediction" else "prediction",
+                                    event.prediction_id)
+                self._emit_joined(joined, out, wall_time)
         if wall_time is not None:
             self._note_activity(active, wall_time)
         self._release(out, wall_time, busy)
         self._expire(out)
         return out
 
+    def _decode(self, record: RawRecord[Ref]) -> PredictionEvent | OutcomeEvent | Rejection:
+        if record.side == "prediction":
+            return decode(_PREDICTION, record.value, self.max_event_bytes)
+        return decode(_OUTCOME, record.value, self.max_event_bytes)
+
+    @staticmethod
+    def _add(joiner: OutcomeJoiner[Ref], event: PredictionEvent | OutcomeEvent,
+             ref: Ref) -> LabelledExample | Duplicate | None:
+        if isinstance(event, PredictionEvent):
+            return joiner.add_prediction(event, ref)
+        return joiner.add_outcome(event, ref)
+
+    def _emit_joined(self, joined: LabelledExample, out: IngestResult[Ref], wall_time: float | None) -> None:
+        self.n_processed["prediction"] += 1
+        self.n_processed["outcome"] += 1
+        completed = max(joined.prediction.event_time, joined.outcome.event_time)
+        self._order.push(completed, joined.prediction.prediction_id, joined if self.hold_for_order else None,
+                         wall_time)
+        if not self.hold_for_order:
+            out.labelled.append(joined)
+
+    def _note_waiting(self, record: RawRecord[Ref], prediction_id: str) -> None:
+        if self.log_changes:
+            self._added.setdefault(record.partition, {})[(record.side, prediction_id)] = record
+
+    def _note_resolved(self, partition: int, side: Side, prediction_id: str) -> None:
+        if not self.log_changes:
+            return
+        key = (side, prediction_id)
+        added = self._added.get(partition)
+        if added is not None and key in added:
+            del added[key]  # started and stopped waiting within one step: never logged
+        else:
+            self._resolved.setdefault(partition, []).append(key)
+
+    def take_changes(self) -> dict[int, tuple[list[tuple[Side, str, RawRecord[Ref]]], list[tuple[Side, str]]]]:
+        """Per partition, the events that started waiting (side, prediction id, record) and the (side, prediction
+        id) keys that stopped, since the last call."""
+        changes: dict[int, tuple[list[tuple[Side, str, RawRecord[Ref]]], list[tuple[Side, str]]]] = {}
+        for partition in set(self._added) | set(self._resolved):
+            added = [(side, pid, record) for (side, pid), record in self._added.pop(partition, {}).items()]
+            changes[partition] = (added, self._resolved.pop(partition, []))
+        return changes
+
+    def restore(self, partition: int, waiting: Iterable[RawRecord[Ref]], clocks: Mapping[Side, datetime | None],
+                wall_time: float) -> IngestResult[Ref]:
+        """Take over a partition's waiting events (from its changelog) and its clocks, as if read just now.
+
+        Predictions among them were published when first read, so they are not again.  A consistent log
+        gives back nothing but the waiting events; anything else (a record the schema now refuses, two
+        partners both logged as waiting) is accounted for in the result rather than dropped.
+        """
+        out: IngestResult[Ref] = IngestResult()
+        joiner = self._joiner(partition)
+        for record in waiting:
+            self.n_restored[record.side] += 1
+            event = self._decode(record)
+            if isinstance(event, Rejection):
+                self._dead_letter(record, event, out)
+                continue
+            joined = self._add(joiner, event, record.ref)
+            if isinstance(joined, Duplicate):
+                self._dead_letter(record, Rejection("duplicate", joined.reason), out)
+            elif joined is not None:
+                self._note_resolved(partition, "outcome" if record.side == "prediction" else "prediction",
+                                    event.prediction_id)
+                self._emit_joined(joined, out, wall_time)
+        for side, clock in clocks.items():
+            if clock is not None:
+                joiner.advance(side, clock)
+        for each in SIDES:
+            self._last_seen.setdefault((each, partition), (wall_time, joiner.clock(each)))
+        return out
+
+    def clocks(self, partition: int) -> dict[Side, datetime | None]:
+        """A partition's event-time clock per side (for its changelog's position record)."""
+        joiner = self._joiner(partition)
+        return {side: joiner.clock(side) for side in SIDES}
+
+    def forget(self, partition: int) -> None:
+        """Drop a partition another worker takes over (it restores the waiting events from the changelog)."""
+        joiner = self._joiners.pop(partition, None)
+        if joiner is not None:
+            self.n_handed_over["prediction"] += joiner.n_pending_predictions
+            self.n_handed_over["outcome"] += joiner.n_pending_outcomes
+        self._added.pop(partition, None)
+        self._resolved.pop(partition, None)
+        for side in SIDES:
+            self._last_seen.pop((side, partition), None)
+            self._earliest.pop((side, partition), None)
+
     def _release(self, out: IngestResult[Ref], wall_time: float | None, busy: Collection[Source]) -> None:
-        out.labelled = self._order.release(wall_time, busy)
-        out.predictions = self._prediction_order.release(wall_time, busy)
+        labelled = self._order.release(wall_time, busy)
+        predictions = self._prediction_order.release(wall_time, busy)
+        if self.hold_for_order:  # else they left when they came, and these are Nones
+            out.labelled = [e for e in labelled if e is not None]
+            out.predictions = [p for p in predictions if p is not None]
 
     def expect_partitions(self, partitions: Iterable[int], wall_time: float | None = None) -> None:
         """Announce the source partitions of both sides, so that a late first fetch cannot be overtaken."""
@@ -222,7 +335,8 @@ class JoinStage(Generic[Ref]):
 
     def flush(self) -> IngestResult[Ref]:
         """At the end of a finite input: release every held example, in order."""
-        return IngestResult(labelled=self._order.flush(), predictions=self._prediction_order.flush())
+        return IngestResult(labelled=[e for e in self._order.flush() if e is not None],
+                            predictions=[p for p in self._prediction_order.flush() if p is not None])
 
     def idle(self, wall_time: float, busy: Collection[Source] = ()) -> IngestResult[Ref]:
         """Let a quiet side's event time run on with the wall clock, and expire.
@@ -264,9 +378,10 @@ class JoinStage(Generic[Ref]):
         out.dead_letters.append(DeadLetter(record, rejection))
 
     def _expire(self, out: IngestResult[Ref]) -> None:
-        for joiner in self._joiners.values():
+        for partition, joiner in self._joiners.items():
             for item in joiner.expire():
                 self.n_expired[item.side] += 1
+                self._note_resolved(partition, item.side, item.prediction_id)
                 out.expired.append(item)
 
 

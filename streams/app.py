@@ -8,7 +8,10 @@ Two agents, each consuming micro-batches with ``take_events``:
   examples to the internal monitor-input topic (keyed by model), followed by a
   watermark message to every partition of it; labelled examples also go one by
   one to the labelled topic for the retrainer; rejects go to the dead-letter
-  topic and expiries to the expired topic.
+  topic and expiries to the expired topic.  The events waiting in the join for
+  their partner are logged to the join's changelog after every batch
+  (:mod:`detectors.join_log`), and read back by whichever worker gets their
+  partition next, after a crash or a rebalance.
 * ``monitor`` reads the monitor-input topic, so each model's events meet in one
   worker, merges the batches of every ingest worker back into event-time order
   with the watermarks (:class:`detectors.pipeline.MonitorInputOrder`), runs
@@ -36,6 +39,7 @@ from prometheus_client import generate_latest
 from pydantic import TypeAdapter
 
 from detectors.checkpoint import Checkpointer, decode_checkpoint, encode_checkpoint
+from detectors.join_log import JoinLog, Rebuilt, rebuild
 from detectors.monitor import ModelMonitor, MonitorResult, MonitorSet
 from detectors.pipeline import (
     NOTHING_SENT,
@@ -59,6 +63,7 @@ from schemas.events import (
 )
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
+from streams.topics import read_partition
 
 __all__ = ["SourceRef", "create_app"]
 
@@ -221,10 +226,13 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
     metrics = metrics or WorkerMetrics()
     names = settings.topics
     monitors = MonitorSet(config, build_detector)
+    # Items leave the join at once; the monitor stage puts them in order (hold_for_order=False), so that none
+    # waits in this process, where a crash would lose it.
     join_stage: JoinStage[SourceRef] = JoinStage(
         settings.join_ttl_seconds, settings.max_event_bytes, settings.join_idle_seconds, settings.join_max_pending,
-        settings.order_grace_seconds,
+        settings.order_grace_seconds, hold_for_order=False, log_changes=True,
     )
+    join_log = JoinLog()
     def performance_monitors(model: str) -> list[ModelMonitor]:
         """The model's main monitor and those of its further metrics."""
         return [monitors.monitors[model], *monitors.metric_monitors_of(model).values()]
@@ -365,6 +373,14 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
+        lost_sources = {tp.partition for tp in revoked if tp.topic in side_of_topic}
+        if lost_sources:
+            # Under the lock, no step is half-sent: the next owner reads a whole changelog.
+            async with ingest_lock:
+                for partition in lost_sources:
+                    join_stage.forget(partition)
+                    join_log.forget(partition)
+                    rebuilt_sources.pop(partition, None)
         lost = {tp.partition for tp in revoked if tp.topic == names.monitor_input}
         if not lost:
             return
@@ -380,7 +396,7 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
                 restored_partitions.discard(partition)
                 checkpointer.forget_partition(partition)
 
-    processed_reported: Counter[str] = Counter()
+    reported: Counter[tuple[str, str]] = Counter()  # (counter, side): what the metrics already count
     late_reported: Counter[str] = Counter()
 
     def report_late(stage: str, n_late: int) -> None:
@@ -412,13 +428,15 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
                       "source_offset": item.ref.offset, "ttl_seconds": settings.join_ttl_seconds}
             outbox.add(names.expired, item.prediction_id.encode(), json.dumps(record).encode())
             metrics.events_expired.labels(item.side).inc()
-        # Processed means joined (JoinStage.n_processed), whether or not the example is still held for
-        # ordering, so that read = processed + dead-lettered + expired + pending holds at every scrape.
+        # Processed means joined (JoinStage.n_processed), so that read + restored = processed + dead-lettered
+        # + expired + pending + handed over + replayed holds at every scrape.
         for side in ("prediction", "outcome"):
-            joined = join_stage.n_processed[side]
-            if joined > processed_reported[side]:
-                metrics.events_processed.labels(side).inc(joined - processed_reported[side])
-                processed_reported[side] = joined
+            for name, counts, counter in (("processed", join_stage.n_processed, metrics.events_processed),
+                                          ("restored", join_stage.n_restored, metrics.join_restored),
+                                          ("handed_over", join_stage.n_handed_over, metrics.join_handed_over)):
+                if counts[side] > reported[(name, side)]:
+                    counter.labels(side).inc(counts[side] - reported[(name, side)])
+                    reported[(name, side)] = counts[side]
         metrics.join_pending.set(join_stage.n_pending)
         metrics.join_held.set(join_stage.n_held)
         report_late("ingest", join_stage.n_late)
@@ -452,6 +470,63 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
         for partition in range(settings.partitions):
             outbox.add(names.monitor_input, None, blob, partition=partition)
 
+    # The join's durable state (detectors.join_log): per source partition taken over, what its changelog held.
+    ingest_lock = asyncio.Lock()  # one step at a time: the batch, the idle tick and a revocation
+    rebuilt_sources: dict[int, Rebuilt] = {}
+    topic_of_side = {side: topic for topic, side in side_of_topic.items()}
+
+    async def take_over(partitions: set[int], wall: float) -> IngestResult[SourceRef]:
+        """Rebuild the join state of source partitions new here from their changelog (call under ingest_lock)."""
+        out: IngestResult[SourceRef] = IngestResult()
+        for partition in sorted(partitions - set(rebuilt_sources)):
+            started = time.perf_counter()
+            records = await asyncio.to_thread(read_partition, settings, settings.join_state_topic, partition)
+            rebuilt = rebuild(records)
+            join_log.resume(partition, rebuilt)
+            waiting = [RawRecord(e.side, e.value, SourceRef(topic_of_side[e.side], partition, e.offset,
+                                                            e.prediction_id.encode()), partition)
+                       for e in rebuilt.pending]
+            restored = join_stage.restore(partition, waiting, rebuilt.clocks, wall)  # type: ignore[arg-type]
+            for name in ("labelled", "predictions", "dead_letters", "expired"):
+                getattr(out, name).extend(getattr(restored, name))
+            rebuilt_sources[partition] = rebuilt
+            if records:
+                log.warning("source partition %d: %d waiting events restored from %d changelog records in %.1f s; "
+                            "records below offsets %s are skipped", partition, len(waiting), len(records),
+                            time.perf_counter() - started, rebuilt.next_offsets)
+        return out
+
+    def replayed(record: RawRecord[SourceRef]) -> bool:
+        rebuilt = rebuilt_sources.get(record.partition)
+        return rebuilt is not None and rebuilt.is_replayed(record.side, record.ref.offset)
+
+    async def send_step(records: Sequence[RawRecord[SourceRef]]) -> None:
+        """Send a step's outputs with its join changes, then, once acknowledged, its positions (join_log's order)."""
+        offsets: dict[int, dict[str, int]] = {}
+        for record in records:
+            moved = offsets.setdefault(record.partition, {})
+            moved[record.side] = max(moved.get(record.side, 0), record.ref.offset + 1)
+        changes = join_stage.take_changes()
+        positions = []
+        for partition in sorted(set(changes) | set(offsets)):
+            added, resolved = changes.get(partition, ([], []))
+            step = join_log.step(partition, [(side, pid, r.ref.offset, r.value or b"") for side, pid, r in added],
+                                 resolved, offsets.get(partition, {}), join_stage.clocks(partition))  # type: ignore[arg-type]
+            for key, value in step.entries:
+                ingest_out.add(settings.join_state_topic, key, value, partition=partition)
+            positions += [(partition, key, value) for key, value in step.position]
+        await ingest_out.send()
+        for partition, key, value in positions:
+            ingest_out.add(settings.join_state_topic, key, value, partition=partition)
+        await ingest_out.send()
+
+    def merged(first: IngestResult[SourceRef], second: IngestResult[SourceRef]) -> IngestResult[SourceRef]:
+        return IngestResult(first.labelled + second.labelled, first.predictions + second.predictions,
+                            first.dead_letters + second.dead_letters, first.expired + second.expired)
+
+    def assigned_sources() -> set[int]:
+        return {tp.partition for tp in app.consumer.assignment() if tp.topic in side_of_topic}
+
     @app.agent(sources, concurrency=1)
     async def ingest(stream: faust.StreamT[bytes]) -> None:
         # Every partition holds event time back until it delivers, or stays quiet for join_idle_seconds
@@ -466,18 +541,26 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
             for side, n in Counter(r.side for r in records).items():
                 metrics.events_read.labels(side).inc(n)
             progress.note(events)
-            wall, busy = time.time(), await progress.busy(app.consumer)
-            publish_ingest(join_stage.process(records, wall_time=wall, busy=busy), ingest_out, wall, busy)
-            await ingest_out.send()
+            async with ingest_lock:
+                wall, busy = time.time(), await progress.busy(app.consumer)
+                restored = await take_over(assigned_sources() | {r.partition for r in records}, wall)
+                fresh = [r for r in records if not replayed(r)]
+                for side, n in Counter(r.side for r in records if replayed(r)).items():
+                    metrics.events_replayed.labels(side).inc(n)
+                publish_ingest(merged(restored, join_stage.process(fresh, wall_time=wall, busy=busy)),
+                               ingest_out, wall, busy)
+                await send_step(fresh)
             metrics.batch_size.labels("ingest").observe(len(events))
             metrics.batch_seconds.labels("ingest").observe(time.perf_counter() - started)
             metrics.observe_batch("ingest", events, side_of_topic.get, app.consumer.highwater)
 
     @app.timer(interval=1.0)
     async def expire_while_idle() -> None:
-        wall, busy = time.time(), await progress.busy(app.consumer)
-        publish_ingest(join_stage.idle(wall, busy=busy), ingest_out, wall, busy)
-        await ingest_out.send()
+        async with ingest_lock:
+            wall, busy = time.time(), await progress.busy(app.consumer)
+            restored = await take_over(assigned_sources(), wall)
+            publish_ingest(merged(restored, join_stage.idle(wall, busy=busy)), ingest_out, wall, busy)
+            await send_step([])
 
     def publish_monitor(
         result: MonitorResult, dead: Sequence[tuple[RawRecord[SourceRef], Rejection]], outbox: _Outbox

@@ -100,6 +100,19 @@ class WorkerMetrics:
             "driftline_events_expired", "Events whose join partner never came within the TTL.", ["source"], registry=r
         )
         self.join_pending = Gauge("driftline_join_pending", "Events waiting for their join partner.", registry=r)
+        # With these, read + restored = processed + dead-lettered + expired + pending + handed over + replayed.
+        self.join_restored = Counter(
+            "driftline_join_restored", "Waiting events taken over from the join's changelog (after a restart or a "
+            "rebalance) rather than read from the source.", ["source"], registry=r,
+        )
+        self.join_handed_over = Counter(
+            "driftline_join_handed_over", "Waiting events left to the worker that took their partition over.",
+            ["source"], registry=r,
+        )
+        self.events_replayed = Counter(
+            "driftline_events_replayed", "Events read again after a restart or a rebalance and skipped: the join's "
+            "changelog shows they were handled before.", ["source"], registry=r,
+        )
         self.late = Counter(
             "driftline_events_late", "Examples and predictions that reached an ordering stage after its watermark "
             "had passed them, so were passed on out of event-time order (a partition stalled past the idle period).",
@@ -215,6 +228,9 @@ class WorkerMetrics:
             self.events_read.labels(source)
             self.events_processed.labels(source)
             self.events_expired.labels(source)
+            self.join_restored.labels(source)
+            self.join_handed_over.labels(source)
+            self.events_replayed.labels(source)
             for kind in reject_kinds:
                 self.events_dead_lettered.labels(source, kind)
         for model, (metric, detectors) in models.items():

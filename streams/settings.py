@@ -77,6 +77,11 @@ class Settings(BaseSettings):
         return TopicNames(self.topic_prefix)
 
     @property
+    def join_state_topic(self) -> str:
+        """The join's changelog (see detectors.join_log): the worker's own, like faust's table changelogs."""
+        return f"{self.app_id}-join-state-changelog"
+
+    @property
     def retrainer_group(self) -> str:
         """The retrainer's consumer group: its own, never the worker's."""
         return self.retrainer_group_id or f"{self.app_id}-retrainer"

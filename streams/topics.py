@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from schemas.exceptions import DriftlineError
 from streams.settings import Settings
 
-__all__ = ["TopicError", "TopicSpec", "ensure_topics", "topic_specs"]
+__all__ = ["TopicError", "TopicSpec", "ensure_topics", "read_partition", "topic_specs"]
 
 
 class TopicError(DriftlineError):
@@ -41,6 +42,12 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t.models, 1, {"cleanup.policy": "compact"}),
         TopicSpec(t.deadletter, n, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
         TopicSpec(t.expired, n, {"retention.ms": week}),
+        # The join's waiting events (detectors.join_log), read back whole when a worker takes a partition:
+        # small segments and an eager cleaner keep what it reads close to what is still waiting.
+        TopicSpec(settings.join_state_topic, n, {
+            "cleanup.policy": "compact", "segment.bytes": str(16 * 1024 * 1024), "segment.ms": str(600_000),
+            "min.cleanable.dirty.ratio": "0.1", "max.message.bytes": str(8 * 1024 * 1024),
+        }),
     ]
 
 
@@ -81,3 +88,28 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
                 continue  # another worker created it first
             raise TopicError(f"could not create topic {name}: {exc}") from exc
     return created
+
+
+def read_partition(settings: Settings, topic: str, partition: int, timeout: float = 60.0) -> list[tuple[bytes, bytes | None]]:
+    """Every ``(key, value)`` of one partition, from its first offset to its end when called, in order."""
+    consumer = Consumer({**settings.confluent_config(), "group.id": f"{settings.app_id}-reader",
+                         "enable.auto.commit": False, "enable.partition.eof": False})
+    try:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+        records: list[tuple[bytes, bytes | None]] = []
+        if high <= low:
+            return records
+        consumer.assign([TopicPartition(topic, partition, low)])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for message in consumer.consume(10_000, timeout=1.0):
+                if message.error():
+                    raise TopicError(f"reading {topic}[{partition}]: {message.error()}")
+                records.append((message.key(), message.value()))
+                if message.offset() >= high - 1:
+                    return records
+        raise TopicError(f"reading {topic}[{partition}] to offset {high} took over {timeout:.0f} s")
+    except KafkaException as exc:
+        raise TopicError(f"reading {topic}[{partition}]: {exc}") from exc
+    finally:
+        consumer.close()

@@ -1,0 +1,209 @@
+"""The join's durable state: what the ingest stage logs after each step, and how a restarted worker rebuilds it.
+
+An event waiting in the join for its partner (a prediction whose outcome comes
+an hour later) has had its source offset committed long ago: a crash would
+lose it, and its partner would then expire unjoined.  So each step of the
+ingest stage (a batch, or an idle tick that expires) logs, per source
+partition, to a compacted changelog partition of the same number:
+
+* an **entry** for each event that started waiting (key ``side/prediction id``,
+  value a JSON header line ``{"seq": s, "offset": o}`` and the event's raw
+  bytes);
+* the keys the step *resolved* (joined or expired), in records ``resolved/0``,
+  ``resolved/1``, ... of up to ``max_resolved_per_record`` keys each, marked
+  with the step's ``seq``: their tombstones are written by the next step;
+* a **position** record (key ``position``): the step's ``seq``, the next
+  source offset per side and both sides' event-time clocks.
+
+A crash can land anywhere in a step, so the order is what makes it harmless
+(Kafka keeps the order of one producer's records in one partition):
+
+1. the tombstones the previous step owes, the step's entries and its resolved
+   records are sent together with its outputs (labelled examples, dead
+   letters, expiries), and acknowledged;
+2. then its position record is.
+
+A rebuilt partition (:func:`rebuild`) takes the last position as the truth:
+entries logged by a step after it (``seq`` higher) are dropped, since the
+source records behind them are read again; the keys its step resolved are
+dropped, since their tombstones may be missing.  A source record below the
+position's offsets is skipped when read again: its outputs were acknowledged
+before the position was written.
+
+Everything here is pure and has no Kafka in it: the worker sends the records
+and reads the partition back.
+
+>>> from datetime import datetime, timezone
+>>> log = JoinLog()
+>>> step = log.step(0, added=[("prediction", "p1", 7, b'{"x": 1}')], resolved=[],
+...                 next_offsets={"prediction": 8}, clocks={"prediction": datetime(2026, 1, 1, tzinfo=timezone.utc)})
+>>> [key for key, _ in step.entries], [key for key, _ in step.position]
+([b'prediction/p1'], [b'position'])
+>>> written = step.entries + step.position
+>>> step = log.step(0, added=[], resolved=[("prediction", "p1")], next_offsets={"outcome": 3}, clocks={})
+>>> [key for key, _ in step.entries]
+[b'resolved/0']
+>>> state = rebuild(written + step.entries + step.position)
+>>> state.pending, state.next_offsets   # p1 was resolved by the last step, though its tombstone is not written
+([], {'prediction': 8, 'outcome': 3})
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+__all__ = ["POSITION_KEY", "JoinLog", "PendingEntry", "Rebuilt", "Step", "entry_key", "rebuild"]
+
+Side = Literal["prediction", "outcome"]
+Key = tuple[Side, str]
+Record = tuple[bytes, bytes | None]
+
+POSITION_KEY = b"position"
+_RESOLVED_PREFIX = b"resolved/"
+
+
+def entry_key(side: Side, prediction_id: str) -> bytes:
+    """The changelog key of a waiting event.
+
+    >>> entry_key("outcome", "p-9")
+    b'outcome/p-9'
+    """
+    return f"{side}/{prediction_id}".encode()
+
+
+def _parse_key(key: bytes) -> Key:
+    side, _, prediction_id = key.decode().partition("/")
+    return side, prediction_id  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class PendingEntry:
+    """A waiting event as logged: its side, id, source offset and raw bytes."""
+
+    side: Side
+    prediction_id: str
+    offset: int
+    value: bytes
+
+
+@dataclass(frozen=True)
+class Step:
+    """The records of one step of one source partition, in the order they must be sent.
+
+    ``entries`` go with the step's outputs; ``position`` only once those are all acknowledged.
+    """
+
+    entries: list[Record]
+    position: list[Record]
+
+
+@dataclass
+class Rebuilt:
+    """A source partition's join state as its changelog left it."""
+
+    pending: list[PendingEntry] = field(default_factory=list)
+    #: Per side, the first source offset not yet reflected in the state (records below it are skipped).
+    next_offsets: dict[str, int] = field(default_factory=dict)
+    clocks: dict[str, datetime | None] = field(default_factory=dict)
+    #: The sequence number of the last complete step (-1: nothing logged).
+    seq: int = -1
+    #: Keys resolved by that step: the next step writes their tombstones.
+    resolved: list[Key] = field(default_factory=list)
+
+    def is_replayed(self, side: str, offset: int) -> bool:
+        """Whether a source record read again is already reflected in this state (so must be skipped)."""
+        return offset < self.next_offsets.get(side, 0)
+
+
+class JoinLog:
+    """Per worker: the records each step writes, per source partition, and the tombstones still owed.
+
+    Parameters
+    ----------
+    max_resolved_per_record
+        Keys one position record lists at most; a step resolving more writes more rounds.
+    """
+
+    def __init__(self, max_resolved_per_record: int = 2_000) -> None:
+        if max_resolved_per_record < 1:
+            raise ValueError("max_resolved_per_record must be at least 1")
+        self.max_resolved_per_record = max_resolved_per_record
+        self._seq: dict[int, int] = {}
+        self._owed: dict[int, list[Key]] = {}  # tombstones of the last position's resolved keys
+        self._next_offsets: dict[int, dict[str, int]] = {}
+        self._clocks: dict[int, dict[str, datetime | None]] = {}
+
+    def resume(self, partition: int, rebuilt: Rebuilt) -> None:
+        """Carry on from a rebuilt partition: its sequence, offsets and owed tombstones."""
+        self._seq[partition] = rebuilt.seq
+        self._owed[partition] = list(rebuilt.resolved)
+        self._next_offsets[partition] = dict(rebuilt.next_offsets)
+        self._clocks[partition] = dict(rebuilt.clocks)
+
+    def forget(self, partition: int) -> None:
+        """The partition went to another worker, which rebuilds it from the changelog."""
+        for state in (self._seq, self._owed, self._next_offsets, self._clocks):
+            state.pop(partition, None)
+
+    def step(self, partition: int, added: Iterable[tuple[Side, str, int, bytes]], resolved: Sequence[Key],
+             next_offsets: dict[str, int], clocks: dict[str, datetime | None]) -> Step:
+        """The records of one step: ``added`` events started waiting, ``resolved`` keys stopped.
+
+        ``next_offsets`` and ``clocks`` may name only the sides that moved; the others keep their values.
+        """
+        seq = self._seq.get(partition, -1) + 1
+        self._seq[partition] = seq
+        offsets = self._next_offsets.setdefault(partition, {})
+        for side, offset in next_offsets.items():
+            offsets[side] = max(offsets.get(side, 0), offset)
+        known_clocks = self._clocks.setdefault(partition, {})
+        known_clocks.update({side: clock for side, clock in clocks.items() if clock is not None})
+        entries: list[Record] = [(entry_key(*key), None) for key in self._owed.get(partition, [])]
+        header = b'{"seq": %d, "offset": %d}\n'
+        entries += [(entry_key(side, pid), header % (seq, offset) + value) for side, pid, offset, value in added]
+        # Overwriting an earlier step's resolved/i is safe: the tombstones that step owed went first.
+        size = self.max_resolved_per_record
+        for i in range(0, len(resolved), size):
+            chunk = {"seq": seq, "keys": [list(key) for key in resolved[i:i + size]]}
+            entries.append((_RESOLVED_PREFIX + str(i // size).encode(), json.dumps(chunk).encode()))
+        self._owed[partition] = list(resolved)
+        position = {"seq": seq, "next_offsets": offsets,
+                    "clocks": {side: c.isoformat() if c else None for side, c in known_clocks.items()}}
+        return Step(entries, [(POSITION_KEY, json.dumps(position).encode())])
+
+
+def rebuild(records: Iterable[Record]) -> Rebuilt:
+    """A partition's state from its changelog records, in offset order (compacted or not)."""
+    latest: dict[bytes, bytes | None] = {}
+    for key, value in records:
+        latest[key] = value
+    position_blob = latest.pop(POSITION_KEY, None)
+    if position_blob is None:
+        return Rebuilt()
+    position = json.loads(position_blob)
+    resolved: set[Key] = set()
+    for key in [k for k in latest if k.startswith(_RESOLVED_PREFIX)]:
+        chunk = json.loads(latest.pop(key) or b'{"seq": -1}')
+        if chunk["seq"] == position["seq"]:  # earlier steps' keys have their tombstones written
+            resolved.update((side, pid) for side, pid in chunk["keys"])
+    out = Rebuilt(
+        next_offsets={side: int(o) for side, o in position["next_offsets"].items()},
+        clocks={side: datetime.fromisoformat(c) if c else None for side, c in position["clocks"].items()},
+        seq=int(position["seq"]),
+        resolved=sorted(resolved),
+    )
+    for key, value in latest.items():
+        if value is None:
+            continue
+        side, pid = _parse_key(key)
+        header, _, raw = value.partition(b"\n")
+        meta = json.loads(header)
+        if meta["seq"] > out.seq or (side, pid) in resolved:
+            continue  # logged by a step the crash cut short, or resolved by the last step
+        out.pending.append(PendingEntry(side, pid, int(meta["offset"]), raw))
+    out.pending.sort(key=lambda e: (e.side, e.offset))
+    return out
