@@ -26,7 +26,7 @@ from __future__ import annotations
 import pickle
 import zlib
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 from detectors.data_monitor import DataMonitor
@@ -213,10 +213,14 @@ class Checkpointer:
             self._last = now
         return now - self._last >= self.interval_seconds
 
-    def snapshot(self, monitors: MonitorSet, now: float) -> list[Checkpoint]:
-        """Checkpoints of every model changed since the last snapshot (with all its monitors); they are then clean."""
+    def snapshot(self, monitors: MonitorSet, now: float, models: Collection[str] | None = None) -> list[Checkpoint]:
+        """Checkpoints of every model changed since the last snapshot (with all its monitors); they are then clean.
+
+        With ``models``, only those of them that changed: the interval (:meth:`due`) keeps running.
+        """
+        chosen = sorted(self._dirty if models is None else self._dirty.intersection(models))
         out = []
-        for model in sorted(self._dirty):
+        for model in chosen:
             where = self.next_offset(model)
             if model in monitors.monitors and where is not None:
                 segments = {s: m for (owner, s), m in monitors.segment_monitors.items() if owner == model}
@@ -224,6 +228,7 @@ class Checkpointer:
                 out.append(Checkpoint(model, where[0], where[1], monitors.monitors[model],
                                       recent.to_list() if recent else [], segments, monitors.data_monitors_of(model),
                                       monitors.metric_monitors_of(model)))
-        self._dirty.clear()
-        self._last = now
+        self._dirty.difference_update(chosen)
+        if models is None:
+            self._last = now
         return out

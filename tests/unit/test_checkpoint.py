@@ -68,6 +68,19 @@ def test_arrive_skips_replayed_messages_and_admit_drops_duplicate_ids() -> None:
     assert fresh.next_offset("speech-asr") is None and not fresh.dirty
 
 
+def test_a_snapshot_of_named_models_leaves_the_others_dirty_and_the_interval_running() -> None:
+    config = MonitorConfig.model_validate(yaml.safe_load(SPEECH_MONITORS.replace("speech-asr", "other")
+                                                         + SPEECH_MONITORS.removeprefix("models:\n")))
+    monitors = MonitorSet(config, build_detector)
+    cp = Checkpointer(interval_seconds=10, dedupe_size=10)
+    assert not cp.due(100.0)
+    for offset, model in enumerate(("speech-asr", "other")):
+        assert cp.arrive(model, 0, offset, 1) and cp.admit(model, offset, f"l:{model}")
+    assert [c.model for c in cp.snapshot(monitors, now=105.0, models={"other", "absent"})] == ["other"]
+    assert cp.dirty and cp.due(110.0), "speech-asr still to write; the partial snapshot did not reset the interval"
+    assert [c.model for c in cp.snapshot(monitors, now=110.0)] == ["speech-asr"] and not cp.due(115.0)
+
+
 def test_due_after_the_interval() -> None:
     cp = Checkpointer(interval_seconds=10, dedupe_size=1)
     assert not cp.due(100.0) and not cp.due(109.0) and cp.due(110.0)
