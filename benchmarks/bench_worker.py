@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from pydantic import TypeAdapter
 
 from offline_path import proc_status_kib
@@ -178,11 +178,14 @@ class BrokerRun:
     ceiling_before: float
     ceiling_after: float
     worker: WorkerRun
+    #: Records the worker wrote to the join's changelog (entries, tombstones, resolved lists, positions).
+    changelog_records: int
 
 
 def run_on_broker(bootstrap: str, workload: Workload, n_predictions: int, partitions: int, work: Path) -> BrokerRun:
     run = f"{workload.name}-{uuid.uuid4().hex[:8]}"
-    settings = load_settings(kafka_bootstrap=bootstrap, topic_prefix=f"bench-{run}.", partitions=partitions)
+    settings = load_settings(kafka_bootstrap=bootstrap, topic_prefix=f"bench-{run}.", partitions=partitions,
+                             app_id=f"bench-{run}")
     ensure_topics(settings)
     t0 = time.perf_counter()
     produce_backlog(bootstrap, settings.topics, workload, n_predictions)
@@ -193,13 +196,22 @@ def run_on_broker(bootstrap: str, workload: Workload, n_predictions: int, partit
         spec.watches_predictions for spec in parse_monitor_config(workload.config()).models.values())
     web_port = free_port()
     env = {"DRIFTLINE_KAFKA_BOOTSTRAP": bootstrap, "DRIFTLINE_TOPIC_PREFIX": settings.topic_prefix,
-           "DRIFTLINE_APP_ID": f"bench-{run}", "DRIFTLINE_MONITOR_CONFIG": str(config),
+           "DRIFTLINE_APP_ID": settings.app_id, "DRIFTLINE_MONITOR_CONFIG": str(config),
            "DRIFTLINE_DATA_DIR": str(work / run), "DRIFTLINE_WEB_PORT": str(web_port),
            "DRIFTLINE_PARTITIONS": str(partitions)}
     before = ceiling(bootstrap, settings.topics, 2 * n_predictions)
     worker = worker_rate(env, web_port, n_predictions, watch, work / f"{run}.log")
     after = ceiling(bootstrap, settings.topics, 2 * n_predictions)
-    return BrokerRun(produce_s, before, after, worker)
+    return BrokerRun(produce_s, before, after, worker, records_written(bootstrap, settings.join_state_topic, partitions))
+
+
+def records_written(bootstrap: str, topic: str, partitions: int) -> int:
+    """How many records a topic holds in all (high-water marks: compaction does not lower them)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"count-{uuid.uuid4().hex}"})
+    try:
+        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions))
+    finally:
+        consumer.close()
 
 
 def _row(what: str, rate: float | str, memory: str = "") -> None:
@@ -237,6 +249,8 @@ def print_table(workload: Workload, n_predictions: int, offline: dict[str, float
         print(f"ingest / mean ceiling = {w.ingest_rate / mean_ceiling:.3f}; end to end / mean ceiling = "
               f"{w.rate / mean_ceiling:.3f}; last event scored {n_events / w.rate - n_events / w.ingest_rate:.1f} s "
               f"after the last ingest batch; first read placed within {w.start_resolution:.2f} s")
+        print(f"join changelog: {broker.changelog_records:,} records written, "
+              f"{broker.changelog_records / n_events:.2f} per event")
         if w.n_processed < n_events:
             print(f"note: the worker joined {w.n_processed:,.0f} of {n_events:,} events (see its log)")
         if w.n_watched is not None and w.n_watched < n_predictions:
