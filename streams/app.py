@@ -485,22 +485,30 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
     async def take_over(partitions: set[int], wall: float) -> IngestResult[SourceRef]:
         """Rebuild the join state of source partitions new here from their changelog (call under ingest_lock)."""
         out: IngestResult[SourceRef] = IngestResult()
-        for partition in sorted(partitions - set(rebuilt_sources)):
-            started = time.perf_counter()
-            records = await asyncio.to_thread(read_partition, settings, settings.join_state_topic, partition)
+
+        def read_back(partition: int) -> tuple[int, Rebuilt, IngestResult[SourceRef]]:
+            # In a thread: a partition with a million waiting events takes ~30 s to read and decode (measured
+            # ~31-36k/s), longer than the event loop may stall without missing its group heartbeats.  The
+            # ingest lock keeps every other user of join_stage out meanwhile.
+            records = read_partition(settings, settings.join_state_topic, partition)
             rebuilt = rebuild(records)
-            join_log.resume(partition, rebuilt)
             waiting = [RawRecord(e.side, e.value, SourceRef(topic_of_side[e.side], partition, e.offset,
                                                             e.prediction_id.encode()), partition)
                        for e in rebuilt.pending]
-            restored = join_stage.restore(partition, waiting, rebuilt.clocks, wall)  # type: ignore[arg-type]
+            return len(records), rebuilt, join_stage.restore(partition, waiting, rebuilt.clocks, wall)  # type: ignore[arg-type]
+
+        for partition in sorted(partitions - set(rebuilt_sources)):
+            started = time.perf_counter()
+            n_records, rebuilt, restored = await asyncio.to_thread(read_back, partition)
+            join_log.resume(partition, rebuilt)
             for name in ("labelled", "predictions", "dead_letters", "expired"):
                 getattr(out, name).extend(getattr(restored, name))
-            rebuilt_sources[partition] = rebuilt
-            if records:
+            if n_records:
                 log.warning("source partition %d: %d waiting events restored from %d changelog records in %.1f s; "
-                            "records below offsets %s are skipped", partition, len(waiting), len(records),
+                            "records below offsets %s are skipped", partition, len(rebuilt.pending), n_records,
                             time.perf_counter() - started, rebuilt.next_offsets)
+            rebuilt.pending.clear()  # in the join now; only the offsets are kept, to skip what is read again
+            rebuilt_sources[partition] = rebuilt
         return out
 
     def replayed(record: RawRecord[SourceRef]) -> bool:
