@@ -195,7 +195,12 @@ OVERVIEW = Dashboard(
         Panel("Expired (join partner never came)",
               (Target(f"sum by (source) (rate(driftline_events_expired_total[{RATE}]))", "{{source}}"),),
               unit="ops", width=8),
-        Panel("Join pending", (Target("sum(driftline_join_pending)", "pending"),), width=8),
+        Panel("Join pending",
+              (Target("sum(driftline_join_pending)", "pending"),
+               Target(f"sum(increase(driftline_join_restored_total[{RATE}]))", "restored from the changelog")),
+              width=8, description="Events waiting for their join partner. Restored: waiting events a worker "
+              "read back from the join's changelog when it took their partition over (after a restart or a "
+              "rebalance)."),
         Panel("Batch latency p50 / p99",
               (Target(f"histogram_quantile(0.5, sum by (le, stage) (rate(driftline_batch_seconds_bucket[{RATE}])))",
                       "p50 {{stage}}"),
