@@ -55,6 +55,24 @@ class Worker:
                              f"worker log tail:\n{self.log_path.read_text(errors='replace')[-3000:]}")
 
 
+def worker_env(bootstrap: str, run: str, config_path: Path, app: str = "driftline-test", **settings: str) -> dict[str, str]:
+    """A test worker's environment: its own topic prefix and app id (from ``run``), the monitor config, 0.2 s
+    batches, and ``settings`` (``partitions="4"`` sets ``DRIFTLINE_PARTITIONS``)."""
+    return {
+        "DRIFTLINE_KAFKA_BOOTSTRAP": bootstrap,
+        "DRIFTLINE_TOPIC_PREFIX": f"t{run}.",
+        "DRIFTLINE_APP_ID": f"{app}-{run}",
+        "DRIFTLINE_MONITOR_CONFIG": str(config_path),
+        "DRIFTLINE_BATCH_SECONDS": "0.2",
+        **{f"DRIFTLINE_{k.upper()}": v for k, v in settings.items()},
+    }
+
+
+def settings_of(env: dict[str, str]) -> Settings:
+    """The settings a worker started with ``env`` runs with."""
+    return load_settings(**{k.removeprefix("DRIFTLINE_").lower(): v for k, v in env.items()})
+
+
 @contextmanager
 def running_worker(bootstrap: str, tmp_path: Path, config_yaml: str, **settings: str) -> Iterator[Worker]:
     """Start ``driftline worker`` with a fresh topic prefix and app id; SIGTERM then SIGKILL at the end."""
@@ -71,15 +89,8 @@ def running_workers(
     run = uuid.uuid4().hex[:10]
     config = tmp_path / f"monitors-{run}.yaml"
     config.write_text(config_yaml)
-    env = {
-        "DRIFTLINE_KAFKA_BOOTSTRAP": bootstrap,
-        "DRIFTLINE_TOPIC_PREFIX": f"t{run}.",
-        "DRIFTLINE_APP_ID": f"driftline-test-{run}",
-        "DRIFTLINE_MONITOR_CONFIG": str(config),
-        "DRIFTLINE_BATCH_SECONDS": "0.2",
-        **{f"DRIFTLINE_{k.upper()}": v for k, v in settings.items()},
-    }
-    resolved = load_settings(**{k.removeprefix("DRIFTLINE_").lower(): v for k, v in env.items()})
+    env = worker_env(bootstrap, run, config, **settings)
+    resolved = settings_of(env)
     # Topics exist before anyone produces, so nothing is lost to a missing topic.
     ensure_topics(resolved)
     procs: list[subprocess.Popen[bytes]] = []

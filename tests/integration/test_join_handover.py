@@ -12,9 +12,8 @@ import pytest
 from streams.client import PredictionLogger
 from streams.demo import free_port, start_worker, stop_worker
 from streams.scenarios import SpeechScenario
-from streams.settings import load_settings
 from streams.topics import ensure_topics
-from tests.integration.harness import Worker, assigned_partitions, read_topic
+from tests.integration.harness import Worker, assigned_partitions, read_topic, settings_of, worker_env
 from tests.speech_monitors import SPEECH_MONITORS
 
 pytestmark = pytest.mark.integration
@@ -48,15 +47,8 @@ def test_waiting_predictions_follow_their_partition_to_a_new_worker(kafka_bootst
     run = uuid.uuid4().hex[:10]
     config_path = tmp_path / "monitors.yaml"
     config_path.write_text(SPEECH_MONITORS)
-    env = {
-        "DRIFTLINE_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "DRIFTLINE_TOPIC_PREFIX": f"t{run}.",
-        "DRIFTLINE_APP_ID": f"driftline-handover-{run}",
-        "DRIFTLINE_MONITOR_CONFIG": str(config_path),
-        "DRIFTLINE_PARTITIONS": "4",
-        "DRIFTLINE_BATCH_SECONDS": "0.2",
-    }
-    settings = load_settings(**{k.removeprefix("DRIFTLINE_").lower(): v for k, v in env.items()})
+    env = worker_env(kafka_bootstrap, run, config_path, app="driftline-handover", partitions="4")
+    settings = settings_of(env)
     ensure_topics(settings)
     pairs = list(SpeechScenario(n_events=N_PAIRS, change_at=N_PAIRS, seed=5).events())
     logger = PredictionLogger(settings.confluent_config(), settings.topics)

@@ -28,9 +28,8 @@ from schemas.events import Alert, LabelledExample
 from streams.client import PredictionLogger
 from streams.demo import free_port, start_worker, stop_worker
 from streams.scenarios import SpeechScenario
-from streams.settings import load_settings
 from streams.topics import ensure_topics
-from tests.integration.harness import Worker, read_topic
+from tests.integration.harness import Worker, read_topic, settings_of, worker_env
 from tests.speech_monitors import SPEECH_MONITORS
 
 pytestmark = pytest.mark.integration
@@ -66,20 +65,10 @@ def test_kill_9_mid_drift_resumes_warm_without_duplicates(kafka_bootstrap: str, 
     run = uuid.uuid4().hex[:10]
     config_path = tmp_path / "monitors.yaml"
     config_path.write_text(CONFIG)
-    env = {
-        "DRIFTLINE_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "DRIFTLINE_TOPIC_PREFIX": f"t{run}.",
-        "DRIFTLINE_APP_ID": f"driftline-kill-{run}",
-        "DRIFTLINE_MONITOR_CONFIG": str(config_path),
-        "DRIFTLINE_DATA_DIR": str(tmp_path / "worker"),
-        "DRIFTLINE_PARTITIONS": "1",
-        "DRIFTLINE_BATCH_SECONDS": "0.2",
-        "DRIFTLINE_CHECKPOINT_SECONDS": "2",
-        # The killed member must leave the group quickly for the restarted one to get its partitions.
-        "DRIFTLINE_BROKER_SESSION_TIMEOUT": "6",
-        "DRIFTLINE_BROKER_REQUEST_TIMEOUT": "6",
-    }
-    settings = load_settings(**{k.removeprefix("DRIFTLINE_").lower(): v for k, v in env.items()})
+    # The killed member must leave the group quickly (session timeout 6 s) for the restarted one to get its partitions.
+    env = worker_env(kafka_bootstrap, run, config_path, app="driftline-kill", data_dir=str(tmp_path / "worker"),
+                     partitions="1", checkpoint_seconds="2", broker_session_timeout="6", broker_request_timeout="6")
+    settings = settings_of(env)
     ensure_topics(settings)
     scenario = SpeechScenario(n_events=N_EVENTS, change_at=CHANGE_AT, seed=11)
     pairs = list(scenario.events())
