@@ -135,33 +135,30 @@ class JoinLog:
         self._seq: dict[int, int] = {}
         self._owed: dict[int, list[Key]] = {}  # tombstones of the last position's resolved keys
         self._next_offsets: dict[int, dict[str, int]] = {}
-        self._clocks: dict[int, dict[str, datetime | None]] = {}
 
     def resume(self, partition: int, rebuilt: Rebuilt) -> None:
         """Carry on from a rebuilt partition: its sequence, offsets and owed tombstones."""
         self._seq[partition] = rebuilt.seq
         self._owed[partition] = list(rebuilt.resolved)
         self._next_offsets[partition] = dict(rebuilt.next_offsets)
-        self._clocks[partition] = dict(rebuilt.clocks)
 
     def forget(self, partition: int) -> None:
         """The partition went to another worker, which rebuilds it from the changelog."""
-        for state in (self._seq, self._owed, self._next_offsets, self._clocks):
+        for state in (self._seq, self._owed, self._next_offsets):
             state.pop(partition, None)
 
     def step(self, partition: int, added: Iterable[tuple[Side, str, int, bytes]], resolved: Sequence[Key],
              next_offsets: dict[str, int], clocks: dict[str, datetime | None]) -> Step:
         """The records of one step: ``added`` events started waiting, ``resolved`` keys stopped.
 
-        ``next_offsets`` and ``clocks`` may name only the sides that moved; the others keep their values.
+        ``next_offsets`` may name only the sides that moved (the others keep their offsets); ``clocks`` are the
+        partition's current clocks (the join's, which a rebuild restores too).
         """
         seq = self._seq.get(partition, -1) + 1
         self._seq[partition] = seq
         offsets = self._next_offsets.setdefault(partition, {})
         for side, offset in next_offsets.items():
             offsets[side] = max(offsets.get(side, 0), offset)
-        known_clocks = self._clocks.setdefault(partition, {})
-        known_clocks.update({side: clock for side, clock in clocks.items() if clock is not None})
         entries: list[Record] = [(entry_key(*key), None) for key in self._owed.get(partition, [])]
         header = b'{"seq": %d, "offset": %d}\n'
         entries += [(entry_key(side, pid), header % (seq, offset) + value) for side, pid, offset, value in added]
@@ -172,7 +169,7 @@ class JoinLog:
             entries.append((_RESOLVED_PREFIX + str(i // size).encode(), json.dumps(chunk).encode()))
         self._owed[partition] = list(resolved)
         position = {"seq": seq, "next_offsets": offsets,
-                    "clocks": {side: c.isoformat() if c else None for side, c in known_clocks.items()}}
+                    "clocks": {side: c.isoformat() for side, c in clocks.items() if c is not None}}
         return Step(entries, [(POSITION_KEY, json.dumps(position).encode())])
 
 

@@ -32,6 +32,10 @@ __all__ = ["NOTHING_SENT", "DeadLetter", "Held", "IngestResult", "JoinStage", "M
 Ref = TypeVar("Ref")
 Side = Literal["prediction", "outcome"]
 SIDES: tuple[Side, Side] = ("prediction", "outcome")
+
+
+def _other(side: Side) -> Side:
+    return "outcome" if side == "prediction" else "prediction"
 Source = tuple[Side, int]
 
 _PREDICTION = TypeAdapter(PredictionEvent)
@@ -219,8 +223,7 @@ class JoinStage(Generic[Ref]):
                 self._note_waiting(record, event.prediction_id)
             else:
                 # The other side was waiting, and stops.
-                self._note_resolved(record.partition, "outcome" if record.side == "prediction" else "prediction",
-                                    event.prediction_id)
+                self._note_resolved(record.partition, _other(record.side), event.prediction_id)
                 self._emit_joined(joined, out, wall_time)
         if wall_time is not None:
             self._note_activity(active, wall_time)
@@ -292,8 +295,7 @@ class JoinStage(Generic[Ref]):
             if isinstance(joined, Duplicate):
                 self._dead_letter(record, Rejection("duplicate", joined.reason), out)
             elif joined is not None:
-                self._note_resolved(partition, "outcome" if record.side == "prediction" else "prediction",
-                                    event.prediction_id)
+                self._note_resolved(partition, _other(record.side), event.prediction_id)
                 self._emit_joined(joined, out, wall_time)
         for side, clock in clocks.items():
             if clock is not None:
@@ -366,7 +368,7 @@ class JoinStage(Generic[Ref]):
         for side, partition in active:
             self._last_seen[(side, partition)] = (wall_time, self._joiner(partition).clock(side))
         for side, partition in active:
-            other: Side = "outcome" if side == "prediction" else "prediction"
+            other = _other(side)
             if (other, partition) not in self._last_seen:
                 # A side never heard from is quiet since the other's first event, and its clock starts at the
                 # other's earliest event: starting at the other's latest would, in a backlog, expire events

@@ -507,8 +507,8 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
                 log.warning("source partition %d: %d waiting events restored from %d changelog records in %.1f s; "
                             "records below offsets %s are skipped", partition, len(rebuilt.pending), n_records,
                             time.perf_counter() - started, rebuilt.next_offsets)
-            rebuilt.pending.clear()  # in the join now; only the offsets are kept, to skip what is read again
-            rebuilt_sources[partition] = rebuilt
+            # The events are in the join now; only the offsets are kept, to skip what is read again.
+            rebuilt_sources[partition] = Rebuilt(next_offsets=rebuilt.next_offsets)
         return out
 
     def replayed(record: RawRecord[SourceRef]) -> bool:
