@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detectors.join import OutcomeJoiner  # noqa: E402
+from detectors.ingest.join import OutcomeJoiner
 from schemas.events import OutcomeEvent, PredictionEvent  # noqa: E402
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)

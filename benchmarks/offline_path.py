@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from detectors.monitor import MonitorSet
-from detectors.pipeline import JoinStage, RawRecord
+from detectors.ingest.stage import JoinStage, RawRecord
 from detectors.registry import build_detector
 from schemas.config import parse_monitor_config
 from streams.settings import load_settings

@@ -2,7 +2,7 @@
 
 Each workload yields chunks of ``(key, prediction JSON, outcome JSON)`` exactly
 as the topics carry them, so the worker (through Kafka) and the offline pure
-path (through :class:`~detectors.pipeline.JoinStage`) read the same bytes.
+path (through :class:`~detectors.ingest.stage.JoinStage`) read the same bytes.
 The numeric workloads are generated with numpy a chunk at a time, so that a
 large backlog never sits in memory at once (the offline measurement reads its
 peak resident memory).

@@ -1,6 +1,6 @@
 """Replaying a JSON-lines log of prediction and outcome events through the worker's own code.
 
-The same :class:`~detectors.pipeline.JoinStage` and
+The same :class:`~detectors.ingest.stage.JoinStage` and
 :class:`~detectors.monitor.MonitorSet` the worker runs (performance monitors on
 the labelled examples, data monitors on the predictions), with no Kafka: each
 line is one event exactly as the topics carry it, a prediction or an outcome
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from detectors.monitor import DetectorFactory, MonitorResult, MonitorSet
-from detectors.pipeline import JoinStage, RawRecord, Side
+from detectors.ingest.stage import JoinStage, RawRecord, Side
 from schemas.config import MonitorConfig
 from schemas.events import Alert, LabelledExample, PredictionEvent, RetrainTrigger
 

@@ -15,7 +15,7 @@ partition from at most that offset (it commits no further), so:
   its own restart), and is skipped too.
 
 Items arrive in messages but are scored later, once the watermarks pass them
-(:class:`~detectors.pipeline.MonitorInputOrder`); ``next_offset`` stays at the
+(:class:`~detectors.ingest.merge.MonitorInputOrder`); ``next_offset`` stays at the
 oldest message with an item still waiting, so a crash never loses one.
 
 Everything here is pure and has no Kafka in it.

@@ -3,18 +3,18 @@
 Two agents, each consuming micro-batches with ``take_events``:
 
 * ``ingest`` reads predictions and outcomes (keyed by prediction id, so the two
-  topics are co-partitioned), hands them to :class:`detectors.pipeline.JoinStage`
+  topics are co-partitioned), hands them to :class:`detectors.ingest.stage.JoinStage`
   and sends, per model, one message with the batch's predictions and labelled
   examples to the internal monitor-input topic (keyed by model), followed by a
   watermark message to every partition of it; labelled examples also go one by
   one to the labelled topic for the retrainer; rejects go to the dead-letter
   topic and expiries to the expired topic.  The events waiting in the join for
   their partner are logged to the join's changelog after every batch
-  (:mod:`detectors.join_log`), and read back by whichever worker gets their
+  (:mod:`detectors.ingest.join_log`), and read back by whichever worker gets their
   partition next, after a crash or a rebalance.
 * ``monitor`` reads the monitor-input topic, so each model's events meet in one
   worker, merges the batches of every ingest worker back into event-time order
-  with the watermarks (:class:`detectors.pipeline.MonitorInputOrder`), runs
+  with the watermarks (:class:`detectors.ingest.merge.MonitorInputOrder`), runs
   :class:`detectors.monitor.MonitorSet` and publishes alerts and retrain
   triggers.
 
@@ -39,19 +39,10 @@ from prometheus_client import generate_latest
 from pydantic import TypeAdapter
 
 from detectors.checkpoint import Checkpointer, decode_checkpoint, encode_checkpoint
-from detectors.join_log import JoinLog, Rebuilt, rebuild
+from detectors.ingest.join_log import JoinLog, Rebuilt, rebuild
 from detectors.monitor import ModelMonitor, MonitorResult, MonitorSet
-from detectors.pipeline import (
-    NOTHING_SENT,
-    Held,
-    IngestResult,
-    JoinStage,
-    MonitorInputOrder,
-    RawRecord,
-    Side,
-    Source,
-    source_name,
-)
+from detectors.ingest.merge import NOTHING_SENT, Held, MonitorInputOrder, source_name
+from detectors.ingest.stage import IngestResult, JoinStage, RawRecord, Side, Source
 from detectors.registry import build_detector
 from schemas.config import MonitorConfig
 from schemas.decoding import Rejection, RejectionKind, decode
@@ -477,7 +468,7 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
         for partition in range(settings.partitions):
             outbox.add(names.monitor_input, None, blob, partition=partition)
 
-    # The join's durable state (detectors.join_log): per source partition taken over, what its changelog held.
+    # The join's durable state (detectors.ingest.join_log): per source partition taken over, what its changelog held.
     ingest_lock = asyncio.Lock()  # one step at a time: the batch, the idle tick and a revocation
     rebuilt_sources: dict[int, Rebuilt] = {}
     topic_of_side = {side: topic for topic, side in side_of_topic.items()}

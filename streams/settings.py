@@ -78,7 +78,7 @@ class Settings(BaseSettings):
 
     @property
     def join_state_topic(self) -> str:
-        """The join's changelog (see detectors.join_log): the worker's own, like faust's table changelogs."""
+        """The join's changelog (see detectors.ingest.join_log): the worker's own, like faust's table changelogs."""
         return f"{self.app_id}-join-state-changelog"
 
     @property

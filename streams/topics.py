@@ -42,7 +42,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t.models, 1, {"cleanup.policy": "compact"}),
         TopicSpec(t.deadletter, n, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
         TopicSpec(t.expired, n, {"retention.ms": week}),
-        # The join's waiting events (detectors.join_log), read back whole when a worker takes a partition:
+        # The join's waiting events (detectors.ingest.join_log), read back whole when a worker takes a partition:
         # small segments and an eager cleaner keep what it reads close to what is still waiting.
         TopicSpec(settings.join_state_topic, n, {
             "cleanup.policy": "compact", "segment.bytes": str(16 * 1024 * 1024), "segment.ms": str(600_000),

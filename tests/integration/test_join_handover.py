@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 N_PAIRS = 2000
 SIDES = ("prediction", "outcome")
 # Every event a worker saw, counted once: read + restored = processed + dead-lettered + expired + pending
-# + handed over + replayed (see detectors.pipeline and streams.metrics).
+# + handed over + replayed (see detectors.ingest.stage and streams.metrics).
 IN = ("driftline_events_read_total", "driftline_join_restored_total")
 OUT = ("driftline_events_processed_total", "driftline_events_dead_lettered_total", "driftline_events_expired_total",
        "driftline_join_handed_over_total", "driftline_events_replayed_total")

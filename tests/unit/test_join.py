@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from detectors.exceptions import InvalidParameter
-from detectors.join import Duplicate, Expired, IdsWithinHorizon, OutcomeJoiner
+from detectors.ingest.join import Duplicate, Expired, IdsWithinHorizon, OutcomeJoiner
 from schemas.events import LabelledExample, OutcomeEvent, PredictionEvent
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)

@@ -9,8 +9,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from detectors.join_log import POSITION_KEY, JoinLog, PendingEntry, Record, rebuild
-from detectors.pipeline import JoinStage, RawRecord
+from detectors.ingest.join_log import POSITION_KEY, JoinLog, PendingEntry, Record, rebuild
+from detectors.ingest.stage import JoinStage, RawRecord
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 TTL = 60.0

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 from pydantic import TypeAdapter
 
-from detectors.pipeline import NOTHING_SENT, MonitorInputOrder
+from detectors.ingest.merge import NOTHING_SENT, MonitorInputOrder
 from schemas.events import (
     MAX_BATCH_ITEMS,
     LabelledExample,

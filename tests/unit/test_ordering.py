@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detectors.exceptions import InvalidParameter
-from detectors.ordering import EventTimeReorderer
-from detectors.pipeline import JoinStage, RawRecord
+from detectors.ingest.ordering import EventTimeReorderer
+from detectors.ingest.stage import JoinStage, RawRecord
 from streams.scenarios import SpeechScenario
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)

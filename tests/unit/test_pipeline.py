@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from detectors.pipeline import JoinStage, RawRecord
+from detectors.ingest.stage import JoinStage, RawRecord
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 TTL = 60.0

@@ -16,18 +16,17 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Generic, Literal, TypeVar
 
 from pydantic import TypeAdapter
 
-from detectors.join import Duplicate, Expired, OutcomeJoiner
-from detectors.ordering import EventTimeReorderer
+from detectors.ingest.join import Duplicate, Expired, OutcomeJoiner
+from detectors.ingest.ordering import EventTimeReorderer
 from schemas.decoding import Rejection, decode
-from schemas.events import LabelledExample, MonitorBatch, OutcomeEvent, PredictionEvent
+from schemas.events import LabelledExample, OutcomeEvent, PredictionEvent
 
-__all__ = ["NOTHING_SENT", "DeadLetter", "Held", "IngestResult", "JoinStage", "MonitorInputOrder", "RawRecord", "Side",
-           "Source", "source_name"]
+__all__ = ["DeadLetter", "IngestResult", "JoinStage", "RawRecord", "Side", "Source"]
 
 Ref = TypeVar("Ref")
 Side = Literal["prediction", "outcome"]
@@ -46,7 +45,7 @@ _OUTCOME = TypeAdapter(OutcomeEvent)
 class RawRecord(Generic[Ref]):
     """One value read from a source topic; ``ref`` locates it (topic, partition, offset) for dead letters.
 
-    ``partition`` tells sources apart for event-time ordering (see :mod:`detectors.ordering`).
+    ``partition`` tells sources apart for event-time ordering (see :mod:`detectors.ingest.ordering`).
     """
 
     side: Side
@@ -82,7 +81,7 @@ class JoinStage(Generic[Ref]):
     idle_seconds
         Wall-clock quiet after which a side's event time is let run on (see :meth:`idle`).
     max_pending
-        Hard bound on events waiting for their partner, per partition (see :class:`~detectors.join.OutcomeJoiner`).
+        Hard bound on events waiting for their partner, per partition (see :class:`~detectors.ingest.join.OutcomeJoiner`).
     grace_seconds
         While a source is quiet, the watermark lags this long (wall clock) behind the active sources', so
         that a quiet partition whose first fetch comes a little late is not overtaken.
@@ -92,7 +91,7 @@ class JoinStage(Generic[Ref]):
         monitor stage orders them, holding them in the monitor-input topic, which survives a crash.
     log_changes
         Keep, per partition, the events that started and stopped waiting for their partner, for
-        :meth:`take_changes` (the worker logs them, see :mod:`detectors.join_log`).
+        :meth:`take_changes` (the worker logs them, see :mod:`detectors.ingest.join_log`).
 
     Examples
     --------
@@ -385,96 +384,3 @@ class JoinStage(Generic[Ref]):
                 self.n_expired[item.side] += 1
                 self._note_resolved(partition, item.side, item.prediction_id)
                 out.expired.append(item)
-
-
-#: The watermark of a source partition a worker reads but has released nothing of yet: "hold everything".
-NOTHING_SENT = datetime.min.replace(tzinfo=timezone.utc)
-
-
-def source_name(source: Source) -> str:
-    """How a source partition is named in watermark messages.
-
-    >>> source_name(("outcome", 3))
-    'outcome/3'
-    """
-    side, partition = source
-    return f"{side}/{partition}"
-
-
-@dataclass(frozen=True)
-class Held(Generic[Ref]):
-    """An item of a monitor-input batch, with the message it came in (for acks and checkpoints)."""
-
-    ref: Ref
-    model: str
-    item: PredictionEvent | LabelledExample
-
-
-class MonitorInputOrder(Generic[Ref]):
-    """The monitor stage's side of the watermarks: one event-time order out of several ingest workers' batches.
-
-    Every ingest worker sends each model's predictions and labelled examples
-    in event-time order, but two workers' batches for one model interleave on
-    its partition.  Items are held here until every active source partition's
-    announced watermark has passed them, exactly as :class:`JoinStage` holds
-    them for the partitions it reads; a source partition that no worker has
-    announced for ``idle_seconds`` stops holding anything back.  While one is
-    quiet, the watermark lags ``grace_seconds`` behind the active ones: a
-    worker whose partitions were quiet and start again (as at the start of
-    traffic) is then not overtaken by another worker a batch ahead of it.
-
-    Examples
-    --------
-    >>> from datetime import datetime, timezone
-    >>> from schemas.events import MonitorBatch
-    >>> t = lambda s: datetime(2026, 1, 1, 0, 0, s, tzinfo=timezone.utc)
-    >>> p = lambda i, s: PredictionEvent(prediction_id=i, model="m", model_version="1", event_time=t(s), prediction=1)
-    >>> merge = MonitorInputOrder(n_partitions=2, idle_seconds=5, wall_time=0.0)
-    >>> merge.add(MonitorBatch(model="m", predictions=[p("b", 9)]), ref="worker-2", wall_time=0.0)
-    >>> merge.add(MonitorBatch(watermarks={"prediction/0": t(9), "outcome/0": t(9)}), ref="worker-2", wall_time=0.0)
-    >>> merge.release(wall_time=0.0)   # nothing yet: worker 1's partition 1 has not announced
-    ([], [])
-    >>> merge.add(MonitorBatch(model="m", predictions=[p("a", 5)]), ref="worker-1", wall_time=1.0)
-    >>> merge.add(MonitorBatch(watermarks={"prediction/1": t(7), "outcome/1": t(7)}), ref="worker-1", wall_time=1.0)
-    >>> [(h.ref, h.item.prediction_id) for h in merge.release(wall_time=1.0)[0]]
-    [('worker-1', 'a')]
-    >>> [(h.ref, h.item.prediction_id) for h in merge.release(wall_time=7.0)[0]]  # worker 1 went quiet
-    [('worker-2', 'b')]
-    """
-
-    def __init__(self, n_partitions: int, idle_seconds: float, max_buffered: int = 1_000_000,
-                 wall_time: float | None = None, grace_seconds: float = 0.0) -> None:
-        self.n_partitions = n_partitions
-        self._predictions: EventTimeReorderer[Held[Ref]] = EventTimeReorderer(idle_seconds, max_buffered, grace_seconds)
-        self._labelled: EventTimeReorderer[Held[Ref]] = EventTimeReorderer(idle_seconds, max_buffered, grace_seconds)
-        self._sources = {source_name((side, p)) for p in range(n_partitions) for side in ("prediction", "outcome")}
-        for source in sorted(self._sources):
-            for order in (self._predictions, self._labelled):
-                order.expect(source, wall_time)
-
-    @property
-    def n_held(self) -> int:
-        return self._predictions.n_buffered + self._labelled.n_buffered
-
-    @property
-    def n_late(self) -> int:
-        """Items that came after the merged watermark had passed them (so were scored out of order)."""
-        return self._predictions.n_late + self._labelled.n_late
-
-    def add(self, batch: MonitorBatch, ref: Ref, wall_time: float | None = None) -> None:
-        """Hold a batch's items, or take in a watermark."""
-        for source, mark in batch.watermarks.items():
-            assert source in self._sources, f"source {source} is not one of the {self.n_partitions} partitions"
-            for order in (self._predictions, self._labelled):
-                order.observe(source, mark, wall_time)
-        model = batch.model or ""
-        for prediction in batch.predictions:
-            self._predictions.push(prediction.event_time, prediction.prediction_id, Held(ref, model, prediction),
-                                   wall_time)
-        for example in batch.labelled:
-            completed = max(example.prediction.event_time, example.outcome.event_time)
-            self._labelled.push(completed, example.prediction.prediction_id, Held(ref, model, example), wall_time)
-
-    def release(self, wall_time: float | None = None) -> tuple[list[Held[Ref]], list[Held[Ref]]]:
-        """The predictions and the labelled examples every active source has passed, each in event-time order."""
-        return self._predictions.release(wall_time), self._labelled.release(wall_time)

@@ -7,7 +7,7 @@ prediction expires once the *outcome* clock has passed its event time plus
 outcome once the *prediction* clock has.  One clock for both would expire every
 pending prediction whenever a consumer happened to read far ahead on the other
 topic.  A partner stream that stops is handled by the caller moving its clock
-with the wall clock (see ``detectors.pipeline.JoinStage.idle``), and memory
+with the wall clock (see ``detectors.ingest.stage.JoinStage.idle``), and memory
 has a hard bound, ``max_pending``, past which the oldest pending events expire
 early.  Expired events are handed back, so that nothing disappears unaccounted.
 """

@@ -1,0 +1,108 @@
+"""The monitor stage's merge: one event-time order out of several ingest workers' monitor-input batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Generic, TypeVar
+
+from detectors.ingest.ordering import EventTimeReorderer
+from detectors.ingest.stage import Source
+from schemas.events import LabelledExample, MonitorBatch, PredictionEvent
+
+__all__ = ["NOTHING_SENT", "Held", "MonitorInputOrder", "source_name"]
+
+Ref = TypeVar("Ref")
+
+
+#: The watermark of a source partition a worker reads but has released nothing of yet: "hold everything".
+NOTHING_SENT = datetime.min.replace(tzinfo=timezone.utc)
+
+
+def source_name(source: Source) -> str:
+    """How a source partition is named in watermark messages.
+
+    >>> source_name(("outcome", 3))
+    'outcome/3'
+    """
+    side, partition = source
+    return f"{side}/{partition}"
+
+
+@dataclass(frozen=True)
+class Held(Generic[Ref]):
+    """An item of a monitor-input batch, with the message it came in (for acks and checkpoints)."""
+
+    ref: Ref
+    model: str
+    item: PredictionEvent | LabelledExample
+
+
+class MonitorInputOrder(Generic[Ref]):
+    """The monitor stage's side of the watermarks: one event-time order out of several ingest workers' batches.
+
+    Every ingest worker sends each model's predictions and labelled examples
+    in event-time order, but two workers' batches for one model interleave on
+    its partition.  Items are held here until every active source partition's
+    announced watermark has passed them, exactly as :class:`JoinStage` holds
+    them for the partitions it reads; a source partition that no worker has
+    announced for ``idle_seconds`` stops holding anything back.  While one is
+    quiet, the watermark lags ``grace_seconds`` behind the active ones: a
+    worker whose partitions were quiet and start again (as at the start of
+    traffic) is then not overtaken by another worker a batch ahead of it.
+
+    Examples
+    --------
+    >>> from datetime import datetime, timezone
+    >>> from schemas.events import MonitorBatch
+    >>> t = lambda s: datetime(2026, 1, 1, 0, 0, s, tzinfo=timezone.utc)
+    >>> p = lambda i, s: PredictionEvent(prediction_id=i, model="m", model_version="1", event_time=t(s), prediction=1)
+    >>> merge = MonitorInputOrder(n_partitions=2, idle_seconds=5, wall_time=0.0)
+    >>> merge.add(MonitorBatch(model="m", predictions=[p("b", 9)]), ref="worker-2", wall_time=0.0)
+    >>> merge.add(MonitorBatch(watermarks={"prediction/0": t(9), "outcome/0": t(9)}), ref="worker-2", wall_time=0.0)
+    >>> merge.release(wall_time=0.0)   # nothing yet: worker 1's partition 1 has not announced
+    ([], [])
+    >>> merge.add(MonitorBatch(model="m", predictions=[p("a", 5)]), ref="worker-1", wall_time=1.0)
+    >>> merge.add(MonitorBatch(watermarks={"prediction/1": t(7), "outcome/1": t(7)}), ref="worker-1", wall_time=1.0)
+    >>> [(h.ref, h.item.prediction_id) for h in merge.release(wall_time=1.0)[0]]
+    [('worker-1', 'a')]
+    >>> [(h.ref, h.item.prediction_id) for h in merge.release(wall_time=7.0)[0]]  # worker 1 went quiet
+    [('worker-2', 'b')]
+    """
+
+    def __init__(self, n_partitions: int, idle_seconds: float, max_buffered: int = 1_000_000,
+                 wall_time: float | None = None, grace_seconds: float = 0.0) -> None:
+        self.n_partitions = n_partitions
+        self._predictions: EventTimeReorderer[Held[Ref]] = EventTimeReorderer(idle_seconds, max_buffered, grace_seconds)
+        self._labelled: EventTimeReorderer[Held[Ref]] = EventTimeReorderer(idle_seconds, max_buffered, grace_seconds)
+        self._sources = {source_name((side, p)) for p in range(n_partitions) for side in ("prediction", "outcome")}
+        for source in sorted(self._sources):
+            for order in (self._predictions, self._labelled):
+                order.expect(source, wall_time)
+
+    @property
+    def n_held(self) -> int:
+        return self._predictions.n_buffered + self._labelled.n_buffered
+
+    @property
+    def n_late(self) -> int:
+        """Items that came after the merged watermark had passed them (so were scored out of order)."""
+        return self._predictions.n_late + self._labelled.n_late
+
+    def add(self, batch: MonitorBatch, ref: Ref, wall_time: float | None = None) -> None:
+        """Hold a batch's items, or take in a watermark."""
+        for source, mark in batch.watermarks.items():
+            assert source in self._sources, f"source {source} is not one of the {self.n_partitions} partitions"
+            for order in (self._predictions, self._labelled):
+                order.observe(source, mark, wall_time)
+        model = batch.model or ""
+        for prediction in batch.predictions:
+            self._predictions.push(prediction.event_time, prediction.prediction_id, Held(ref, model, prediction),
+                                   wall_time)
+        for example in batch.labelled:
+            completed = max(example.prediction.event_time, example.outcome.event_time)
+            self._labelled.push(completed, example.prediction.prediction_id, Held(ref, model, example), wall_time)
+
+    def release(self, wall_time: float | None = None) -> tuple[list[Held[Ref]], list[Held[Ref]]]:
+        """The predictions and the labelled examples every active source has passed, each in event-time order."""
+        return self._predictions.release(wall_time), self._labelled.release(wall_time)
