@@ -1,7 +1,7 @@
 """The pure path of one workload, offline, in a process of its own: events/s and peak resident memory.
 
 ``JoinStage`` (decode, join, order) then ``MonitorSet.observe_predictions`` and
-``.observe``, batch by batch, as ``detectors/backtest.py`` runs them.  Run
+``.observe``, batch by batch, as ``detectors/monitors/backtest.py`` runs them.  Run
 alone so that its peak resident memory (``VmHWM``) is this path's and nothing
 else's; prints one JSON object for ``bench_worker.py``.
 
@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from detectors.monitor import MonitorSet
+from detectors.monitors.performance_monitor import MonitorSet
 from detectors.ingest.stage import JoinStage, RawRecord
 from detectors.registry import build_detector
 from schemas.config import parse_monitor_config

@@ -25,7 +25,7 @@ RETRAINER_JOB = "driftline-retrainer"
 RATE = "$__rate_interval"
 # deploy/prometheus/rules/driftline.yml records it.
 COVERAGE_15M = "driftline:model_label_coverage:ratio_rate15m"
-# Detectors of the prediction-side monitors (detectors/data_monitor.py).  gaussian_glr is also a regressor's
+# Detectors of the prediction-side monitors (detectors/monitors/data_monitor.py).  gaussian_glr is also a regressor's
 # default performance detector, so on a regression model its count mixes trend and decay alerts.
 DATA_DETECTORS = "ks|chi_squared|unseen_rate|robust_spike|gaussian_glr|confidence"
 

@@ -15,7 +15,7 @@ Two agents, each consuming micro-batches with ``take_events``:
 * ``monitor`` reads the monitor-input topic, so each model's events meet in one
   worker, merges the batches of every ingest worker back into event-time order
   with the watermarks (:class:`detectors.ingest.merge.MonitorInputOrder`), runs
-  :class:`detectors.monitor.MonitorSet` and publishes alerts and retrain
+  :class:`detectors.monitors.performance_monitor.MonitorSet` and publishes alerts and retrain
   triggers.
 
 Agent concurrency stays 1: faust-streaming #606 loses messages above it.
@@ -38,9 +38,9 @@ from faust.types import TP
 from prometheus_client import generate_latest
 from pydantic import TypeAdapter
 
-from detectors.checkpoint import Checkpointer, decode_checkpoint, encode_checkpoint
+from detectors.monitors.checkpoint import Checkpointer, decode_checkpoint, encode_checkpoint
 from detectors.ingest.join_log import JoinLog, Rebuilt, rebuild
-from detectors.monitor import ModelMonitor, MonitorResult, MonitorSet
+from detectors.monitors.performance_monitor import ModelMonitor, MonitorResult, MonitorSet
 from detectors.ingest.merge import NOTHING_SENT, Held, MonitorInputOrder, source_name
 from detectors.ingest.stage import IngestResult, JoinStage, RawRecord, Side, Source
 from detectors.registry import build_detector
@@ -265,13 +265,13 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
     progress = _SourceProgress(side_of_topic)
     watched_models = {model for model, spec in config.models.items() if spec.watches_predictions}
 
-    # Durable monitor state.  One entry per model (value: detectors.checkpoint bytes) in the changelog
+    # Durable monitor state.  One entry per model (value: detectors.monitors.checkpoint bytes) in the changelog
     # partition equal to the model's monitor-input partition, so faust's table recovery has read it before the
     # monitor agent gets that partition's events.  The agent writes it straight to the changelog with the
     # producer and awaits the acks, once per checkpoint interval (and at once after a batch that alerts).
     # A monitor-input message is acked only once all its items are scored and checkpointed: the committed
     # offset never passes the state, so a kill -9 replays at most the messages since the last checkpoint,
-    # and what the state already holds is skipped (see detectors.checkpoint).
+    # and what the state already holds is skipped (see detectors.monitors.checkpoint).
     # The changelog is declared here only to keep it raw bytes (faust's default is json).
     state_changelog = app.topic(
         f"{settings.app_id}-monitor-state-changelog", partitions=settings.partitions, compacting=True, deleting=False,

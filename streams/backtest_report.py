@@ -1,4 +1,4 @@
-"""``driftline backtest``: progress bar, summary table and PNG report around :func:`detectors.backtest.run_backtest`."""
+"""``driftline backtest``: progress bar, summary table and PNG report around :func:`detectors.monitors.backtest.run_backtest`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
-from detectors.backtest import BacktestResult, run_backtest
+from detectors.monitors.backtest import BacktestResult, run_backtest
 from detectors.registry import build_detector
 from schemas.config import MonitorConfig
 

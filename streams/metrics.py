@@ -12,10 +12,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
-from detectors.data_monitor import (
+from detectors.monitors.data_monitor import (
     ESTIMATED, FEATURE_DRIFT, NEW_CATEGORY, OUTLIERS, PREDICTION_DRIFT, TREND, DataMonitor,
 )
-from detectors.monitor import MonitorSet
+from detectors.monitors.performance_monitor import MonitorSet
 from schemas.config import ModelSpec, MonitorConfig
 from schemas.events import PredictionEvent
 
@@ -46,7 +46,7 @@ class _DataSeries:
 
 
 def _data_keys(spec: ModelSpec) -> Iterator[tuple[_Key, str]]:
-    """Each (key, fired severity) a DataMonitor of this spec can alert on, as detectors/data_monitor.py decides them."""
+    """Each (key, fired severity) a DataMonitor of this spec can alert on, as detectors/monitors/data_monitor.py decides them."""
     series = [(FEATURE_DRIFT, name, f.kind) for name, f in spec.features.items() if f.drift]
     if spec.prediction_drift:
         series.append((PREDICTION_DRIFT, "prediction", "categorical" if spec.task == "classification" else "numeric"))

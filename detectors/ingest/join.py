@@ -60,7 +60,7 @@ class IdsWithinHorizon:
     (and the joined events' stale deadlines dropped) it holds 71.  A hash collision would flag a new id as a
     duplicate: with 64-bit hashes and millions of ids, a chance near 1e-13 per event.  Ids leave a bucket's
     width (``horizon / n_buckets``) later than asked, at most.  Hashes are Python's own, salted per process:
-    the set is never persisted.  (:class:`detectors.checkpoint.RecentIds` is another thing: the last N ids, as
+    the set is never persisted.  (:class:`detectors.monitors.checkpoint.RecentIds` is another thing: the last N ids, as
     strings, because a checkpoint carries them.)
 
     >>> from datetime import datetime, timedelta, timezone

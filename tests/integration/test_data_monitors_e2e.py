@@ -10,7 +10,7 @@ import pytest
 import yaml
 from pydantic import TypeAdapter
 
-from detectors.backtest import run_backtest
+from detectors.monitors.backtest import run_backtest
 from detectors.registry import build_detector
 from schemas.config import parse_monitor_config
 from schemas.events import Alert, OutcomeEvent, PredictionEvent

@@ -5,7 +5,7 @@ One module-scoped run on the real broker, checked by several tests:
 * run A: one worker alone over the events;
 * run B: two workers in one consumer group (one app id and topic prefix, their own web ports and data
   dirs), both holding partitions before the first event is produced;
-* the reference: ``detectors.backtest.run_backtest`` over the same events, what the worker's own code
+* the reference: ``detectors.monitors.backtest.run_backtest`` over the same events, what the worker's own code
   says with no Kafka at all.
 
 Eight copies of the speech scenario (different model names and seeds) decay and then recover, so every
@@ -30,7 +30,7 @@ import yaml
 from aiokafka.partitioner import murmur2
 from pydantic import TypeAdapter
 
-from detectors.backtest import run_backtest
+from detectors.monitors.backtest import run_backtest
 from detectors.registry import build_detector
 from schemas.config import MonitorConfig
 from schemas.events import Alert, OutcomeEvent, PredictionEvent

@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import yaml
 
-from detectors.checkpoint import (
-    Checkpoint,
-    Checkpointer,
-    RecentIds,
-    decode_checkpoint,
-    encode_checkpoint,
-)
-from detectors.monitor import MonitorSet
+from detectors.monitors.checkpoint import Checkpoint, Checkpointer, RecentIds, decode_checkpoint, encode_checkpoint
+from detectors.monitors.performance_monitor import MonitorSet
 from detectors.registry import build_detector
 from schemas.config import MonitorConfig
 from schemas.events import LabelledExample

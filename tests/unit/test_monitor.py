@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from detectors.monitor import MonitorResult, MonitorSet, UnscorableExample, loss_of
+from detectors.monitors.performance_monitor import MonitorResult, MonitorSet, UnscorableExample, loss_of
 from detectors.registry import build_detector
 from schemas.config import parse_monitor_config
 from schemas.events import Alert, LabelledExample, OutcomeEvent, PredictionEvent, RetrainTrigger, deterministic_id

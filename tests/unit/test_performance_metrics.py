@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detectors.monitor import MonitorSet
+from detectors.monitors.performance_monitor import MonitorSet
 from detectors.performance import RollingMetric
 from detectors.registry import build_detector
 from schemas.config import parse_monitor_config
@@ -173,7 +173,7 @@ def test_a_time_window_needs_min_samples_and_judges_a_quiet_model() -> None:
 
 def test_further_metrics_alert_on_their_own_thresholds_and_travel_in_checkpoints() -> None:
     """Fraud watched on recall and precision: false positives triple after the change, recall holds."""
-    from detectors.checkpoint import Checkpointer, decode_checkpoint, encode_checkpoint
+    from detectors.monitors.checkpoint import Checkpointer, decode_checkpoint, encode_checkpoint
 
     rng = np.random.default_rng(5)
     config = parse_monitor_config(

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from detectors.backtest import BacktestResult, run_backtest
+from detectors.monitors.backtest import BacktestResult, run_backtest
 from detectors.registry import build_detector
 from schemas.config import parse_monitor_config
 from schemas.events import Alert, OutcomeEvent, PredictionEvent

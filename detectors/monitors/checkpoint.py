@@ -1,7 +1,7 @@
 """Checkpoints of monitor state: what one model's monitors know, and which input they have already seen.
 
-A checkpoint is one model's monitors (its :class:`~detectors.monitor.ModelMonitor`,
-its segments' and its versions' :class:`~detectors.data_monitor.DataMonitor`),
+A checkpoint is one model's monitors (its :class:`~detectors.monitors.performance_monitor.ModelMonitor`,
+its segments' and its versions' :class:`~detectors.monitors.data_monitor.DataMonitor`),
 pickled together so that they keep sharing one retrain cooldown, with the
 monitor-input partition the model's messages come from, the offset of its
 first message not wholly in the state, and the ids of its most recently scored
@@ -29,8 +29,8 @@ from collections import Counter, deque
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
-from detectors.data_monitor import DataMonitor
-from detectors.monitor import ModelMonitor, MonitorSet
+from detectors.monitors.data_monitor import DataMonitor
+from detectors.monitors.performance_monitor import ModelMonitor, MonitorSet
 
 __all__ = ["Checkpoint", "Checkpointer", "RecentIds", "decode_checkpoint", "encode_checkpoint"]
 

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors.base import DriftDetector, alarms_with_state
-from detectors.data_monitor import DataMonitor, RetrainGate
+from detectors.monitors.data_monitor import DataMonitor, RetrainGate
 from detectors.exceptions import InvalidParameter
 from detectors.performance import RollingMetric, UnscorableExample, components_of
 from schemas.config import ModelSpec, MonitorConfig, PerformanceSpec
@@ -383,7 +383,7 @@ class MonitorSet:
 
     Per model there is one :class:`ModelMonitor` (and one per segment where
     asked) and, for each of its recent versions, one
-    :class:`~detectors.data_monitor.DataMonitor` (again per segment where
+    :class:`~detectors.monitors.data_monitor.DataMonitor` (again per segment where
     asked).  Events of models absent from the config are counted, not watched.
     """
 

@@ -1,7 +1,7 @@
 """Replaying a JSON-lines log of prediction and outcome events through the worker's own code.
 
 The same :class:`~detectors.ingest.stage.JoinStage` and
-:class:`~detectors.monitor.MonitorSet` the worker runs (performance monitors on
+:class:`~detectors.monitors.performance_monitor.MonitorSet` the worker runs (performance monitors on
 the labelled examples, data monitors on the predictions), with no Kafka: each
 line is one event exactly as the topics carry it, a prediction or an outcome
 (told apart by its ``actual`` or ``prediction`` field).  Bad lines are
@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from detectors.monitor import DetectorFactory, MonitorResult, MonitorSet
+from detectors.monitors.performance_monitor import DetectorFactory, MonitorResult, MonitorSet
 from detectors.ingest.stage import JoinStage, RawRecord, Side
 from schemas.config import MonitorConfig
 from schemas.events import Alert, LabelledExample, PredictionEvent, RetrainTrigger
