@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from detectors.monitors.performance_monitor import MonitorSet
+from detectors.monitors.monitor_set import MonitorSet
 from detectors.ingest.stage import JoinStage, RawRecord
 from detectors.registry import build_detector
 from schemas.config import parse_monitor_config

@@ -40,7 +40,9 @@ from pydantic import TypeAdapter
 
 from detectors.monitors.checkpoint import Checkpointer, decode_checkpoint, encode_checkpoint
 from detectors.ingest.join_log import JoinLog, Rebuilt, rebuild
-from detectors.monitors.performance_monitor import ModelMonitor, MonitorResult, MonitorSet
+from detectors.monitors.performance_monitor import ModelMonitor
+from detectors.monitors.episodes import MonitorResult
+from detectors.monitors.monitor_set import MonitorSet
 from detectors.ingest.merge import NOTHING_SENT, Held, MonitorInputOrder, source_name
 from detectors.ingest.stage import IngestResult, JoinStage, RawRecord, Side, Source
 from detectors.registry import build_detector

@@ -107,7 +107,7 @@ def worker(
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     monitor_config = load_monitor_config(settings.monitor_config)
     # Build the monitors once up front so a bad detector parameter fails here, naming its field.
-    from detectors.monitors.performance_monitor import MonitorSet
+    from detectors.monitors.monitor_set import MonitorSet
     from detectors.registry import build_detector
 
     MonitorSet(monitor_config, build_detector)

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 from detectors.monitors.data_monitor import (
     ESTIMATED, FEATURE_DRIFT, NEW_CATEGORY, OUTLIERS, PREDICTION_DRIFT, TREND, DataMonitor,
 )
-from detectors.monitors.performance_monitor import MonitorSet
+from detectors.monitors.monitor_set import MonitorSet
 from schemas.config import ModelSpec, MonitorConfig
 from schemas.events import PredictionEvent
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from detectors.monitors.backtest import BacktestResult, run_backtest
 from detectors.monitors.checkpoint import Checkpointer, decode_checkpoint, encode_checkpoint
-from detectors.monitors.data_monitor import DataMonitor, RetrainGate, confidence_of
-from detectors.monitors.performance_monitor import ModelMonitor, MonitorResult, MonitorSet, loss_of
+from detectors.monitors.data_monitor import DataMonitor, confidence_of
+from detectors.monitors.episodes import RetrainGate
+from detectors.monitors.performance_monitor import ModelMonitor, loss_of
+from detectors.monitors.episodes import MonitorResult
+from detectors.monitors.monitor_set import MonitorSet
 
 __all__ = [
+    "AlertEpisodes",
     "BacktestResult",
     "Checkpointer",
     "DataMonitor",

@@ -45,11 +45,12 @@ from scipy import stats
 
 from detectors.base import DriftDetector, alarms_with_state
 from detectors.distribution import holm
+from detectors.monitors.episodes import AlertEpisodes, RetrainGate
 from detectors.outliers import RobustSpikeDetector
 from schemas.config import ModelSpec
-from schemas.events import Alert, PredictionEvent, RetrainTrigger, deterministic_id
+from schemas.events import Alert, AlertKind, PredictionEvent, RetrainTrigger, Severity, deterministic_id
 
-__all__ = ["DataMonitor", "RetrainGate", "confidence_of"]
+__all__ = ["DataMonitor", "confidence_of"]
 
 FEATURE_DRIFT = "feature_drift"
 PREDICTION_DRIFT = "prediction_drift"
@@ -64,28 +65,6 @@ RESOLVE_PVALUE = 0.05
 _MIN_EXPECTED = 5
 MISSING = "<missing>"
 OTHER = "<other>"
-
-
-class RetrainGate:
-    """One model's retrain cooldown, shared by its performance and data monitors.
-
-    >>> from datetime import datetime, timedelta, timezone
-    >>> gate = RetrainGate(3600)
-    >>> t = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    >>> gate.admit(t), gate.admit(t + timedelta(minutes=30)), gate.admit(t + timedelta(hours=2))
-    (True, False, True)
-    """
-
-    def __init__(self, cooldown_seconds: float) -> None:
-        self.cooldown_seconds = cooldown_seconds
-        self.last: datetime | None = None
-
-    def admit(self, event_time: datetime) -> bool:
-        """Whether a drift- or decay-driven trigger may go out at ``event_time`` (and note it if so)."""
-        if self.last is not None and (event_time - self.last).total_seconds() < self.cooldown_seconds:
-            return False
-        self.last = event_time
-        return True
 
 
 def confidence_of(prediction: PredictionEvent) -> float | None:
@@ -113,12 +92,6 @@ def _as_number(value: object) -> float:
 
 def _as_category(value: object) -> str:
     return MISSING if value is None else str(value)
-
-
-@dataclass
-class _Open:
-    episode_id: str
-    last_alarm: int  # position (among the predictions this monitor saw) of the latest alarm
 
 
 @dataclass
@@ -206,7 +179,9 @@ class DataMonitor:
                 )
         self.n_seen = 0
         self._retrains = spec.retrain.enabled and spec.retrain.on_drift and segment is None
-        self._open: dict[tuple[str, str, str], _Open] = {}  # (monitor, series, detector) -> episode
+        # By (monitor, series, detector).
+        self._episodes: AlertEpisodes[tuple[str, str, str]] = AlertEpisodes(
+            model, segment, scope=(model, version, segment or ""), version=version)
         self._confidences: deque[float] = deque(maxlen=spec.estimated_performance.window
                                                 if spec.estimated_performance else 1)
         self._confidence_sum = 0.0
@@ -247,7 +222,7 @@ class DataMonitor:
 
     @property
     def open_alerts(self) -> list[tuple[str, str, str]]:
-        return sorted(self._open)
+        return sorted(self._episodes)
 
     # ---------------------------------------------------------------- observe
 
@@ -295,7 +270,7 @@ class DataMonitor:
     def retire(self, at: PredictionEvent, why: str) -> list[Alert]:
         """Resolve every open alert: this version is no longer watched (``at`` is the event that caused it)."""
         alerts = []
-        for key in sorted(self._open):
+        for key in sorted(self._episodes):
             monitor, series, detector = key
             message = f"{self._label}: {monitor} {detector} alert on {series} resolved: {why}"
             alerts.append(self._resolve(key, at, 0.0, 0.0, message))
@@ -346,7 +321,7 @@ class DataMonitor:
             detector = "ks" if channel.kind == "numeric" else "chi_squared"
             key = (channel.monitor, channel.name, detector)
             self.statistics[key] = statistic
-            if drifted and key not in self._open:
+            if drifted and key not in self._episodes:
                 what = "predictions" if channel.monitor == PREDICTION_DRIFT else f"feature {channel.name}"
                 message = (
                     f"{self._label}: {what} drifted from {self._reference_source}: {description} "
@@ -354,7 +329,7 @@ class DataMonitor:
                 )
                 self._fire(key, position, at, "drift", "warning", statistic, pvalue, message, pending,
                            lookback=self.spec.drift.window)
-            elif not drifted and key in self._open and pvalue > RESOLVE_PVALUE:
+            elif not drifted and key in self._episodes and pvalue > RESOLVE_PVALUE:
                 message = f"{self._label}: {channel.name} is back in line with the reference ({description}, p={pvalue:.2g})"
                 pending.append(_Pending(position, self._resolve(key, at, statistic, pvalue, message), None))
 
@@ -410,7 +385,7 @@ class DataMonitor:
         limit = self.spec.drift.max_unseen_rate
         key = (channel.monitor, channel.name, "unseen_rate")
         self.statistics[key] = rate
-        if rate > limit and key not in self._open:
+        if rate > limit and key not in self._episodes:
             new = sorted((str(c) for c in counts if c not in channel.reference_counts), key=lambda c: -counts[c])[:5]
             what = "predicted classes" if channel.monitor == PREDICTION_DRIFT else f"categories of {channel.name}"
             message = (
@@ -419,9 +394,9 @@ class DataMonitor:
             )
             self._fire(key, position, at, "drift", "critical", rate, limit, message, pending,
                        lookback=self.spec.drift.window, monitor=NEW_CATEGORY)
-        elif key in self._open and rate <= limit / 2:
+        elif key in self._episodes and rate <= limit / 2:
             message = f"{self._label}: unseen {channel.name} categories down to {rate:.1%}; alert resolved"
-            pending.append(_Pending(position, self._resolve(key, at, rate, limit, message, monitor=NEW_CATEGORY), None))
+            pending.append(_Pending(position, self._resolve(key, at, rate, limit, message), None))
 
     # --------------------------------------------------------- per event
 
@@ -440,10 +415,12 @@ class DataMonitor:
                 idx = int(present[j])
                 position = start + idx
                 self._maybe_resolve_quiet(key, position, predictions, start, pending)
-                if key in self._open:
-                    self._open[key].last_alarm = position
+                episode = self._episodes.get(key)
+                if episode is not None:
+                    episode.last_alarm = position
                     continue
                 value = float(values[idx])
+                kind: AlertKind
                 if monitor == OUTLIERS:
                     message = (
                         f"{self._label}: {channel.name} = {value:.6g} is a spike, {statistic:.1f} robust standard "
@@ -467,14 +444,14 @@ class DataMonitor:
         pending: list[_Pending],
     ) -> None:
         """Resolve a spike or trend alert once a full window has passed without another alarm before ``upto``."""
-        episode = self._open.get(key)
+        episode = self._episodes.get(key)
         if episode is None:
             return
         resolve_at = episode.last_alarm + self.spec.drift.window
         if resolve_at < upto and resolve_at >= start:
             at = predictions[resolve_at - start]
             message = f"{self._label}: no {key[0]} alarm on {key[1]} for {self.spec.drift.window} predictions; resolved"
-            pending.append(_Pending(resolve_at, self._resolve(key, at, 0.0, 0.0, message, monitor=key[0]), None))
+            pending.append(_Pending(resolve_at, self._resolve(key, at, 0.0, 0.0, message), None))
 
     def _estimate(self, predictions: Sequence[PredictionEvent], start: int, pending: list[_Pending]) -> None:
         spec = self.spec.estimated_performance
@@ -491,65 +468,38 @@ class DataMonitor:
             if len(self._confidences) < spec.window:
                 continue
             value = self._confidence_sum / len(self._confidences)
-            if key not in self._open and value < spec.threshold:
+            if key not in self._episodes and value < spec.threshold:
                 message = (
                     f"{self._label}: estimated accuracy (mean confidence of the last {spec.window} predictions) "
                     f"fell to {value:.3f}, below {spec.threshold:g}; outcomes have not confirmed it yet"
                 )
                 self._fire(key, start + i, prediction, "performance_decay", "warning", value, spec.threshold, message,
                            pending, lookback=None, monitor=ESTIMATED)
-            elif key in self._open and value >= spec.threshold + spec.hysteresis:
+            elif key in self._episodes and value >= spec.threshold + spec.hysteresis:
                 message = f"{self._label}: estimated accuracy back to {value:.3f}; alert resolved"
-                pending.append(_Pending(start + i, self._resolve(key, prediction, value, spec.threshold, message,
-                                                                 monitor=ESTIMATED), None))
+                pending.append(_Pending(start + i, self._resolve(key, prediction, value, spec.threshold, message),
+                                            None))
         self.statistics[key] = self.estimated_accuracy
 
     # ------------------------------------------------------------- alerts
 
     def _fire(
-        self, key: tuple[str, str, str], position: int, at: PredictionEvent, kind: str, severity: str,
+        self, key: tuple[str, str, str], position: int, at: PredictionEvent, kind: AlertKind, severity: Severity,
         statistic: float, threshold: float, message: str, pending: list[_Pending], lookback: int | None,
         monitor: str | None = None,
     ) -> None:
         monitor = monitor or key[0]
-        episode_id = deterministic_id(self.model, self.version, self.segment or "", monitor, key[1], key[2],
-                                      at.prediction_id, at.event_time)
-        self._open[key] = _Open(episode_id, position)
-        alert = self._alert(deterministic_id(episode_id, "fired"), "fired", kind, severity, key, statistic, threshold,
-                            at, episode_id, message, monitor)
+        alert = self._episodes.fire(
+            key, (monitor, key[1], key[2]), position, at, kind=kind, severity=severity, monitor=monitor,
+            detector=key[2], feature=None if key[0] in (PREDICTION_DRIFT, ESTIMATED) else key[1],
+            statistic=statistic, threshold=threshold, message=message,
+        )
         pending.append(_Pending(position, alert, lookback if self._retrains else None))
 
     def _resolve(
         self, key: tuple[str, str, str], at: PredictionEvent, statistic: float, threshold: float, message: str,
-        monitor: str | None = None,
     ) -> Alert:
-        episode = self._open.pop(key)
-        kind = {OUTLIERS: "outlier", ESTIMATED: "performance_decay"}.get(key[0], "drift")
-        return self._alert(deterministic_id(episode.episode_id, "resolved"), "resolved", kind, "info", key, statistic,
-                           threshold, at, episode.episode_id, message, monitor or key[0])
-
-    def _alert(
-        self, alert_id: str, status: str, kind: str, severity: str, key: tuple[str, str, str], statistic: float,
-        threshold: float, at: PredictionEvent, episode_id: str, message: str, monitor: str,
-    ) -> Alert:
-        series = key[1]
-        return Alert(
-            alert_id=alert_id,
-            status=status,  # type: ignore[arg-type]
-            kind=kind,  # type: ignore[arg-type]
-            severity=severity,  # type: ignore[arg-type]
-            model=self.model,
-            model_version=self.version,
-            segment=self.segment,
-            monitor=monitor,
-            detector=key[2],
-            feature=None if key[0] in (PREDICTION_DRIFT, ESTIMATED) else series,
-            statistic=statistic if math.isfinite(statistic) else 0.0,
-            threshold=threshold if math.isfinite(threshold) else 0.0,
-            event_time=at.event_time,
-            episode_id=episode_id,
-            message=message[:1024],
-        )
+        return self._episodes.resolve(key, at, statistic=statistic, threshold=threshold, message=message)
 
     def _trigger(self, pending: _Pending, predictions: Sequence[PredictionEvent], start: int) -> RetrainTrigger | None:
         alert = pending.alert

@@ -1,4 +1,4 @@
-"""The monitors: what the worker and the backtest run on each model's labelled examples.
+"""The performance monitor: what the worker and the backtest run on each model's labelled examples.
 
 A :class:`ModelMonitor` keeps, for one model, a rolling performance metric and a
 change detector on the per-example loss.  It fires an alert when the metric
@@ -10,23 +10,20 @@ order, so the same stream gives the same alerts however it is cut into batches.
 
 from __future__ import annotations
 
-import math
-from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 import numpy as np
 import numpy.typing as npt
 
 from detectors.base import DriftDetector, alarms_with_state
-from detectors.monitors.data_monitor import DataMonitor, RetrainGate
-from detectors.exceptions import InvalidParameter
+from detectors.monitors.episodes import AlertEpisodes, MonitorResult, RetrainGate
 from detectors.performance import RollingMetric, UnscorableExample, components_of
-from schemas.config import ModelSpec, MonitorConfig, PerformanceSpec
-from schemas.events import Alert, LabelledExample, PredictionEvent, RetrainTrigger, deterministic_id
-from schemas.exceptions import ConfigError
+from schemas.config import ModelSpec
+from schemas.events import Alert, LabelledExample, PredictionEvent, RetrainTrigger, Severity, deterministic_id
 
-__all__ = ["ModelMonitor", "MonitorResult", "MonitorSet", "UnscorableExample", "loss_of"]
+__all__ = ["ModelMonitor", "UnscorableExample", "loss_of"]
 
 PERFORMANCE = "performance"
 THRESHOLD = "threshold"
@@ -52,34 +49,11 @@ def loss_of(example: LabelledExample, task: str) -> float:
     return abs(float(predicted) - float(actual))
 
 
-@dataclass
-class MonitorResult:
-    """What one batch produced: alerts and triggers to publish, examples refused."""
-
-    alerts: list[Alert] = field(default_factory=list)
-    triggers: list[RetrainTrigger] = field(default_factory=list)
-    rejected: list[tuple[LabelledExample, str]] = field(default_factory=list)
-    n_unmonitored: int = 0
-
-    def extend(self, other: MonitorResult) -> None:
-        self.alerts.extend(other.alerts)
-        self.triggers.extend(other.triggers)
-        self.rejected.extend(other.rejected)
-        self.n_unmonitored += other.n_unmonitored
-
-
 @dataclass(frozen=True)
 class _Alarm:
     statistic: float
     threshold: float
     change_start: int | None
-
-
-@dataclass
-class _Episode:
-    episode_id: str
-    fired_at: int  # index of the firing event among all examples seen
-    alert_id: str
 
 
 class ModelMonitor:
@@ -112,7 +86,7 @@ class ModelMonitor:
         self._label = model if segment is None else f"{model} [segment {segment}]"
         self._rolling = RollingMetric(spec.metric, spec.performance.window, spec.performance.window_seconds)
         self._times: deque[datetime] = deque(maxlen=max(_TIME_HISTORY, spec.performance.window))
-        self._open: dict[str, _Episode] = {}
+        self._episodes: AlertEpisodes[str] = AlertEpisodes(model, segment, scope=(model, segment or ""))
         # The cooldown is the model's, shared with its data monitors: one retrain answers every alert.
         self.gate = gate or RetrainGate(spec.retrain.cooldown_seconds)
         self._period_start: datetime | None = None
@@ -137,7 +111,7 @@ class ModelMonitor:
     @property
     def open_alerts(self) -> list[str]:
         """Names of the detectors whose alert is fired and not yet resolved."""
-        return sorted(self._open)
+        return sorted(self._episodes)
 
     def observe(self, examples: Sequence[LabelledExample]) -> MonitorResult:
         """Score a batch of this model's examples, in event order, and decide."""
@@ -179,7 +153,8 @@ class ModelMonitor:
         # event); the changes of all detectors are then applied in event order.
         transitions: list[tuple[int, int, str, _Alarm | None]] = []
         for order, name in enumerate(self._detector_names()):
-            open_since = self._open[name].fired_at - first_index if name in self._open else None
+            episode = self._episodes.get(name)
+            open_since = episode.fired_at - first_index if episode is not None else None
             pos = 0
             while pos < len(scored):
                 if open_since is None:
@@ -200,7 +175,7 @@ class ModelMonitor:
                     open_since = None
                 pos = idx + 1
         for idx, _, name, alarm in sorted(transitions, key=lambda t: (t[0], t[1])):
-            if name in self._open:
+            if name in self._episodes:
                 self._resolve(name, scored[idx].prediction, float(values[idx]), result)
             else:
                 self._fire(name, idx, first_index, scored[idx].prediction, float(values[idx]), alarm, result)
@@ -289,11 +264,7 @@ class ModelMonitor:
     ) -> None:
         perf = self.spec.performance
         global_index = first_index + idx
-        episode_id = deterministic_id(
-            self.model, self.segment or "", PERFORMANCE, name, example.prediction_id, example.event_time
-        )
-        alert_id = deterministic_id(episode_id, "fired")
-        self._open[name] = _Episode(episode_id, global_index, alert_id)
+        severity: Severity
         if alarm is None:
             direction = "fell below" if self._higher_is_better else "rose above"
             message = (
@@ -309,51 +280,20 @@ class ModelMonitor:
                 f"(model version {example.model_version})"
             )
             statistic, threshold, severity = alarm.statistic, alarm.threshold, "warning"
-        alert = self._alert(alert_id, "fired", severity, name, statistic, threshold, example, episode_id, message)
+        alert = self._episodes.fire(name, (PERFORMANCE, name), global_index, example, kind="performance_decay",
+                                    severity=severity, monitor=PERFORMANCE, statistic=statistic,
+                                    threshold=threshold, message=message)
         result.alerts.append(alert)
         self._maybe_trigger(alert, idx, global_index, lookback, example.event_time)
 
     def _resolve(self, name: str, example: PredictionEvent, value: float, result: MonitorResult) -> None:
-        episode = self._open.pop(name)
         perf = self.spec.performance
         message = (
             f"{self._label}: {self.metric_name} recovered to {value:.4g} "
             f"(threshold {perf.threshold:g}, hysteresis {perf.hysteresis:g}); {name} alert resolved"
         )
-        alert_id = deterministic_id(episode.episode_id, "resolved")
-        result.alerts.append(
-            self._alert(alert_id, "resolved", "info", name, value, perf.threshold, example, episode.episode_id, message)
-        )
-
-    def _alert(
-        self,
-        alert_id: str,
-        status: str,
-        severity: str,
-        detector: str,
-        statistic: float,
-        threshold: float,
-        example: PredictionEvent,
-        episode_id: str,
-        message: str,
-    ) -> Alert:
-        return Alert(
-            alert_id=alert_id,
-            status=status,  # type: ignore[arg-type]
-            kind="performance_decay",
-            severity=severity,  # type: ignore[arg-type]
-            model=self.model,
-            model_version=example.model_version,
-            segment=self.segment,
-            monitor=PERFORMANCE,
-            detector=detector,
-            # Alerts carry finite numbers only; a detector without a statistic reports 0.
-            statistic=statistic if math.isfinite(statistic) else 0.0,
-            threshold=threshold if math.isfinite(threshold) else 0.0,
-            event_time=example.event_time,
-            episode_id=episode_id,
-            message=message,
-        )
+        result.alerts.append(self._episodes.resolve(name, example, statistic=value, threshold=perf.threshold,
+                                                    message=message))
 
     def _maybe_trigger(
         self, alert: Alert, position: int, global_index: int, lookback: int, event_time: datetime
@@ -373,181 +313,3 @@ class ModelMonitor:
             message=alert.message,
         )
         self._batch_triggers.append((position, trigger))
-
-
-DetectorFactory = Callable[..., DriftDetector]
-
-
-class MonitorSet:
-    """Every configured model's monitors: performance on labelled examples, data monitors on predictions.
-
-    Per model there is one :class:`ModelMonitor` (and one per segment where
-    asked) and, for each of its recent versions, one
-    :class:`~detectors.monitors.data_monitor.DataMonitor` (again per segment where
-    asked).  Events of models absent from the config are counted, not watched.
-    """
-
-    #: Where a model's segments beyond ``max_segments``, and events without a segment, are pooled.
-    POOLED = "pooled-other"
-
-    def __init__(self, config: MonitorConfig, build_detector: DetectorFactory) -> None:
-        self.config = config
-        self._build_detector = build_detector
-        self.monitors: dict[str, ModelMonitor] = {
-            model: ModelMonitor(model, spec, self._detector_for(model, spec)) for model, spec in config.models.items()
-        }
-        self.segment_monitors: dict[tuple[str, str], ModelMonitor] = {}
-        #: (model, metric) -> the monitor of one of the model's further metrics (``metrics:`` in its spec).
-        self.metric_monitors: dict[tuple[str, str], ModelMonitor] = {
-            (model, extra.metric or ""): self._metric_monitor(model, spec, extra)
-            for model, spec in config.models.items() for extra in spec.metrics
-        }
-        #: (model, version, segment or None) -> its data monitor.
-        self.data_monitors: dict[tuple[str, str, str | None], DataMonitor] = {}
-        self.n_predictions: Counter[str] = Counter()
-        self._clock = 0
-        # Named (not pooled) segment monitors per (model,) and per (model, version), for O(1) pooling decisions.
-        self._n_named: Counter[tuple[str, ...]] = Counter()
-
-    def _metric_monitor(self, model: str, spec: ModelSpec, extra: PerformanceSpec) -> ModelMonitor:
-        return ModelMonitor(model, spec.metric_spec(extra), None, gate=self.monitors[model].gate,
-                            threshold_name=f"threshold_{extra.metric}")
-
-    def metric_monitors_of(self, model: str) -> dict[str, ModelMonitor]:
-        """A model's further metrics' monitors, by metric."""
-        return {metric: m for (owner, metric), m in self.metric_monitors.items() if owner == model}
-
-    def _detector_for(self, model: str, spec: ModelSpec) -> DriftDetector | None:
-        if spec.detector is None or spec.detector_name is None:
-            return None
-        try:
-            return self._build_detector(spec.detector_name, **spec.detector.params)
-        except InvalidParameter as exc:
-            where = "name" if exc.name == "name" else "params" if exc.name == "params" else f"params.{exc.name}"
-            raise ConfigError("monitor config", [(f"models.{model}.detector.{where}", exc.rule)]) from exc
-        except (TypeError, KeyError, ValueError) as exc:
-            raise ConfigError("monitor config", [(f"models.{model}.detector", str(exc))]) from exc
-
-    def _routed_segment(self, name: str, has_monitor: bool, n_named: int, spec: ModelSpec) -> str:
-        """``name``, or the pool once ``max_segments`` named segments (``n_named`` so far) have monitors."""
-        assert spec.segments is not None
-        if name == self.POOLED or has_monitor:
-            return name
-        return self.POOLED if n_named >= spec.segments.max_segments else name
-
-    def _segment_key(self, model: str, spec: ModelSpec, segment: str | None) -> tuple[str, str]:
-        # Counted, not searched: this runs once per example.
-        name = segment or self.POOLED
-        key = (model, self._routed_segment(name, (model, name) in self.segment_monitors, self._n_named[(model,)], spec))
-        if key not in self.segment_monitors:
-            self.segment_monitors[key] = ModelMonitor(model, spec, self._detector_for(model, spec), key[1])
-            self._n_named[(model,)] += key[1] != self.POOLED
-        return key
-
-    def observe(self, examples: Sequence[LabelledExample]) -> MonitorResult:
-        """Route a batch to each model's (and segment's) monitor, keeping event order within each."""
-        by_model: dict[str, list[LabelledExample]] = defaultdict(list)
-        by_segment: dict[tuple[str, str], list[LabelledExample]] = defaultdict(list)
-        result = MonitorResult()
-        for example in examples:
-            model = example.prediction.model
-            if model not in self.monitors:
-                result.n_unmonitored += 1
-                continue
-            by_model[model].append(example)
-            spec = self.config.models[model]
-            if spec.segments is not None:
-                by_segment[self._segment_key(model, spec, example.prediction.segment)].append(example)
-        for model, batch in by_model.items():
-            result.extend(self.monitors[model].observe(batch))
-            for extra in self.metric_monitors_of(model).values():
-                extra_result = extra.observe(batch)
-                extra_result.rejected.clear()  # reported once, by the main monitor
-                result.extend(extra_result)
-        for key, batch in by_segment.items():
-            segment_result = self.segment_monitors[key].observe(batch)
-            # Unscorable examples were already reported by the model-wide monitor.
-            segment_result.rejected.clear()
-            result.extend(segment_result)
-        return result
-
-    def observe_predictions(self, predictions: Sequence[PredictionEvent]) -> MonitorResult:
-        """Route a batch of predictions to each model version's (and segment's) data monitor, in event order."""
-        self._clock += 1
-        result = MonitorResult()
-        batches: dict[tuple[str, str, str | None], list[PredictionEvent]] = defaultdict(list)
-        for prediction in predictions:
-            spec = self.config.models.get(prediction.model)
-            if spec is None or not spec.watches_predictions:
-                continue
-            self.n_predictions[prediction.model] += 1
-            key: tuple[str, str, str | None] = (prediction.model, prediction.model_version, None)
-            if key not in self.data_monitors:
-                result.alerts.extend(self._add_version(key, spec, prediction))
-            batches[key].append(prediction)
-            if spec.segments is not None:
-                model, version = key[0], key[1]
-                name = prediction.segment or self.POOLED
-                segment = self._routed_segment(name, (model, version, name) in self.data_monitors,
-                                               self._n_named[(model, version)], spec)
-                segment_key = (model, version, segment)
-                if segment_key not in self.data_monitors:
-                    self.data_monitors[segment_key] = self._data_monitor(segment_key, spec)
-                    self._n_named[(model, version)] += segment != self.POOLED
-                batches[segment_key].append(prediction)
-        for key, batch in batches.items():
-            data_monitor = self.data_monitors[key]
-            data_monitor.last_seen = self._clock
-            alerts, triggers = data_monitor.observe(batch)
-            result.alerts.extend(alerts)
-            result.triggers.extend(triggers)
-        return result
-
-    def _data_monitor(self, key: tuple[str, str, str | None], spec: ModelSpec) -> DataMonitor:
-        model, version, segment = key
-        return DataMonitor(model, version, spec, self._build_detector, segment, self.monitors[model].gate,
-                           self.config.reference_of(model))
-
-    def _add_version(self, key: tuple[str, str, str | None], spec: ModelSpec, at: PredictionEvent) -> list[Alert]:
-        """Start watching a new version; beyond ``max_versions``, retire the one seen least recently."""
-        model, version, _ = key
-        alerts: list[Alert] = []
-        versions = {v: m.last_seen for (m_, v, s), m in self.data_monitors.items() if m_ == model and s is None}
-        if len(versions) >= spec.drift.max_versions:
-            oldest = min(versions, key=lambda v: (versions[v], v))
-            self._n_named.pop((model, oldest), None)
-            for old_key in [k for k in self.data_monitors if k[0] == model and k[1] == oldest]:
-                why = f"version {oldest} is no longer watched: version {version} is the {spec.drift.max_versions + 1}th seen"
-                alerts.extend(self.data_monitors.pop(old_key).retire(at, why))
-        self.data_monitors[key] = self._data_monitor(key, spec)
-        return alerts
-
-    def data_monitors_of(self, model: str) -> dict[tuple[str, str | None], DataMonitor]:
-        """A model's data monitors, by (version, segment)."""
-        return {(v, s): m for (m_, v, s), m in self.data_monitors.items() if m_ == model}
-
-    def install(
-        self, model: str, monitor: ModelMonitor, segments: Mapping[str, ModelMonitor],
-        data: Mapping[tuple[str, str | None], DataMonitor], metrics: Mapping[str, ModelMonitor] | None = None,
-    ) -> None:
-        """Take over a model's restored state (from a checkpoint); its monitors share one retrain gate."""
-        self.monitors[model] = monitor
-        for metric, metric_monitor in (metrics or {}).items():
-            if (model, metric) in self.metric_monitors:
-                metric_monitor.gate = monitor.gate
-                self.metric_monitors[(model, metric)] = metric_monitor
-        for segment, segment_monitor in segments.items():
-            self.segment_monitors[(model, segment)] = segment_monitor
-        for key in [k for k in self.data_monitors if k[0] == model]:
-            del self.data_monitors[key]
-        for (version, data_segment), data_monitor in data.items():
-            data_monitor.gate = monitor.gate
-            self.data_monitors[(model, version, data_segment)] = data_monitor
-        for counted in [k for k in self._n_named if k[0] == model]:
-            del self._n_named[counted]
-        for owner, segment in self.segment_monitors:
-            if owner == model:
-                self._n_named[(model,)] += segment != self.POOLED
-        for owner, version, data_segment in self.data_monitors:
-            if owner == model and data_segment is not None:
-                self._n_named[(model, version)] += data_segment != self.POOLED

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from pydantic import TypeAdapter
 
-from detectors.monitors.performance_monitor import MonitorSet
+from detectors.monitors.monitor_set import MonitorSet
 from detectors.registry import build_detector
 from schemas.config import MonitorConfig
 from schemas.events import Alert, LabelledExample

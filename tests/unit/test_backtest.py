@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from detectors.monitors.backtest import run_backtest
-from detectors.monitors.performance_monitor import MonitorSet
+from detectors.monitors.monitor_set import MonitorSet
 from detectors.registry import build_detector
 from schemas.config import parse_monitor_config
 from schemas.events import LabelledExample

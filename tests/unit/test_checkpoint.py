@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 
 from detectors.monitors.checkpoint import Checkpoint, Checkpointer, RecentIds, decode_checkpoint, encode_checkpoint
-from detectors.monitors.performance_monitor import MonitorSet
+from detectors.monitors.monitor_set import MonitorSet
 from detectors.registry import build_detector
 from schemas.config import MonitorConfig
 from schemas.events import LabelledExample

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from detectors.monitors.performance_monitor import MonitorSet
+from detectors.monitors.monitor_set import MonitorSet
 from detectors.registry import build_detector
 from schemas.config import parse_monitor_config
 from schemas.events import Alert, PredictionEvent

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from prometheus_client import generate_latest
 
-from detectors.monitors.performance_monitor import MonitorSet
+from detectors.monitors.monitor_set import MonitorSet
 from detectors.registry import build_detector
 from schemas.config import MonitorConfig, parse_monitor_config
 from schemas.events import Alert, LabelledExample, OutcomeEvent, PredictionEvent

@@ -9,7 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from detectors.monitors.performance_monitor import MonitorResult, MonitorSet, UnscorableExample, loss_of
+from detectors.monitors.episodes import MonitorResult
+from detectors.monitors.monitor_set import MonitorSet
+from detectors.monitors.performance_monitor import UnscorableExample, loss_of
 from detectors.registry import build_detector
 from schemas.config import parse_monitor_config
 from schemas.events import Alert, LabelledExample, OutcomeEvent, PredictionEvent, RetrainTrigger, deterministic_id

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detectors.monitors.performance_monitor import MonitorSet
+from detectors.monitors.monitor_set import MonitorSet
 from detectors.performance import RollingMetric
 from detectors.registry import build_detector
 from schemas.config import parse_monitor_config

@@ -7,7 +7,8 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from detectors.monitors.performance_monitor import MonitorResult, MonitorSet
+from detectors.monitors.episodes import MonitorResult
+from detectors.monitors.monitor_set import MonitorSet
 from detectors.registry import build_detector
 from schemas.config import parse_monitor_config
 from schemas.events import Alert, LabelledExample, OutcomeEvent, PredictionEvent

@@ -1,0 +1,194 @@
+"""Every configured model's monitors, and the routing of a batch to them by model, version and segment."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping, Sequence
+
+from detectors.base import DriftDetector
+from detectors.exceptions import InvalidParameter
+from detectors.monitors.data_monitor import DataMonitor
+from detectors.monitors.episodes import MonitorResult
+from detectors.monitors.performance_monitor import ModelMonitor
+from schemas.config import ModelSpec, MonitorConfig, PerformanceSpec
+from schemas.events import Alert, LabelledExample, PredictionEvent
+from schemas.exceptions import ConfigError
+
+__all__ = ["DetectorFactory", "MonitorSet"]
+
+DetectorFactory = Callable[..., DriftDetector]
+
+
+class MonitorSet:
+    """Every configured model's monitors: performance on labelled examples, data monitors on predictions.
+
+    Per model there is one :class:`ModelMonitor` (and one per segment where
+    asked) and, for each of its recent versions, one
+    :class:`~detectors.monitors.data_monitor.DataMonitor` (again per segment where
+    asked).  Events of models absent from the config are counted, not watched.
+    """
+
+    #: Where a model's segments beyond ``max_segments``, and events without a segment, are pooled.
+    POOLED = "pooled-other"
+
+    def __init__(self, config: MonitorConfig, build_detector: DetectorFactory) -> None:
+        self.config = config
+        self._build_detector = build_detector
+        self.monitors: dict[str, ModelMonitor] = {
+            model: ModelMonitor(model, spec, self._detector_for(model, spec)) for model, spec in config.models.items()
+        }
+        self.segment_monitors: dict[tuple[str, str], ModelMonitor] = {}
+        #: (model, metric) -> the monitor of one of the model's further metrics (``metrics:`` in its spec).
+        self.metric_monitors: dict[tuple[str, str], ModelMonitor] = {
+            (model, extra.metric or ""): self._metric_monitor(model, spec, extra)
+            for model, spec in config.models.items() for extra in spec.metrics
+        }
+        #: (model, version, segment or None) -> its data monitor.
+        self.data_monitors: dict[tuple[str, str, str | None], DataMonitor] = {}
+        self.n_predictions: Counter[str] = Counter()
+        self._clock = 0
+        # Named (not pooled) segment monitors per (model,) and per (model, version), for O(1) pooling decisions.
+        self._n_named: Counter[tuple[str, ...]] = Counter()
+
+    def _metric_monitor(self, model: str, spec: ModelSpec, extra: PerformanceSpec) -> ModelMonitor:
+        return ModelMonitor(model, spec.metric_spec(extra), None, gate=self.monitors[model].gate,
+                            threshold_name=f"threshold_{extra.metric}")
+
+    def metric_monitors_of(self, model: str) -> dict[str, ModelMonitor]:
+        """A model's further metrics' monitors, by metric."""
+        return {metric: m for (owner, metric), m in self.metric_monitors.items() if owner == model}
+
+    def _detector_for(self, model: str, spec: ModelSpec) -> DriftDetector | None:
+        if spec.detector is None or spec.detector_name is None:
+            return None
+        try:
+            return self._build_detector(spec.detector_name, **spec.detector.params)
+        except InvalidParameter as exc:
+            where = "name" if exc.name == "name" else "params" if exc.name == "params" else f"params.{exc.name}"
+            raise ConfigError("monitor config", [(f"models.{model}.detector.{where}", exc.rule)]) from exc
+        except (TypeError, KeyError, ValueError) as exc:
+            raise ConfigError("monitor config", [(f"models.{model}.detector", str(exc))]) from exc
+
+    def _routed_segment(self, name: str, has_monitor: bool, n_named: int, spec: ModelSpec) -> str:
+        """``name``, or the pool once ``max_segments`` named segments (``n_named`` so far) have monitors."""
+        assert spec.segments is not None
+        if name == self.POOLED or has_monitor:
+            return name
+        return self.POOLED if n_named >= spec.segments.max_segments else name
+
+    def _segment_key(self, model: str, spec: ModelSpec, segment: str | None) -> tuple[str, str]:
+        # Counted, not searched: this runs once per example.
+        name = segment or self.POOLED
+        key = (model, self._routed_segment(name, (model, name) in self.segment_monitors, self._n_named[(model,)], spec))
+        if key not in self.segment_monitors:
+            self.segment_monitors[key] = ModelMonitor(model, spec, self._detector_for(model, spec), key[1])
+            self._n_named[(model,)] += key[1] != self.POOLED
+        return key
+
+    def observe(self, examples: Sequence[LabelledExample]) -> MonitorResult:
+        """Route a batch to each model's (and segment's) monitor, keeping event order within each."""
+        by_model: dict[str, list[LabelledExample]] = defaultdict(list)
+        by_segment: dict[tuple[str, str], list[LabelledExample]] = defaultdict(list)
+        result = MonitorResult()
+        for example in examples:
+            model = example.prediction.model
+            if model not in self.monitors:
+                result.n_unmonitored += 1
+                continue
+            by_model[model].append(example)
+            spec = self.config.models[model]
+            if spec.segments is not None:
+                by_segment[self._segment_key(model, spec, example.prediction.segment)].append(example)
+        for model, batch in by_model.items():
+            result.extend(self.monitors[model].observe(batch))
+            for extra in self.metric_monitors_of(model).values():
+                extra_result = extra.observe(batch)
+                extra_result.rejected.clear()  # reported once, by the main monitor
+                result.extend(extra_result)
+        for key, batch in by_segment.items():
+            segment_result = self.segment_monitors[key].observe(batch)
+            # Unscorable examples were already reported by the model-wide monitor.
+            segment_result.rejected.clear()
+            result.extend(segment_result)
+        return result
+
+    def observe_predictions(self, predictions: Sequence[PredictionEvent]) -> MonitorResult:
+        """Route a batch of predictions to each model version's (and segment's) data monitor, in event order."""
+        self._clock += 1
+        result = MonitorResult()
+        batches: dict[tuple[str, str, str | None], list[PredictionEvent]] = defaultdict(list)
+        for prediction in predictions:
+            spec = self.config.models.get(prediction.model)
+            if spec is None or not spec.watches_predictions:
+                continue
+            self.n_predictions[prediction.model] += 1
+            key: tuple[str, str, str | None] = (prediction.model, prediction.model_version, None)
+            if key not in self.data_monitors:
+                result.alerts.extend(self._add_version(key, spec, prediction))
+            batches[key].append(prediction)
+            if spec.segments is not None:
+                model, version = key[0], key[1]
+                name = prediction.segment or self.POOLED
+                segment = self._routed_segment(name, (model, version, name) in self.data_monitors,
+                                               self._n_named[(model, version)], spec)
+                segment_key = (model, version, segment)
+                if segment_key not in self.data_monitors:
+                    self.data_monitors[segment_key] = self._data_monitor(segment_key, spec)
+                    self._n_named[(model, version)] += segment != self.POOLED
+                batches[segment_key].append(prediction)
+        for key, batch in batches.items():
+            data_monitor = self.data_monitors[key]
+            data_monitor.last_seen = self._clock
+            alerts, triggers = data_monitor.observe(batch)
+            result.alerts.extend(alerts)
+            result.triggers.extend(triggers)
+        return result
+
+    def _data_monitor(self, key: tuple[str, str, str | None], spec: ModelSpec) -> DataMonitor:
+        model, version, segment = key
+        return DataMonitor(model, version, spec, self._build_detector, segment, self.monitors[model].gate,
+                           self.config.reference_of(model))
+
+    def _add_version(self, key: tuple[str, str, str | None], spec: ModelSpec, at: PredictionEvent) -> list[Alert]:
+        """Start watching a new version; beyond ``max_versions``, retire the one seen least recently."""
+        model, version, _ = key
+        alerts: list[Alert] = []
+        versions = {v: m.last_seen for (m_, v, s), m in self.data_monitors.items() if m_ == model and s is None}
+        if len(versions) >= spec.drift.max_versions:
+            oldest = min(versions, key=lambda v: (versions[v], v))
+            self._n_named.pop((model, oldest), None)
+            for old_key in [k for k in self.data_monitors if k[0] == model and k[1] == oldest]:
+                why = f"version {oldest} is no longer watched: version {version} is the {spec.drift.max_versions + 1}th seen"
+                alerts.extend(self.data_monitors.pop(old_key).retire(at, why))
+        self.data_monitors[key] = self._data_monitor(key, spec)
+        return alerts
+
+    def data_monitors_of(self, model: str) -> dict[tuple[str, str | None], DataMonitor]:
+        """A model's data monitors, by (version, segment)."""
+        return {(v, s): m for (m_, v, s), m in self.data_monitors.items() if m_ == model}
+
+    def install(
+        self, model: str, monitor: ModelMonitor, segments: Mapping[str, ModelMonitor],
+        data: Mapping[tuple[str, str | None], DataMonitor], metrics: Mapping[str, ModelMonitor] | None = None,
+    ) -> None:
+        """Take over a model's restored state (from a checkpoint); its monitors share one retrain gate."""
+        self.monitors[model] = monitor
+        for metric, metric_monitor in (metrics or {}).items():
+            if (model, metric) in self.metric_monitors:
+                metric_monitor.gate = monitor.gate
+                self.metric_monitors[(model, metric)] = metric_monitor
+        for segment, segment_monitor in segments.items():
+            self.segment_monitors[(model, segment)] = segment_monitor
+        for key in [k for k in self.data_monitors if k[0] == model]:
+            del self.data_monitors[key]
+        for (version, data_segment), data_monitor in data.items():
+            data_monitor.gate = monitor.gate
+            self.data_monitors[(model, version, data_segment)] = data_monitor
+        for counted in [k for k in self._n_named if k[0] == model]:
+            del self._n_named[counted]
+        for owner, segment in self.segment_monitors:
+            if owner == model:
+                self._n_named[(model,)] += segment != self.POOLED
+        for owner, version, data_segment in self.data_monitors:
+            if owner == model and data_segment is not None:
+                self._n_named[(model, version)] += data_segment != self.POOLED
