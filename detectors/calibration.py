@@ -40,6 +40,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from detectors.cusum_bank import bernoulli_rows, gaussian_rows, normal_scores
+from detectors.distribution import robust_reference
+
 __all__ = ["calibrated_threshold", "simulate_maxima"]
 
 _VERSION = 1
@@ -123,20 +126,17 @@ def simulate_maxima(
     kind: str, warmup: int, spec: dict[str, Any], n_streams: int, length: int, seed: int
 ) -> npt.NDArray[np.float64]:
     """Largest bank statistic each simulated stationary stream reaches in ``length`` monitored updates."""
-    # Imported here: glr imports this module for its thresholds.
-    from detectors.glr import _bernoulli_rows, _gaussian_rows, normal_scores, robust_reference
-
     rng = np.random.default_rng(seed)
     maxima = np.empty(n_streams)
     if kind == "gaussian":
-        a, b, g = (np.asarray(v)[:, None] for v in _gaussian_rows(spec["shifts"], spec["variance_ratios"],
+        a, b, g = (np.asarray(v)[:, None] for v in gaussian_rows(spec["shifts"], spec["variance_ratios"],
                                                                    spec["two_sided"]))
     for i in range(n_streams):
         if kind == "bernoulli":
             p = float(spec["p0"])
             x = rng.random(warmup + length) < p
             p0 = (int(x[:warmup].sum()) + 1) / (warmup + 2) if warmup else p
-            rows = np.asarray(_bernoulli_rows(p0, spec["ratios"], spec["two_sided"]))[:, None]
+            rows = np.asarray(bernoulli_rows(p0, spec["ratios"], spec["two_sided"]))[:, None]
             up, down = np.log(rows / p0), np.log((1 - rows) / (1 - p0))
             inc = np.where(x[None, warmup:], up, down)
         elif kind == "gaussian":

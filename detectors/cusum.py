@@ -7,13 +7,13 @@ import math
 import numpy as np
 import numpy.typing as npt
 
+from detectors.cusum_bank import SCALE, CUSUMBank
 from detectors.exceptions import InvalidParameter
-from detectors.glr import _SCALE, _CUSUMBank
 
 __all__ = ["BernoulliCUSUM"]
 
 
-class BernoulliCUSUM(_CUSUMBank):
+class BernoulliCUSUM(CUSUMBank):
     """Page's CUSUM for a rise in a Bernoulli error rate (accuracy decay).
 
     The baseline error rate ``p0`` is learnt from the first ``warmup`` updates
@@ -80,7 +80,7 @@ class BernoulliCUSUM(_CUSUMBank):
 
     def _llr_weights(self, p0: float) -> tuple[int, int]:
         p1 = min(p0 + self.delta, 0.999)
-        return round(math.log(p1 / p0) * _SCALE), round(math.log((1 - p1) / (1 - p0)) * _SCALE)
+        return round(math.log(p1 / p0) * SCALE), round(math.log((1 - p1) / (1 - p0)) * SCALE)
 
     def _absorb(self, x: float) -> None:
         self._n_errors += 1 if x else 0

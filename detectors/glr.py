@@ -22,22 +22,14 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy import special
 
-from detectors.base import DriftDetector
 from detectors.calibration import calibrated_threshold
+from detectors.cusum_bank import SCALE, CUSUMBank, bernoulli_rows, gaussian_rows, normal_scores
+from detectors.distribution import robust_reference
 from detectors.exceptions import InvalidParameter
 
 __all__ = ["BernoulliGLR", "GaussianGLR"]
 
-# Fixed-point resolution of the statistics: 2**-24 nat is far below any
-# threshold's precision, and leaves int64 head-room for 10**9-event segments.
-_SCALE = float(2**24)
-# Events per vectorised block: big enough to amortise numpy's call overhead,
-# small enough that the (rows x block) work arrays stay in cache.
-_BLOCK = 4096
-# 1.4826 * MAD estimates the standard deviation of a normal sample.
-_MAD_TO_SD = 1.4826
 
 
 def _check_horizon(false_alarm_horizon: float) -> None:
@@ -55,164 +47,7 @@ def _check_grid(name: str, values: Any, minimum: float, allow_empty: bool = Fals
             raise InvalidParameter(name, f"every value must be a finite number greater than {minimum}")
 
 
-class _CUSUMBank(DriftDetector):
-    """Shared machinery: a warm-up that fixes the reference, then a bank of CUSUMs.
-
-    Subclasses implement the warm-up (``_absorb``, ``_absorb_many``,
-    ``_finish_warmup``) and the per-row fixed-point increments
-    (``_increments_one``, ``_increments``).
-    """
-
-    warmup: int
-    false_alarm_horizon: float
-
-    def _init_state(self) -> None:
-        self._warm = False
-        self._s: list[int] = []
-        self._since: list[int] = []
-        self._threshold_int = 0
-        self._threshold = math.inf
-        self._statistic_int = 0
-        self._change_start: int | None = None
-
-    # -- read-only answers -------------------------------------------------
-    @property
-    def statistic(self) -> float:
-        """The GLR statistic after the last update, in nats (0 during warm-up)."""
-        return self._statistic_int / _SCALE
-
-    @property
-    def threshold(self) -> float:
-        """The alarm threshold in nats (``inf`` until the warm-up has fixed it)."""
-        return self._threshold
-
-    @property
-    def change_start(self) -> int | None:
-        """Updates since the alarming CUSUM last stood at zero: the change-time estimate."""
-        return self._change_start
-
-    @property
-    def is_warm(self) -> bool:
-        """Whether the warm-up is over and the detector is monitoring."""
-        return self._warm
-
-    # -- subclass hooks ----------------------------------------------------
-    def _absorb(self, x: float) -> None:
-        raise NotImplementedError
-
-    def _absorb_many(self, xs: npt.NDArray[np.float64]) -> None:
-        raise NotImplementedError
-
-    def _finish_warmup(self) -> float:
-        """Fix the reference and the rows; return the threshold in nats."""
-        raise NotImplementedError
-
-    def _increments_one(self, x: float) -> list[int]:
-        raise NotImplementedError
-
-    def _increments(self, xs: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
-        raise NotImplementedError
-
-    def _n_rows(self) -> int:
-        raise NotImplementedError
-
-    # -- the recursion -----------------------------------------------------
-    def _start_monitoring(self) -> None:
-        self._threshold = self._finish_warmup()
-        self._threshold_int = int(self._threshold * _SCALE)
-        k = self._n_rows()
-        self._s = [0] * k
-        self._since = [0] * k
-        self._warm = True
-
-    def update(self, x: float) -> None:
-        if self._drift_detected:
-            # The post-change level becomes the new normal after a fresh
-            # warm-up, so a persisting change is reported once.
-            self.reset()
-        self._n += 1
-        if not self._warm:
-            self._absorb(float(x))
-            if self._n >= self.warmup:
-                self._start_monitoring()
-            return
-        best, best_row = -1, 0
-        s, since = self._s, self._since
-        for k, w in enumerate(self._increments_one(float(x))):
-            v = s[k] + w
-            if v <= 0:
-                v = 0
-                since[k] = 0
-            else:
-                since[k] += 1
-            s[k] = v
-            if v > best:
-                best, best_row = v, k
-        self._statistic_int = best
-        if best > self._threshold_int:
-            self._drift_detected = True
-            self._change_start = since[best_row]
-
-    def update_many(self, xs: npt.ArrayLike) -> npt.NDArray[np.intp]:
-        values = np.asarray(xs, dtype=float).ravel()
-        alarms: list[int] = []
-        i, n = 0, len(values)
-        while i < n:
-            if self._drift_detected:
-                self.reset()
-            if not self._warm:
-                take = min(self.warmup - self._n, n - i)
-                self._absorb_many(values[i:i + take])
-                self._n += take
-                i += take
-                if self._n >= self.warmup:
-                    self._start_monitoring()
-                continue
-            block = values[i:i + _BLOCK]
-            hit = self._scan(block)
-            if hit >= 0:
-                alarms.append(i + hit)
-                i += hit + 1
-            else:
-                i += len(block)
-        return np.asarray(alarms, dtype=np.intp)
-
-    def _scan(self, block: npt.NDArray[np.float64]) -> int:
-        """Run the bank over ``block``; stop at the first alarm and return its index, else -1."""
-        inc = self._increments(block)
-        s0 = np.asarray(self._s, dtype=np.int64)
-        # S_t = max(0, S_{t-1} + w_t) unrolls to C_t - min(-S_0, min_{j<=t} C_j).
-        c = np.cumsum(inc, axis=1)
-        floor = np.minimum.accumulate(c, axis=1)
-        np.minimum(floor, -s0[:, None], out=floor)
-        stat = c - floor
-        top = stat.max(axis=0)
-        over = np.flatnonzero(top > self._threshold_int)
-        length = len(block)
-        if len(over):
-            t = int(over[0])
-            row = int(np.argmax(stat[:, t]))
-            zeros = np.flatnonzero(stat[row, : t + 1] == 0)
-            self._change_start = t - int(zeros[-1]) if len(zeros) else self._since[row] + t + 1
-            self._statistic_int = int(top[t])
-            self._n += t + 1
-            self._drift_detected = True
-            return t
-        is_zero = stat == 0
-        last_zero = length - 1 - np.argmax(is_zero[:, ::-1], axis=1)
-        any_zero = is_zero.any(axis=1)
-        self._since = [
-            int(length - 1 - lz) if az else since + length
-            for lz, az, since in zip(last_zero, any_zero, self._since)
-        ]
-        self._s = [int(v) for v in stat[:, -1]]
-        self._statistic_int = int(top[-1])
-        self._n += length
-        self._drift_detected = False
-        return -1
-
-
-class BernoulliGLR(_CUSUMBank):
+class BernoulliGLR(CUSUMBank):
     """GLR-CUSUM for a rise in a Bernoulli error rate whose size is unknown.
 
     The first ``warmup`` updates estimate the baseline rate ``p0`` (unless it
@@ -311,15 +146,15 @@ class BernoulliGLR(_CUSUMBank):
             p0 = (self._n_errors + 1) / (self._n + 2)
             warmup = self.warmup
         self._p0_hat = p0
-        rows = _bernoulli_rows(p0, self.ratios, self.two_sided)
+        rows = bernoulli_rows(p0, self.ratios, self.two_sided)
         if self.p0 is None and self._n_errors == self._n:
             # Only errors in the warm-up: the rate cannot rise, and a
             # persisting all-error stream must not look like a change.
             rows = [p1 for p1 in rows if p1 < p0]
         if self.p0 is None and self._n_errors == 0:
             rows = [p1 for p1 in rows if p1 > p0]
-        self._up = [round(math.log(p1 / p0) * _SCALE) for p1 in rows] or [-1]
-        self._down = [round(math.log((1 - p1) / (1 - p0)) * _SCALE) for p1 in rows] or [-1]
+        self._up = [round(math.log(p1 / p0) * SCALE) for p1 in rows] or [-1]
+        self._down = [round(math.log((1 - p1) / (1 - p0)) * SCALE) for p1 in rows] or [-1]
         return calibrated_threshold(
             "bernoulli", float(self.false_alarm_horizon), warmup,
             {"ratios": tuple(self.ratios), "two_sided": bool(self.two_sided), "p0": p0},
@@ -337,22 +172,7 @@ class BernoulliGLR(_CUSUMBank):
         return np.where(xs[None, :] != 0, up, down)
 
 
-def _bernoulli_rows(p0: float, ratios: tuple[float, ...], two_sided: bool) -> list[float]:
-    """Post-change rates of the bank, deduplicated and kept inside (0, 1)."""
-    rows: list[float] = []
-    for r in sorted(ratios):
-        p1 = min(p0 * r, 1 - (1 - p0) / r)  # cap the rise so that odds stay finite
-        if p1 > p0 and p1 not in rows:
-            rows.append(p1)
-    if two_sided:
-        for r in sorted(ratios):
-            p1 = p0 / r
-            if p1 < p0 and p1 not in rows:
-                rows.append(p1)
-    return rows
-
-
-class GaussianGLR(_CUSUMBank):
+class GaussianGLR(CUSUMBank):
     """Scale-free GLR-CUSUM for a shift in the mean (and a rise in the spread) of a numeric series.
 
     The first ``warmup`` updates are the reference.  Every later value is
@@ -449,7 +269,7 @@ class GaussianGLR(_CUSUMBank):
         self._center = 0.0
         self._scale = 1.0
         self._sorted_reference = np.empty(0)
-        alpha, beta, gamma = _gaussian_rows(shifts, variance_ratios, two_sided)
+        alpha, beta, gamma = gaussian_rows(shifts, variance_ratios, two_sided)
         self._alpha, self._beta, self._gamma = alpha, beta, gamma
 
     @property
@@ -491,7 +311,7 @@ class GaussianGLR(_CUSUMBank):
     def _increments_one(self, x: float) -> list[int]:
         z = self._standardise_one(x)
         zz = z * z
-        return [round((a * z + b * zz + g) * _SCALE)
+        return [round((a * z + b * zz + g) * SCALE)
                 for a, b, g in zip(self._alpha, self._beta, self._gamma)]
 
     def _standardise(self, xs: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -509,56 +329,5 @@ class GaussianGLR(_CUSUMBank):
         a = np.asarray(self._alpha)[:, None]
         b = np.asarray(self._beta)[:, None]
         g = np.asarray(self._gamma)[:, None]
-        scaled: npt.NDArray[np.int64] = np.rint((a * z + b * zz + g) * _SCALE).astype(np.int64)
+        scaled: npt.NDArray[np.int64] = np.rint((a * z + b * zz + g) * SCALE).astype(np.int64)
         return scaled
-
-
-def normal_scores(values: npt.NDArray[np.float64], sorted_reference: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """Each value's mid-rank among a sorted reference sample, mapped to a standard normal quantile.
-
-    Under no change a value is as likely to fall in any gap of the reference,
-    whatever the series' distribution, so the scores are close to standard
-    normal for skewed and heavy-tailed data alike (ties score their mid-rank).
-
-    >>> ref = np.sort(np.random.default_rng(0).lognormal(size=999))
-    >>> [round(float(z), 2) for z in normal_scores(np.array([0.0, float(np.median(ref)), 1e9]), ref)]
-    [-3.29, 0.0, 3.29]
-    """
-    n = len(sorted_reference)
-    ranks = (np.searchsorted(sorted_reference, values, side="left")
-             + np.searchsorted(sorted_reference, values, side="right")) / 2.0
-    return np.asarray(special.ndtri((ranks + 0.5) / (n + 1.0)), dtype=float)
-
-
-def robust_reference(values: npt.NDArray[np.float64]) -> tuple[float, float]:
-    """Median and normal-consistent MAD of ``values``; the standard deviation if the MAD is 0.
-
-    >>> robust_reference(np.array([1.0, 2.0, 3.0, 4.0, 100.0]))
-    (3.0, 1.4826)
-    """
-    center = float(np.median(values))
-    scale = _MAD_TO_SD * float(np.median(np.abs(values - center)))
-    if scale == 0:
-        # Mostly-constant data: fall back to the plain spread (0 if truly constant).
-        scale = float(np.std(values))
-    return center, scale
-
-
-def _gaussian_rows(
-    shifts: tuple[float, ...], variance_ratios: tuple[float, ...], two_sided: bool
-) -> tuple[list[float], list[float], list[float]]:
-    """Coefficients of each row's log-likelihood ratio ``alpha*z + beta*z**2 + gamma``."""
-    alpha: list[float] = []
-    beta: list[float] = []
-    gamma: list[float] = []
-    signs = (1.0, -1.0) if two_sided else (1.0,)
-    for sign in signs:
-        for d in sorted(shifts):
-            alpha.append(sign * float(d))
-            beta.append(0.0)
-            gamma.append(-float(d) * float(d) / 2)
-    for r in sorted(variance_ratios):
-        alpha.append(0.0)
-        beta.append(0.5 * (1 - 1 / (float(r) * float(r))))
-        gamma.append(-math.log(float(r)))
-    return alpha, beta, gamma

@@ -8,12 +8,10 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors.base import DriftDetector
+from detectors.distribution import mad_scale
 from detectors.exceptions import InvalidParameter
 
 __all__ = ["RobustSpikeDetector"]
-
-# 1.4826 * MAD estimates the standard deviation of a normal sample.
-_MAD_TO_SD = 1.4826
 
 
 class RobustSpikeDetector(DriftDetector):
@@ -102,7 +100,7 @@ class RobustSpikeDetector(DriftDetector):
         if self._n % self.refresh == 0 and self._filled >= self.min_samples:
             values = self._buffer[: self._filled]
             self._center = float(np.median(values))
-            self._scale = _MAD_TO_SD * float(np.median(np.abs(values - self._center)))
+            self._scale = mad_scale(values, self._center)
 
     def update(self, x: float) -> None:
         self.update_many(np.asarray([x], dtype=float))

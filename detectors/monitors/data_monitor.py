@@ -44,7 +44,7 @@ import numpy.typing as npt
 from scipy import stats
 
 from detectors.base import DriftDetector, alarms_with_state
-from detectors.distribution import holm
+from detectors.distribution import chi_squared, holm, ks, robust_reference, unseen_rate
 from detectors.monitors.episodes import AlertEpisodes, RetrainGate
 from detectors.outliers import RobustSpikeDetector
 from schemas.config import ModelSpec
@@ -64,7 +64,6 @@ RESOLVE_PVALUE = 0.05
 # whose p-value is unreliable for tiny expected counts.
 _MIN_EXPECTED = 5
 MISSING = "<missing>"
-OTHER = "<other>"
 
 
 def confidence_of(prediction: PredictionEvent) -> float | None:
@@ -340,43 +339,28 @@ class DataMonitor:
         assert isinstance(ref, np.ndarray)
         if len(ref) < 2 or len(cur) < 2:
             return None
-        result = stats.ks_2samp(ref, cur)
-        ref_median, cur_median = float(np.median(ref)), float(np.median(cur))
-        scale = 1.4826 * float(np.median(np.abs(ref - ref_median))) or float(np.std(ref)) or 1.0
-        shift = (cur_median - ref_median) / scale
+        result = ks(ref, cur)
+        ref_median, scale = robust_reference(ref)
+        cur_median = float(np.median(cur))
+        shift = (cur_median - ref_median) / (scale or 1.0)
         description = (
             f"median {ref_median:.4g} -> {cur_median:.4g} ({shift:+.2f} robust sd), KS distance {result.statistic:.3f}"
         )
-        return float(result.pvalue), float(result.statistic), description
+        return result.pvalue, result.statistic, description
 
     def _categorical_test(
         self, channel: _Channel, block: list[Hashable], position: int, at: PredictionEvent, pending: list[_Pending]
     ) -> tuple[float, float, str] | None:
-        ref_counts = channel.reference_counts
-        cur_counts = Counter(block)
-        n_cur, n_ref = len(block), sum(ref_counts.values())
-        if n_cur == 0 or n_ref == 0:
+        if not block or not channel.reference_counts:
             return None
-        unseen = sum(n for category, n in cur_counts.items() if category not in ref_counts)
-        self._judge_unseen(channel, unseen / n_cur, cur_counts, position, at, pending)
-        # Rare reference categories and unseen ones are pooled so every expected count is usable.
-        common = sorted((c for c, n in ref_counts.items() if n >= _MIN_EXPECTED), key=str)
-        ref_row = [ref_counts[c] for c in common] + [n_ref - sum(ref_counts[c] for c in common)]
-        cur_row = [cur_counts[c] for c in common] + [n_cur - sum(cur_counts[c] for c in common)]
-        if ref_row[-1] == 0 and cur_row[-1] == 0:
-            ref_row, cur_row = ref_row[:-1], cur_row[:-1]
-        if len(ref_row) < 2:
+        counts = Counter(block)
+        self._judge_unseen(channel, unseen_rate(channel.reference_counts, counts), counts, position, at, pending)
+        result = chi_squared(channel.reference_counts, counts, _MIN_EXPECTED)
+        if result is None:
             return None
-        table = np.array([ref_row, cur_row], dtype=float)
-        statistic, pvalue, _, _ = stats.chi2_contingency(table, correction=False)
-        labels = common + [OTHER]
-        shares = [(cur_row[j] / n_cur - ref_row[j] / n_ref, labels[j]) for j in range(len(ref_row))]
-        moved, label = max(shares, key=lambda s: abs(s[0]))
-        description = (
-            f"largest change {label!r} {(ref_row[labels.index(label)] / n_ref):.1%} -> "
-            f"{(cur_row[labels.index(label)] / n_cur):.1%}"
-        )
-        return float(pvalue), float(statistic), description
+        description = (f"largest change {result.category!r} {result.reference_share:.1%} -> "
+                       f"{result.current_share:.1%}")
+        return result.pvalue, result.statistic, description
 
     def _judge_unseen(
         self, channel: _Channel, rate: float, counts: Counter[Hashable], position: int, at: PredictionEvent,

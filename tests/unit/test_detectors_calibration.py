@@ -7,9 +7,9 @@ import pytest
 from scipy import stats
 
 from detectors import BernoulliGLR, GaussianGLR
-from detectors.distribution import (
-    CategoricalDrift, benjamini_hochberg, chi_squared, holm, jensen_shannon, ks, psi, unseen_rate, wasserstein,
-)
+from collections import Counter
+
+from detectors.distribution import chi_squared, holm, ks, mad_scale, robust_reference, unseen_rate
 
 
 def mean_events_between_alarms(make, draw, n_events: int) -> float:
@@ -50,29 +50,29 @@ def test_longer_horizon_means_higher_threshold_and_fewer_alarms() -> None:
     assert n_short > 50 and n_long < 15
 
 
-def test_psi_ks_wasserstein() -> None:
+def test_ks_and_robust_spread() -> None:
     rng = np.random.default_rng(1)
     ref, same, moved = rng.normal(0, 1, 4000), rng.normal(0, 1, 4000), rng.normal(1, 1, 4000)
-    assert psi(ref, same) < 0.02 < 0.25 < psi(ref, moved)
     assert ks(ref, moved).statistic == pytest.approx(stats.ks_2samp(ref, moved).statistic)
     assert ks(ref, same).pvalue > 0.001 > ks(ref, moved).pvalue
-    assert wasserstein(ref * 1000, moved * 1000) == pytest.approx(1.0, abs=0.1)
+    # 1.4826 * MAD estimates a normal sample's standard deviation, whatever its scale.
+    assert mad_scale(ref * 1000) == pytest.approx(1000, rel=0.05)
+    assert robust_reference(np.array([2.0, 2.0, 2.0, 2.0])) == (2.0, 0.0)
 
 
 def test_categorical_tests() -> None:
-    ref = ["a"] * 700 + ["b"] * 300
-    assert chi_squared(ref, ["a"] * 70 + ["b"] * 30).pvalue > 0.5
-    assert chi_squared(ref, ["a"] * 30 + ["b"] * 70).pvalue < 1e-6
-    assert jensen_shannon(ref, ref) == pytest.approx(0.0, abs=1e-9)
-    assert unseen_rate(ref, ["a", "c", "d", "b"]) == 0.5
-    drift = CategoricalDrift(ref, window=10)
-    drift.update_many(["c"] * 30)
-    assert drift.test()["unseen_rate"].statistic == 1.0
+    ref = Counter({"a": 700, "b": 300})
+    assert chi_squared(ref, Counter({"a": 70, "b": 30})).pvalue > 0.5
+    assert chi_squared(ref, Counter({"a": 30, "b": 70})).pvalue < 1e-6
+    assert unseen_rate(ref, Counter(["a", "c", "d", "b"])) == 0.5
+    assert unseen_rate(ref, Counter(["c"] * 30)) == 1.0
+    # Rare reference categories are pooled with unseen ones; a single common category leaves nothing to test.
+    assert chi_squared(Counter({"a": 700, "b": 3, "c": 300}), Counter({"a": 70, "c": 30, "z": 20})).category == "<other>"
+    assert chi_squared(Counter({"a": 700}), Counter({"a": 10})) is None
 
 
 def test_multiple_testing_corrections() -> None:
     p = [0.001, 0.012, 0.02, 0.04, 0.3]
     assert holm(p, 0.05).tolist() == [True, True, False, False, False]
-    assert benjamini_hochberg(p, 0.05).tolist() == [True, True, True, True, False]
     null = np.random.default_rng(2).random((200, 20))
     assert sum(holm(row, 0.05).any() for row in null) <= 25
