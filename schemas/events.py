@@ -45,6 +45,20 @@ FeatureValue = bool | int | FiniteFloat | ShortText | None
 Label = bool | int | FiniteFloat | Annotated[str, StringConstraints(min_length=1, max_length=256)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 
+#: The two sides of the join: a prediction, and its outcome (the ground truth).
+Side = Literal["prediction", "outcome"]
+SIDES: tuple[Side, Side] = ("prediction", "outcome")
+
+
+def other_side(side: Side) -> Side:
+    """The side a ``side`` event waits for.
+
+    >>> other_side("prediction")
+    'outcome'
+    """
+    return "outcome" if side == "prediction" else "prediction"
+
+
 AlertStatus = Literal["fired", "resolved"]
 AlertKind = Literal["performance_decay", "drift", "outlier"]
 Severity = Literal["info", "warning", "critical"]
@@ -93,6 +107,11 @@ class LabelledExample(_Event):
     schema_version: Literal[1] = 1
     prediction: PredictionEvent
     outcome: OutcomeEvent
+
+    @property
+    def completed_at(self) -> datetime:
+        """When the example was complete: the later of its prediction's and its outcome's event times."""
+        return max(self.prediction.event_time, self.outcome.event_time)
 
 
 MAX_BATCH_ITEMS = 1000

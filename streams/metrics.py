@@ -17,7 +17,7 @@ from detectors.monitors.data_monitor import (
 )
 from detectors.monitors.monitor_set import MonitorSet
 from schemas.config import ModelSpec, MonitorConfig
-from schemas.events import PredictionEvent
+from schemas.events import SIDES, PredictionEvent
 
 __all__ = ["WorkerMetrics"]
 
@@ -224,7 +224,7 @@ class WorkerMetrics:
         """
         for stage in ("ingest", "monitor"):
             self.late.labels(stage)
-        for source in ("prediction", "outcome"):
+        for source in SIDES:
             self.events_read.labels(source)
             self.events_processed.labels(source)
             self.events_expired.labels(source)

@@ -18,15 +18,14 @@ import heapq
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Generic, Literal, TypeVar
+from typing import Generic, TypeVar
 
 from detectors.exceptions import InvalidParameter
-from schemas.events import LabelledExample, OutcomeEvent, PredictionEvent
+from schemas.events import SIDES, LabelledExample, OutcomeEvent, PredictionEvent, Side, other_side
 
 __all__ = ["Duplicate", "Expired", "OutcomeJoiner", "IdsWithinHorizon"]
 
 Ref = TypeVar("Ref")
-Side = Literal["prediction", "outcome"]
 
 
 @dataclass(frozen=True)
@@ -220,8 +219,9 @@ class OutcomeJoiner(Generic[Ref]):
             self._evicted.append(Expired(side, pid, event.event_time, ref))  # type: ignore[arg-type]
 
     def _joined_example(self, prediction: PredictionEvent, outcome: OutcomeEvent) -> LabelledExample:
-        self._joined.add(prediction.prediction_id, max(prediction.event_time, outcome.event_time))
-        return LabelledExample(prediction=prediction, outcome=outcome)
+        example = LabelledExample(prediction=prediction, outcome=outcome)
+        self._joined.add(prediction.prediction_id, example.completed_at)
+        return example
 
     def advance(self, side: Side, now: datetime) -> None:
         """Move one side's clock forward to ``now``, e.g. while the stream is idle; never backwards."""
@@ -230,9 +230,8 @@ class OutcomeJoiner(Generic[Ref]):
     def expire(self) -> list[Expired[Ref]]:
         """Remove and return every pending event whose partner's clock has passed its deadline."""
         expired, self._evicted = self._evicted, []
-        waits_on: dict[Side, Side] = {"prediction": "outcome", "outcome": "prediction"}
-        for side, other in waits_on.items():
-            clock = self._clocks[other]
+        for side in SIDES:
+            clock = self._clocks[other_side(side)]
             heap = self._deadlines[side]
             pending = self._predictions if side == "prediction" else self._outcomes
             while clock is not None and heap and heap[0][0] < clock:

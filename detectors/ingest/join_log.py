@@ -54,11 +54,11 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+
+from schemas.events import Side
 
 __all__ = ["POSITION_KEY", "JoinLog", "PendingEntry", "Rebuilt", "Step", "entry_key", "rebuild"]
 
-Side = Literal["prediction", "outcome"]
 Key = tuple[Side, str]
 Record = tuple[bytes, bytes | None]
 

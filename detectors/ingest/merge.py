@@ -8,7 +8,7 @@ from typing import Generic, TypeVar
 
 from detectors.ingest.ordering import EventTimeReorderer
 from detectors.ingest.stage import Source
-from schemas.events import LabelledExample, MonitorBatch, PredictionEvent
+from schemas.events import SIDES, LabelledExample, MonitorBatch, PredictionEvent
 
 __all__ = ["NOTHING_SENT", "Held", "MonitorInputOrder", "source_name"]
 
@@ -75,7 +75,7 @@ class MonitorInputOrder(Generic[Ref]):
         self.n_partitions = n_partitions
         self._predictions: EventTimeReorderer[Held[Ref]] = EventTimeReorderer(idle_seconds, max_buffered, grace_seconds)
         self._labelled: EventTimeReorderer[Held[Ref]] = EventTimeReorderer(idle_seconds, max_buffered, grace_seconds)
-        self._sources = {source_name((side, p)) for p in range(n_partitions) for side in ("prediction", "outcome")}
+        self._sources = {source_name((side, p)) for p in range(n_partitions) for side in SIDES}
         for source in sorted(self._sources):
             for order in (self._predictions, self._labelled):
                 order.expect(source, wall_time)
@@ -100,8 +100,7 @@ class MonitorInputOrder(Generic[Ref]):
             self._predictions.push(prediction.event_time, prediction.prediction_id, Held(ref, model, prediction),
                                    wall_time)
         for example in batch.labelled:
-            completed = max(example.prediction.event_time, example.outcome.event_time)
-            self._labelled.push(completed, example.prediction.prediction_id, Held(ref, model, example), wall_time)
+            self._labelled.push(example.completed_at, example.prediction.prediction_id, Held(ref, model, example), wall_time)
 
     def release(self, wall_time: float | None = None) -> tuple[list[Held[Ref]], list[Held[Ref]]]:
         """The predictions and the labelled examples every active source has passed, each in event-time order."""

@@ -17,24 +17,19 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Generic, Literal, TypeVar
+from typing import Generic, TypeVar
 
 from pydantic import TypeAdapter
 
 from detectors.ingest.join import Duplicate, Expired, OutcomeJoiner
 from detectors.ingest.ordering import EventTimeReorderer
 from schemas.decoding import Rejection, decode
-from schemas.events import LabelledExample, OutcomeEvent, PredictionEvent
+from schemas.events import SIDES, LabelledExample, OutcomeEvent, PredictionEvent, Side, other_side
 
-__all__ = ["DeadLetter", "IngestResult", "JoinStage", "RawRecord", "Side", "Source"]
+__all__ = ["DeadLetter", "IngestResult", "JoinStage", "RawRecord", "Source"]
 
 Ref = TypeVar("Ref")
-Side = Literal["prediction", "outcome"]
-SIDES: tuple[Side, Side] = ("prediction", "outcome")
-
-
-def _other(side: Side) -> Side:
-    return "outcome" if side == "prediction" else "prediction"
+#: A source partition of one side.
 Source = tuple[Side, int]
 
 _PREDICTION = TypeAdapter(PredictionEvent)
@@ -222,7 +217,7 @@ class JoinStage(Generic[Ref]):
                 self._note_waiting(record, event.prediction_id)
             else:
                 # The other side was waiting, and stops.
-                self._note_resolved(record.partition, _other(record.side), event.prediction_id)
+                self._note_resolved(record.partition, other_side(record.side), event.prediction_id)
                 self._emit_joined(joined, out, wall_time)
         if wall_time is not None:
             self._note_activity(active, wall_time)
@@ -245,8 +240,7 @@ class JoinStage(Generic[Ref]):
     def _emit_joined(self, joined: LabelledExample, out: IngestResult[Ref], wall_time: float | None) -> None:
         self.n_processed["prediction"] += 1
         self.n_processed["outcome"] += 1
-        completed = max(joined.prediction.event_time, joined.outcome.event_time)
-        self._order.push(completed, joined.prediction.prediction_id, joined if self.hold_for_order else None,
+        self._order.push(joined.completed_at, joined.prediction.prediction_id, joined if self.hold_for_order else None,
                          wall_time)
         if not self.hold_for_order:
             out.labelled.append(joined)
@@ -294,7 +288,7 @@ class JoinStage(Generic[Ref]):
             if isinstance(joined, Duplicate):
                 self._dead_letter(record, Rejection("duplicate", joined.reason), out)
             elif joined is not None:
-                self._note_resolved(partition, _other(record.side), event.prediction_id)
+                self._note_resolved(partition, other_side(record.side), event.prediction_id)
                 self._emit_joined(joined, out, wall_time)
         for side, clock in clocks.items():
             if clock is not None:
@@ -330,7 +324,7 @@ class JoinStage(Generic[Ref]):
     def expect_partitions(self, partitions: Iterable[int], wall_time: float | None = None) -> None:
         """Announce the source partitions of both sides, so that a late first fetch cannot be overtaken."""
         for partition in partitions:
-            for side in ("prediction", "outcome"):
+            for side in SIDES:
                 for order in (self._order, self._prediction_order):
                     order.expect((side, partition), wall_time)
 
@@ -367,7 +361,7 @@ class JoinStage(Generic[Ref]):
         for side, partition in active:
             self._last_seen[(side, partition)] = (wall_time, self._joiner(partition).clock(side))
         for side, partition in active:
-            other = _other(side)
+            other = other_side(side)
             if (other, partition) not in self._last_seen:
                 # A side never heard from is quiet since the other's first event, and its clock starts at the
                 # other's earliest event: starting at the other's latest would, in a backlog, expire events

@@ -17,9 +17,9 @@ from datetime import datetime
 
 from detectors.monitors.monitor_set import DetectorFactory, MonitorSet
 from detectors.monitors.episodes import MonitorResult
-from detectors.ingest.stage import JoinStage, RawRecord, Side
+from detectors.ingest.stage import JoinStage, RawRecord
 from schemas.config import MonitorConfig
-from schemas.events import Alert, LabelledExample, PredictionEvent, RetrainTrigger
+from schemas.events import Alert, LabelledExample, PredictionEvent, RetrainTrigger, Side
 
 __all__ = ["BacktestResult", "BadLine", "MetricPoint", "run_backtest"]
 

@@ -134,7 +134,7 @@ class ModelMonitor:
         first_index = self.n_seen
         perf = self.spec.performance
         # A time-based window ages examples out by when they were complete (labelled), the order they come in.
-        completed = (np.array([max(e.prediction.event_time, e.outcome.event_time).timestamp() for e in scored])
+        completed = (np.array([e.completed_at.timestamp() for e in scored])
                      if perf.window_seconds is not None else None)
         values = self._rolling.update_many(np.asarray(components, dtype=float), completed)
         n_in_window = self._rolling.counts

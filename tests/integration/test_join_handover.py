@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from schemas.events import SIDES
 from streams.client import PredictionLogger
 from streams.demo import free_port, start_worker, stop_worker
 from streams.scenarios import SpeechScenario
@@ -19,7 +20,6 @@ from tests.speech_monitors import SPEECH_MONITORS
 pytestmark = pytest.mark.integration
 
 N_PAIRS = 2000
-SIDES = ("prediction", "outcome")
 # Every event a worker saw, counted once: read + restored = processed + dead-lettered + expired + pending
 # + handed over + replayed (see detectors.ingest.stage and streams.metrics).
 IN = ("driftline_events_read_total", "driftline_join_restored_total")

@@ -77,7 +77,7 @@ def test_kill_9_mid_drift_resumes_warm_without_duplicates(kafka_bootstrap: str, 
     # What an uninterrupted monitor says about the same stream, in event-time order.
     straight = MonitorSet(MonitorConfig.model_validate(yaml.safe_load(CONFIG)), build_detector)
     examples = sorted((LabelledExample(prediction=p, outcome=o) for p, o in pairs),
-                      key=lambda e: max(e.prediction.event_time, e.outcome.event_time))
+                      key=lambda e: e.completed_at)
     expected = straight.observe(examples).alerts
     assert expected and all(a.event_time > change_time for a in expected)
     assert all(a.event_time > scenario.start + timedelta(seconds=KILL_AT) for a in expected), "kill before any alarm"

@@ -9,11 +9,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from detectors.ingest.stage import JoinStage, RawRecord
+from schemas.events import SIDES
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 TTL = 60.0
 MAX_BYTES = 512
-SIDES = ("prediction", "outcome")
 
 
 def iso(seconds: float) -> str:
