@@ -139,6 +139,34 @@ class DataMonitor:
     reference
         Stored reference predictions (``drift.reference_file``); without them the version's first
         ``drift.reference_size`` predictions are its reference.
+
+    Examples
+    --------
+    A fraud model's ``amount`` feature, normal around 50, has a spike at
+    prediction 1,500 and shifts up by two standard deviations from 2,000 on.
+    The spike alert fires on its event and resolves after a quiet window; the
+    Kolmogorov-Smirnov test fires on the first block of 500 that is mostly
+    shifted:
+
+    >>> from datetime import datetime, timedelta, timezone
+    >>> from detectors.registry import build_detector
+    >>> from schemas.config import parse_monitor_config
+    >>> spec = parse_monitor_config(
+    ...     "models: {fraud: {task: classification, performance: {threshold: 0.9},"
+    ...     " features: {amount: {kind: numeric, outliers: true}},"
+    ...     " drift: {reference_size: 1000, window: 500}}}").models["fraud"]
+    >>> t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    >>> amounts = np.random.default_rng(3).normal(50, 5, 3000)
+    >>> amounts[1500], amounts[2000:] = 500.0, amounts[2000:] + 10
+    >>> predictions = [PredictionEvent(prediction_id=f"p{i}", model="fraud", model_version="4", prediction="ok",
+    ...                                event_time=t0 + timedelta(seconds=i), features={"amount": float(x)})
+    ...                for i, x in enumerate(amounts)]
+    >>> monitor = DataMonitor("fraud", "4", spec, build_detector)
+    >>> alerts, triggers = monitor.observe(predictions)
+    >>> [(a.monitor, a.detector, a.status, int((a.event_time - t0).total_seconds())) for a in alerts]
+    [('outliers', 'robust_spike', 'fired', 1500), ('outliers', 'robust_spike', 'resolved', 2000), ('feature_drift', 'ks', 'fired', 2499)]
+    >>> monitor.open_alerts
+    [('feature_drift', 'amount', 'ks')]
     """
 
     def __init__(

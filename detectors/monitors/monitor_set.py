@@ -26,6 +26,33 @@ class MonitorSet:
     asked) and, for each of its recent versions, one
     :class:`~detectors.monitors.data_monitor.DataMonitor` (again per segment where
     asked).  Events of models absent from the config are counted, not watched.
+
+    Examples
+    --------
+    Two batches of a fraud model's predictions; a spike in ``amount`` at
+    prediction 1,500 and a shift of two standard deviations from 2,000 on.
+    The first 1,000 predictions of version 4 are its reference:
+
+    >>> from datetime import datetime, timedelta, timezone
+    >>> import numpy as np
+    >>> from detectors.registry import build_detector
+    >>> from schemas.config import parse_monitor_config
+    >>> config = parse_monitor_config(
+    ...     "models: {fraud: {task: classification, performance: {threshold: 0.9},"
+    ...     " features: {amount: {kind: numeric, outliers: true}}, drift: {reference_size: 1000, window: 500}}}")
+    >>> t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    >>> amounts = np.random.default_rng(3).normal(50, 5, 3000)
+    >>> amounts[1500], amounts[2000:] = 500.0, amounts[2000:] + 10
+    >>> predictions = [PredictionEvent(prediction_id=f"p{i}", model="fraud", model_version="4", prediction="ok",
+    ...                                event_time=t0 + timedelta(seconds=i), features={"amount": float(x)})
+    ...                for i, x in enumerate(amounts)]
+    >>> monitors = MonitorSet(config, build_detector)
+    >>> alerts = monitors.observe_predictions(predictions[:1800]).alerts
+    >>> alerts += monitors.observe_predictions(predictions[1800:]).alerts
+    >>> [(a.monitor, a.status, int((a.event_time - t0).total_seconds())) for a in alerts]
+    [('outliers', 'fired', 1500), ('outliers', 'resolved', 2000), ('feature_drift', 'fired', 2499)]
+    >>> list(monitors.data_monitors), monitors.n_predictions["fraud"]
+    ([('fraud', '4', None)], 3000)
     """
 
     #: Where a model's segments beyond ``max_segments``, and events without a segment, are pooled.

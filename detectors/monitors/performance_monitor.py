@@ -69,6 +69,40 @@ class ModelMonitor:
         A change detector fed the per-example loss, or None for threshold only.
     segment
         When set, this monitor watches one segment of the model's traffic.
+    gate
+        The model's retrain cooldown, shared with its other monitors (a fresh one when None).
+    threshold_name
+        The name its threshold alerts are published under.
+
+    Examples
+    --------
+    A speech model's accuracy falls from 95% to 80% at utterance 3,000.  The
+    change detector (a Bernoulli GLR on the per-example error) fires a few
+    dozen utterances later, the 500-example rolling accuracy crosses its 0.85
+    threshold a few hundred later, and the first alert asks for a retrain:
+
+    >>> from datetime import datetime, timedelta, timezone
+    >>> import numpy as np
+    >>> from detectors.registry import build_detector
+    >>> from schemas.config import parse_monitor_config
+    >>> from schemas.events import OutcomeEvent
+    >>> spec = parse_monitor_config(
+    ...     "models: {asr: {task: classification, performance: {metric: accuracy, window: 500, threshold: 0.85},"
+    ...     " detector: {name: bernoulli_glr, params: {false_alarm_horizon: 100000}}}}").models["asr"]
+    >>> t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    >>> rng = np.random.default_rng(7)
+    >>> def utterance(i: int, correct: bool) -> LabelledExample:
+    ...     t = t0 + timedelta(seconds=i)
+    ...     p = PredictionEvent(prediction_id=f"u{i}", model="asr", model_version="1", event_time=t, prediction="yes")
+    ...     o = OutcomeEvent(prediction_id=f"u{i}", event_time=t, actual="yes" if correct else "no")
+    ...     return LabelledExample(prediction=p, outcome=o)
+    >>> examples = [utterance(i, rng.random() < (0.95 if i < 3000 else 0.80)) for i in range(6000)]
+    >>> monitor = ModelMonitor("asr", spec, build_detector(spec.detector_name, **spec.detector.params))
+    >>> result = monitor.observe(examples)
+    >>> [(a.detector, a.status, int((a.event_time - t0).total_seconds())) for a in result.alerts]
+    [('bernoulli_glr', 'fired', 3024), ('threshold', 'fired', 3300)]
+    >>> [t.reason for t in result.triggers], round(monitor.metric_value, 3), monitor.open_alerts
+    (['performance_decay'], 0.842, ['bernoulli_glr', 'threshold'])
     """
 
     def __init__(
