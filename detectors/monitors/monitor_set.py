@@ -29,30 +29,33 @@ class MonitorSet:
 
     Examples
     --------
-    Two batches of a fraud model's predictions; a spike in ``amount`` at
-    prediction 1,500 and a shift of two standard deviations from 2,000 on.
-    The first 1,000 predictions of version 4 are its reference:
+    A packaging robot's model, version 1 then version 2, and a scanner model
+    nobody configured.  Predictions are watched per version; a quarter of
+    the robot's labels disagree, so its 50-example accuracy alerts as soon as
+    the window is full; the scanner's examples are counted, not watched:
 
     >>> from datetime import datetime, timedelta, timezone
-    >>> import numpy as np
     >>> from detectors.registry import build_detector
     >>> from schemas.config import parse_monitor_config
-    >>> config = parse_monitor_config(
-    ...     "models: {fraud: {task: classification, performance: {threshold: 0.9},"
-    ...     " features: {amount: {kind: numeric, outliers: true}}, drift: {reference_size: 1000, window: 500}}}")
+    >>> from schemas.events import OutcomeEvent
+    >>> config = parse_monitor_config("models: {robot: {task: classification, performance: {threshold: 0.8, window: 50},"
+    ...                               " prediction_drift: true, drift: {reference_size: 100, window: 50}}}")
     >>> t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    >>> amounts = np.random.default_rng(3).normal(50, 5, 3000)
-    >>> amounts[1500], amounts[2000:] = 500.0, amounts[2000:] + 10
-    >>> predictions = [PredictionEvent(prediction_id=f"p{i}", model="fraud", model_version="4", prediction="ok",
-    ...                                event_time=t0 + timedelta(seconds=i), features={"amount": float(x)})
-    ...                for i, x in enumerate(amounts)]
+    >>> predictions = [PredictionEvent(prediction_id=f"{model}-{i}", model=model, model_version=version,
+    ...                                prediction="box", event_time=t0 + timedelta(seconds=i))
+    ...                for model, n in (("robot", 300), ("scanner", 5)) for i in range(n)
+    ...                for version in ["1" if i < 150 else "2"]]
     >>> monitors = MonitorSet(config, build_detector)
-    >>> alerts = monitors.observe_predictions(predictions[:1800]).alerts
-    >>> alerts += monitors.observe_predictions(predictions[1800:]).alerts
-    >>> [(a.monitor, a.status, int((a.event_time - t0).total_seconds())) for a in alerts]
-    [('outliers', 'fired', 1500), ('outliers', 'resolved', 2000), ('feature_drift', 'fired', 2499)]
-    >>> list(monitors.data_monitors), monitors.n_predictions["fraud"]
-    ([('fraud', '4', None)], 3000)
+    >>> monitors.observe_predictions(predictions).alerts, list(monitors.data_monitors), monitors.n_predictions
+    ([], [('robot', '1', None), ('robot', '2', None)], Counter({'robot': 300}))
+    >>> labelled = [LabelledExample(prediction=p, outcome=OutcomeEvent(
+    ...     prediction_id=p.prediction_id, event_time=p.event_time, actual="box" if i % 4 else "bag"))
+    ...     for i, p in enumerate(predictions)]
+    >>> result = monitors.observe(labelled)
+    >>> [(a.model, a.detector, a.status, int((a.event_time - t0).total_seconds())) for a in result.alerts]
+    [('robot', 'threshold', 'fired', 49)]
+    >>> result.n_unmonitored, round(monitors.monitors["robot"].metric_value, 2)
+    (5, 0.76)
     """
 
     #: Where a model's segments beyond ``max_segments``, and events without a segment, are pooled.
