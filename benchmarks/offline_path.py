@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from detectors.monitors.monitor_set import MonitorSet
 from detectors.ingest.stage import JoinStage, RawRecord
+from detectors.monitors.monitor_set import MonitorSet
 from detectors.registry import build_detector
 from schemas.config import parse_monitor_config
 from streams.settings import load_settings

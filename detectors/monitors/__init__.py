@@ -6,9 +6,9 @@ from detectors.monitors.backtest import BacktestResult, run_backtest
 from detectors.monitors.checkpoint import Checkpointer, decode_checkpoint, encode_checkpoint
 from detectors.monitors.data_monitor import DataMonitor, confidence_of
 from detectors.monitors.episodes import RetrainGate
-from detectors.monitors.performance_monitor import ModelMonitor, loss_of
 from detectors.monitors.episodes import MonitorResult
 from detectors.monitors.monitor_set import MonitorSet
+from detectors.monitors.performance_monitor import ModelMonitor, loss_of
 
 __all__ = [
     "AlertEpisodes",

@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from detectors.monitors.monitor_set import DetectorFactory, MonitorSet
-from detectors.monitors.episodes import MonitorResult
 from detectors.ingest.stage import JoinStage, RawRecord
+from detectors.monitors.episodes import MonitorResult
+from detectors.monitors.monitor_set import DetectorFactory, MonitorSet
 from schemas.config import MonitorConfig
 from schemas.events import Alert, LabelledExample, PredictionEvent, RetrainTrigger, Side
 

@@ -30,8 +30,8 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 from detectors.monitors.data_monitor import DataMonitor
-from detectors.monitors.performance_monitor import ModelMonitor
 from detectors.monitors.monitor_set import MonitorSet
+from detectors.monitors.performance_monitor import ModelMonitor
 
 __all__ = ["Checkpoint", "Checkpointer", "RecentIds", "decode_checkpoint", "encode_checkpoint"]
 
