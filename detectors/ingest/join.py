@@ -76,23 +76,28 @@ class IdsWithinHorizon:
 
     def __init__(self, horizon: timedelta, n_buckets: int = 16) -> None:
         self._width = horizon.total_seconds() / n_buckets
-        self._buckets: dict[int, set[int]] = {}
+        # Every id once, for a lookup per event (checking each bucket's set cost a third of the join), and
+        # per bucket the list of its ids, to forget them with.  An id is in one bucket only: the joiner adds
+        # an id again only once it has been forgotten, since before that it is a duplicate.
+        self._all: set[int] = set()
+        self._buckets: dict[int, list[int]] = {}
 
     def __len__(self) -> int:
-        return sum(len(ids) for ids in self._buckets.values())
+        return len(self._all)
 
     def __contains__(self, key: str) -> bool:
-        hashed = hash(key)
-        return any(hashed in ids for ids in self._buckets.values())
+        return hash(key) in self._all
 
     def add(self, key: str, at: datetime) -> None:
-        self._buckets.setdefault(math.floor(at.timestamp() / self._width), set()).add(hash(key))
+        hashed = hash(key)
+        self._all.add(hashed)
+        self._buckets.setdefault(math.floor(at.timestamp() / self._width), []).append(hashed)
 
     def forget_before(self, cutoff: datetime) -> None:
         """Forget the buckets whose ids were all added at times before ``cutoff``."""
         last = math.floor(cutoff.timestamp() / self._width)  # the bucket holding the cutoff stays
         for index in [i for i in self._buckets if i < last]:
-            del self._buckets[index]
+            self._all.difference_update(self._buckets.pop(index))
 
 
 class OutcomeJoiner(Generic[Ref]):
