@@ -6,24 +6,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-__all__ = ["LearnerKind", "LearnerSpec", "Task"]
+from retrainer.estimators import LearnerKind, Task, make_estimator, task_of
 
-LearnerKind = Literal[
-    "logistic_regression",
-    "adaptive_random_forest",
-    "hoeffding_adaptive_tree_classifier",
-    "hoeffding_adaptive_tree_regressor",
-    "linear_regression",
-]
-Task = Literal["classification", "regression"]
-
-_TASKS: dict[str, Task] = {
-    "logistic_regression": "classification",
-    "adaptive_random_forest": "classification",
-    "hoeffding_adaptive_tree_classifier": "classification",
-    "hoeffding_adaptive_tree_regressor": "regression",
-    "linear_regression": "regression",
-}
+__all__ = ["LearnerSpec"]
 
 # Params are read from YAML, so only plain scalars and flat lists make sense; an
 # optimizer object or a detector instance cannot be written there anyway.
@@ -100,8 +85,6 @@ class LearnerSpec(BaseModel):
             return params
         # Building the estimator is the only complete check of river's own
         # argument rules, and it is cheap for an untrained model.
-        from retrainer.learners import make_estimator
-
         try:
             make_estimator(kind, params, seed=info.data.get("seed", 42))
         except (TypeError, ValueError) as exc:
@@ -117,7 +100,7 @@ class LearnerSpec(BaseModel):
     @property
     def task(self) -> Task:
         """``classification`` or ``regression``, from the learner kind."""
-        return _TASKS[self.kind]
+        return task_of(self.kind)
 
     @property
     def metric(self) -> Literal["accuracy", "mae"]:
