@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from retrainer.artifacts import ArtifactStore, LocalArtifactStore, StoredArtifact, sha256_hex
-from retrainer.config import LearnerSpec
+from retrainer.config import LearnerSpec, RetrainerConfig, open_registry, open_store, retrainer_config
 from retrainer.estimators import LearnerKind, Task, make_estimator
 from retrainer.exceptions import (
     ArtifactError,
@@ -20,7 +20,6 @@ from retrainer.core import MAX_WAITING_TRIGGERS, Retrainer, register_initial_ver
 from retrainer.evaluation import Evaluation, decide, evaluate, score
 from retrainer.learners import OnlineModel, example_to_xy, features_to_x, target
 from retrainer.registry import REGISTRY_FILENAME, ModelRegistry
-from retrainer.settings import RetrainerConfig, open_registry, open_store, retrainer_config
 
 __all__ = [
     "ArtifactError",

@@ -148,7 +148,7 @@ app.add_typer(models_app, name="models")
 
 
 def _retrainer_setup(config: Optional[Path]):  # type: ignore[no-untyped-def]
-    from retrainer.settings import retrainer_config
+    from retrainer.config import retrainer_config
     from streams.settings import load_settings
 
     settings = load_settings(**({"monitor_config": config} if config else {}))
@@ -170,7 +170,7 @@ def retrainer(
 
 
 def _registry():  # type: ignore[no-untyped-def]
-    from retrainer.settings import open_registry
+    from retrainer.config import open_registry
     from streams.settings import load_settings
 
     settings = load_settings()

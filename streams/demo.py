@@ -19,10 +19,9 @@ from pydantic import TypeAdapter
 from rich.console import Console
 from rich.table import Table
 
-from retrainer.config import LearnerSpec
+from retrainer.config import LearnerSpec, open_registry, open_store, retrainer_config
 from retrainer.core import register_initial_version
 from retrainer.learners import OnlineModel, features_to_x
-from retrainer.settings import open_registry, open_store, retrainer_config
 from schemas.config import parse_monitor_config
 from schemas.events import Alert, ModelVersion, OutcomeEvent, RetrainTrigger
 from streams.client import PredictionLogger

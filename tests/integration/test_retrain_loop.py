@@ -24,7 +24,7 @@ import pytest
 from confluent_kafka import Producer
 from pydantic import TypeAdapter
 
-from retrainer.settings import open_registry, open_store, retrainer_config
+from retrainer.config import open_registry, open_store, retrainer_config
 from schemas.config import parse_monitor_config
 from schemas.events import Alert, LabelledExample, ModelVersion, OutcomeEvent, RetrainTrigger
 from streams.client import PredictionLogger
