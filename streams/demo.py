@@ -19,8 +19,8 @@ from pydantic import TypeAdapter
 from rich.console import Console
 from rich.table import Table
 
+from retrainer.champions import register_initial_version
 from retrainer.config import LearnerSpec, open_registry, open_store, retrainer_config
-from retrainer.core import register_initial_version
 from retrainer.learners import OnlineModel, features_to_x
 from schemas.config import parse_monitor_config
 from schemas.events import Alert, ModelVersion, OutcomeEvent, RetrainTrigger

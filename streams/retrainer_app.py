@@ -48,8 +48,8 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, Message, P
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 from pydantic import TypeAdapter
 
+from retrainer.champions import Retrainer
 from retrainer.config import RetrainerConfig, open_registry, open_store
-from retrainer.core import Retrainer
 from retrainer.exceptions import BadExample, UnknownModel
 from retrainer.registry import ModelRegistry
 from schemas.decoding import Rejection, decode
