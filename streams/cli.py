@@ -133,8 +133,8 @@ def demo(
         from streams.demo import run_demo
 
         raise typer.Exit(run_demo(n_events=events or 12_000, timeout=timeout))
+    from streams.exceptions import UnknownScenario
     from streams.scenario_demo import run_scenario_demo
-    from streams.scenarios import UnknownScenario
 
     try:
         code = run_scenario_demo(scenario, n_events=events, seed=seed, timeout=timeout)
@@ -286,7 +286,8 @@ def scenario(
     config_output: Annotated[Optional[Path], typer.Option(help="Also write the scenario's monitor config (YAML).")] = None,
 ) -> None:
     """Write a synthetic scenario's events as JSON lines (and its monitors), for `driftline backtest`."""
-    from streams.scenarios import UnknownScenario, make_scenario
+    from streams.exceptions import UnknownScenario
+    from streams.scenarios import make_scenario
 
     try:
         chosen = make_scenario(name, n_events=events, seed=seed)
