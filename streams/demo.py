@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer
-from prometheus_client.parser import text_string_to_metric_families
 from pydantic import TypeAdapter
 from rich.console import Console
 from rich.table import Table
@@ -26,12 +20,13 @@ from schemas.config import parse_monitor_config
 from schemas.events import Alert, ModelVersion, OutcomeEvent, RetrainTrigger
 from streams.client import PredictionLogger
 from streams.localkafka import LocalKafka
+from streams.processes import free_port, metric_sum, scrape_metrics, start_retrainer, start_worker, stop_worker
 from streams.scenarios import LearnableSpeechScenario
 from streams.serving import ModelServer
 from streams.settings import load_settings
 from streams.topics import ensure_topics
 
-__all__ = ["register_shipped_model", "run_demo", "scrape_metrics", "start_retrainer", "start_worker", "stop_worker", "free_port"]
+__all__ = ["DEMO_CONFIG", "register_shipped_model", "run_demo"]
 
 DEMO_CONFIG = """\
 models:
@@ -63,30 +58,6 @@ GARBAGE = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """Start ``driftline worker`` as a subprocess in its own session."""
-    log = open(log_path, "wb")
-    return subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "worker"], env={**os.environ, **env},
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-    )
-
-
-def start_retrainer(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """Start ``driftline retrainer`` as a subprocess in its own session (stop it with :func:`stop_worker`)."""
-    log = open(log_path, "wb")
-    return subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "retrainer"], env={**os.environ, **env},
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-    )
-
-
 def register_shipped_model(data_dir: Path, scenario: LearnableSpeechScenario, spec: LearnerSpec, n_history: int = 2000) -> ModelVersion:
     """Train the model the app ships with on ``n_history`` earlier utterances and register it as version 1.
 
@@ -107,36 +78,6 @@ def register_shipped_model(data_dir: Path, scenario: LearnableSpeechScenario, sp
         data_from=history[0].event_time, data_to=history[-1].event_time,
         reason=f"shipped: trained offline on {n_history} historical utterances",
     )
-
-
-def stop_worker(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> int:
-    """SIGTERM, then SIGKILL after ``timeout``: faust has been seen ignoring SIGTERM for seconds."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    return proc.returncode
-
-
-def scrape_metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """The worker's /metrics as {(sample name, sorted labels): value}; empty if it does not answer."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
-            text = response.read().decode()
-    except OSError:
-        return {}
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
-def metric_sum(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
-    return sum(v for (n, ls), v in samples.items() if n == name and all((k, val) in ls for k, val in labels.items()))
 
 
 def run_demo(n_events: int = 12_000, timeout: float = 150.0, rate: float = 400.0) -> int:

@@ -27,21 +27,14 @@ from rich.table import Table
 
 from schemas.events import Alert, OutcomeEvent, RetrainTrigger
 from streams.client import PredictionLogger
-from streams.demo import (
-    free_port,
-    metric_sum,
-    scrape_metrics,
-    start_worker,
-    stop_worker,
-)
 from streams.localkafka import LocalKafka
+from streams.processes import Samples, free_port, metric_sum, scrape_metrics, start_worker, stop_worker
 from streams.scenarios import make_scenario
 from streams.settings import load_settings
 from streams.topics import ensure_topics
 
 __all__ = ["run_scenario_demo"]
 
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 # After the last labelled example is counted, wait this long for the alerts it caused.
 _SETTLE_SECONDS = 3.0
 
