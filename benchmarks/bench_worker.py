@@ -40,8 +40,8 @@ from pydantic import TypeAdapter
 from offline_path import proc_status_kib
 from schemas.config import parse_monitor_config
 from schemas.events import OutcomeEvent, PredictionEvent
-from streams.demo import free_port, metric_sum, scrape_metrics, start_worker, stop_worker
 from streams.localkafka import LocalKafka
+from streams.processes import free_port, metric_sum, scrape_metrics, start_worker, stop_worker
 from streams.settings import load_settings
 from streams.topics import ensure_topics
 from workloads import WORKLOADS, Workload

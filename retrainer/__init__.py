@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from retrainer.artifacts import ArtifactStore, LocalArtifactStore, StoredArtifact, sha256_hex
-from retrainer.config import LearnerKind, LearnerSpec, Task
+from retrainer.champions import MAX_WAITING_TRIGGERS, Retrainer, register_initial_version
+from retrainer.config import LearnerSpec, RetrainerConfig, open_registry, open_store, retrainer_config
+from retrainer.estimators import LearnerKind, Task, make_estimator
 from retrainer.exceptions import (
     ArtifactError,
     ArtifactOutsideStore,
@@ -15,11 +17,9 @@ from retrainer.exceptions import (
     UnknownModel,
     UnknownVersion,
 )
-from retrainer.core import MAX_WAITING_TRIGGERS, Retrainer, register_initial_version
 from retrainer.evaluation import Evaluation, decide, evaluate, score
-from retrainer.learners import OnlineModel, example_to_xy, features_to_x, make_estimator, target
+from retrainer.learners import OnlineModel, example_to_xy, features_to_x, target
 from retrainer.registry import REGISTRY_FILENAME, ModelRegistry
-from retrainer.settings import RetrainerConfig, open_registry, open_store, retrainer_config
 
 __all__ = [
     "ArtifactError",

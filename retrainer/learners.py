@@ -1,4 +1,4 @@
-"""River pipelines built from a LearnerSpec, and the online model that wraps one."""
+"""The online model that wraps a LearnerSpec's river pipeline, and how an event becomes its ``x`` and ``y``."""
 
 from __future__ import annotations
 
@@ -6,52 +6,14 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from river import base, forest, linear_model, metrics, multiclass, optim, preprocessing, tree
+from river import metrics
 
-from retrainer.config import LearnerKind, LearnerSpec, Task
+from retrainer.config import LearnerSpec
+from retrainer.estimators import Task, make_estimator
 from retrainer.exceptions import BadExample
 from schemas.events import FeatureValue, Label, LabelledExample
 
-__all__ = ["OnlineModel", "example_to_xy", "features_to_x", "make_estimator", "target"]
-
-
-def make_estimator(kind: LearnerKind, params: Mapping[str, Any], seed: int) -> base.Estimator:
-    """Build an untrained river pipeline of the given kind.
-
-    Parameters
-    ----------
-    kind
-        One of :data:`retrainer.config.LearnerKind`.
-    params
-        Keyword arguments for the estimator; ``lr`` sets the SGD learning rate of
-        the linear kinds.
-    seed
-        Passed to estimators that take one.
-
-    Examples
-    --------
-    >>> list(make_estimator("logistic_regression", {"l2": 0.001}, seed=1).steps)
-    ['StandardScaler', 'OneVsRestClassifier']
-    >>> make_estimator("adaptive_random_forest", {"n_models": 3}, seed=1).n_models
-    3
-    """
-    kwargs = dict(params)
-    if kind in ("logistic_regression", "linear_regression") and "lr" in kwargs:
-        lr = kwargs.pop("lr")
-        if not isinstance(lr, int | float) or isinstance(lr, bool) or not lr > 0:
-            raise ValueError("lr must be a positive number")
-        kwargs["optimizer"] = optim.SGD(lr)
-    if kind == "logistic_regression":
-        return preprocessing.StandardScaler() | multiclass.OneVsRestClassifier(linear_model.LogisticRegression(**kwargs))
-    if kind == "linear_regression":
-        return preprocessing.StandardScaler() | linear_model.LinearRegression(**kwargs)
-    if kind == "adaptive_random_forest":
-        return forest.ARFClassifier(**{"seed": seed, **kwargs})
-    if kind == "hoeffding_adaptive_tree_classifier":
-        return tree.HoeffdingAdaptiveTreeClassifier(**{"seed": seed, **kwargs})
-    if kind == "hoeffding_adaptive_tree_regressor":
-        return tree.HoeffdingAdaptiveTreeRegressor(**{"seed": seed, **kwargs})
-    raise ValueError(f"unknown learner kind {kind!r}")
+__all__ = ["OnlineModel", "example_to_xy", "features_to_x", "target"]
 
 
 def features_to_x(features: Mapping[str, FeatureValue]) -> dict[str, float]:

@@ -307,7 +307,7 @@ class MonitorConfig(_Spec):
     models: dict[ModelName, ModelSpec] = Field(default_factory=dict)
     learners: dict[ModelName, dict[str, Any]] = Field(
         default_factory=dict,
-        description="Per-model online learner of the retrainer; validated by the retrainer (retrainer.settings).",
+        description="Per-model online learner of the retrainer; validated by the retrainer (retrainer.config).",
     )
     _references: dict[str, tuple[PredictionEvent, ...]] = PrivateAttr(default_factory=dict)
 

@@ -133,8 +133,8 @@ def demo(
         from streams.demo import run_demo
 
         raise typer.Exit(run_demo(n_events=events or 12_000, timeout=timeout))
+    from streams.exceptions import UnknownScenario
     from streams.scenario_demo import run_scenario_demo
-    from streams.scenarios import UnknownScenario
 
     try:
         code = run_scenario_demo(scenario, n_events=events, seed=seed, timeout=timeout)
@@ -148,7 +148,7 @@ app.add_typer(models_app, name="models")
 
 
 def _retrainer_setup(config: Optional[Path]):  # type: ignore[no-untyped-def]
-    from retrainer.settings import retrainer_config
+    from retrainer.config import retrainer_config
     from streams.settings import load_settings
 
     settings = load_settings(**({"monitor_config": config} if config else {}))
@@ -170,7 +170,7 @@ def retrainer(
 
 
 def _registry():  # type: ignore[no-untyped-def]
-    from retrainer.settings import open_registry
+    from retrainer.config import open_registry
     from streams.settings import load_settings
 
     settings = load_settings()
@@ -286,7 +286,8 @@ def scenario(
     config_output: Annotated[Optional[Path], typer.Option(help="Also write the scenario's monitor config (YAML).")] = None,
 ) -> None:
     """Write a synthetic scenario's events as JSON lines (and its monitors), for `driftline backtest`."""
-    from streams.scenarios import UnknownScenario, make_scenario
+    from streams.exceptions import UnknownScenario
+    from streams.scenarios import make_scenario
 
     try:
         chosen = make_scenario(name, n_events=events, seed=seed)

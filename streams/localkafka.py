@@ -19,15 +19,11 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from schemas.exceptions import DriftlineError
+from streams.exceptions import LocalKafkaError
 
-__all__ = ["DEFAULT_KAFKA_VERSION", "LocalKafka", "LocalKafkaError"]
+__all__ = ["DEFAULT_KAFKA_VERSION", "LocalKafka"]
 
 DEFAULT_KAFKA_VERSION = "4.1.1"
-
-
-class LocalKafkaError(DriftlineError):
-    """The local broker could not be set up, started or stopped."""
 
 
 def _require(tool: str, hint: str) -> str:

@@ -48,10 +48,10 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, Message, P
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 from pydantic import TypeAdapter
 
-from retrainer.core import Retrainer
+from retrainer.champions import Retrainer
+from retrainer.config import RetrainerConfig, open_registry, open_store
 from retrainer.exceptions import BadExample, UnknownModel
 from retrainer.registry import ModelRegistry
-from retrainer.settings import RetrainerConfig, open_registry, open_store
 from schemas.decoding import Rejection, decode
 from schemas.events import LabelledExample, ModelVersion, RetrainTrigger
 from streams.settings import Settings

@@ -20,28 +20,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer
-from pydantic import TypeAdapter
 from rich.console import Console
 from rich.table import Table
 
 from schemas.events import Alert, OutcomeEvent, RetrainTrigger
 from streams.client import PredictionLogger
-from streams.demo import (
-    free_port,
-    metric_sum,
-    scrape_metrics,
-    start_worker,
-    stop_worker,
-)
+from streams.demo_watch import DemoWatch
 from streams.localkafka import LocalKafka
+from streams.processes import Samples, free_port, metric_sum, scrape_metrics, start_worker, stop_worker
 from streams.scenarios import make_scenario
 from streams.settings import load_settings
 from streams.topics import ensure_topics
 
 __all__ = ["run_scenario_demo"]
 
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 # After the last labelled example is counted, wait this long for the alerts it caused.
 _SETTLE_SECONDS = 3.0
 
@@ -106,31 +98,19 @@ def run_scenario_demo(
     console.print(f"Worker started (pid {worker.pid}, metrics on http://127.0.0.1:{web_port}/metrics, "
                   f"log {work / 'worker.log'}, monitors {config_path})")
 
-    consumer = Consumer({**settings.confluent_config(), "group.id": f"demo-watch-{stamp}",
-                         "auto.offset.reset": "earliest"})
-    consumer.subscribe([topics.alerts, topics.retrain])
-    alerts: list[Alert] = []
-    triggers: list[RetrainTrigger] = []
-    alert_adapter, trigger_adapter = TypeAdapter(Alert), TypeAdapter(RetrainTrigger)
-
     def where(event_time: datetime) -> str:
         n = scenario.index_at(event_time)
         return f"prediction {n:>6,} ({n - scenario.change_at:+,} from the change)"
 
-    def watch(max_wait: float) -> None:
-        for message in consumer.consume(num_messages=1000, timeout=max_wait):
-            if message.error():
-                continue
-            if message.topic() == topics.alerts:
-                a = alert_adapter.validate_json(message.value() or b"")
-                alerts.append(a)
-                colour = "green" if a.status == "resolved" else "red"
-                console.print(f"[{colour}]ALERT {a.status:<8}[/] {where(a.event_time)} {a.kind}/{a.monitor}/{a.detector} "
-                              f"v{a.model_version or '-'}{f' [{a.segment}]' if a.segment else ''}: {a.message}")
-            else:
-                t = trigger_adapter.validate_json(message.value() or b"")
-                triggers.append(t)
-                console.print(f"[yellow]RETRAIN {t.reason}[/] {where(t.event_time)}: {t.message}")
+    def on_alert(a: Alert) -> None:
+        colour = "green" if a.status == "resolved" else "red"
+        console.print(f"[{colour}]ALERT {a.status:<8}[/] {where(a.event_time)} {a.kind}/{a.monitor}/{a.detector} "
+                      f"v{a.model_version or '-'}{f' [{a.segment}]' if a.segment else ''}: {a.message}")
+
+    def on_trigger(t: RetrainTrigger) -> None:
+        console.print(f"[yellow]RETRAIN {t.reason}[/] {where(t.event_time)}: {t.message}")
+
+    watch = DemoWatch(settings.confluent_config(), topics, f"demo-watch-{stamp}", on_alert=on_alert, on_trigger=on_trigger)
 
     console.print(f"Publishing the [bold]{name}[/] scenario: {scenario.n_events:,} predictions and their outcomes at "
                   f"{rate:,.0f} events/s; the change comes at prediction {scenario.change_at:,}.\n"
@@ -145,7 +125,7 @@ def run_scenario_demo(
         else:
             logger.log_prediction(event)
         if n_sent % 500 == 0:
-            watch(0.0)
+            watch.poll(0.0)
             ahead = n_sent / rate - (time.monotonic() - publishing)
             if ahead > 0:
                 time.sleep(ahead)
@@ -157,18 +137,18 @@ def run_scenario_demo(
     settled_at: float | None = None
     deadline = started + timeout
     while time.monotonic() < deadline and worker.poll() is None:
-        watch(0.5)
+        watch.poll(0.5)
         samples = scrape_metrics(web_port) or samples
         if metric_sum(samples, "driftline_examples_total") >= n_outcomes:
             settled_at = settled_at or time.monotonic()
             if time.monotonic() - settled_at >= _SETTLE_SECONDS:
                 break
-    watch(1.0)
-    consumer.close()
+    watch.poll(1.0)
+    watch.close()
     stop_worker(worker)
     if ours is not None:
         ours.stop()
-    return _report(console, scenario, alerts, triggers, samples, n_outcomes, settled_at is not None,
+    return _report(console, scenario, watch.alerts, watch.triggers, samples, n_outcomes, settled_at is not None,
                    time.monotonic() - started, work)
 
 

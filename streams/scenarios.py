@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from schemas.events import Alert, FeatureValue, Label, OutcomeEvent, PredictionEvent
-from schemas.exceptions import DriftlineError
+from streams.exceptions import UnknownScenario
 
 __all__ = [
     "SCENARIOS",
@@ -23,7 +23,6 @@ __all__ = [
     "SpeechAccentScenario",
     "SpeechScenario",
     "StockScenario",
-    "UnknownScenario",
     "Utterance",
     "make_scenario",
 ]
@@ -236,15 +235,6 @@ class LearnableSpeechScenario:
 
 Event = PredictionEvent | OutcomeEvent
 _START = datetime(2026, 11, 1, tzinfo=timezone.utc)
-
-
-class UnknownScenario(DriftlineError, ValueError):
-    """A scenario name that is not in :data:`SCENARIOS`; ``choices`` lists the names that are."""
-
-    def __init__(self, name: str, choices: list[str]) -> None:
-        self.name = name
-        self.choices = choices
-        super().__init__(f"unknown scenario {name!r}; choose one of {', '.join(choices)}")
 
 
 @dataclass(frozen=True)
@@ -706,7 +696,7 @@ def make_scenario(name: str, n_events: int | None = None, seed: int = 7) -> Any:
     >>> make_scenario("weather")
     Traceback (most recent call last):
     ...
-    streams.scenarios.UnknownScenario: unknown scenario 'weather'; choose one of speech, speech-accent, stock, robot, fraud, recommender
+    streams.exceptions.UnknownScenario: unknown scenario 'weather'; choose one of speech, speech-accent, stock, robot, fraud, recommender
     """
     cls = SCENARIOS.get(name)
     if cls is None:

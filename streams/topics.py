@@ -8,14 +8,10 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from schemas.exceptions import DriftlineError
+from streams.exceptions import TopicError
 from streams.settings import Settings
 
-__all__ = ["TopicError", "TopicSpec", "ensure_topics", "read_partition", "topic_specs"]
-
-
-class TopicError(DriftlineError):
-    """A topic could not be created, or exists with the wrong shape."""
+__all__ = ["TopicSpec", "ensure_topics", "read_partition", "topic_specs"]
 
 
 @dataclass(frozen=True)

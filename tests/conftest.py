@@ -16,8 +16,8 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if configured:
         yield configured
         return
-    from streams.demo import free_port
     from streams.localkafka import LocalKafka
+    from streams.processes import free_port
 
     kafka = LocalKafka(data_dir=Path(tmp_path_factory.mktemp("kafka")), port=free_port(), controller_port=free_port())
     kafka.start()

@@ -15,13 +15,7 @@ from confluent_kafka import Consumer, ConsumerGroupState, KafkaException, Messag
 from confluent_kafka.admin import AdminClient
 
 from schemas.topics import TopicNames
-from streams.demo import (
-    free_port,
-    metric_sum,
-    scrape_metrics,
-    start_worker,
-    stop_worker,
-)
+from streams.processes import free_port, metric_sum, scrape_metrics, start_worker, stop_worker
 from streams.settings import Settings, load_settings
 from streams.topics import ensure_topics
 

@@ -11,7 +11,7 @@ import pytest
 
 from schemas.events import SIDES
 from streams.client import PredictionLogger
-from streams.demo import free_port, start_worker, stop_worker
+from streams.processes import free_port, start_worker, stop_worker
 from streams.scenarios import SpeechScenario
 from streams.topics import ensure_topics
 from tests.integration.harness import Worker, assigned_partitions, read_topic, settings_of, worker_env

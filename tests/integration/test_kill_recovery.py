@@ -26,7 +26,7 @@ from detectors.registry import build_detector
 from schemas.config import MonitorConfig
 from schemas.events import Alert, LabelledExample
 from streams.client import PredictionLogger
-from streams.demo import free_port, start_worker, stop_worker
+from streams.processes import free_port, start_worker, stop_worker
 from streams.scenarios import SpeechScenario
 from streams.topics import ensure_topics
 from tests.integration.harness import Worker, read_topic, settings_of, worker_env

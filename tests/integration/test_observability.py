@@ -28,7 +28,7 @@ import yaml
 from confluent_kafka import Producer
 
 from streams.client import PredictionLogger
-from streams.demo import free_port
+from streams.processes import free_port
 from streams.scenarios import SpeechScenario
 from tests.integration.harness import running_worker
 from tests.speech_monitors import SPEECH_MONITORS

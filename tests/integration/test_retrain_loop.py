@@ -24,11 +24,12 @@ import pytest
 from confluent_kafka import Producer
 from pydantic import TypeAdapter
 
-from retrainer.settings import open_registry, open_store, retrainer_config
+from retrainer.config import open_registry, open_store, retrainer_config
 from schemas.config import parse_monitor_config
 from schemas.events import Alert, LabelledExample, ModelVersion, OutcomeEvent, RetrainTrigger
 from streams.client import PredictionLogger
-from streams.demo import free_port, metric_sum, register_shipped_model, scrape_metrics, start_retrainer, stop_worker
+from streams.demo import register_shipped_model
+from streams.processes import free_port, metric_sum, scrape_metrics, start_retrainer, stop_worker
 from streams.scenarios import LearnableSpeechScenario
 from streams.serving import ModelServer
 from streams.settings import Settings, load_settings

@@ -35,7 +35,7 @@ from detectors.registry import build_detector
 from schemas.config import MonitorConfig
 from schemas.events import Alert, OutcomeEvent, PredictionEvent
 from streams.client import PredictionLogger
-from streams.demo import metric_sum
+from streams.processes import metric_sum
 from streams.scenarios import SpeechScenario
 from tests.integration.harness import (
     Worker,

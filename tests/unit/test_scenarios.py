@@ -19,6 +19,7 @@ from detectors.registry import build_detector
 from schemas.config import parse_monitor_config
 from schemas.events import Alert, OutcomeEvent, PredictionEvent
 from streams.cli import app
+from streams.exceptions import UnknownScenario
 from streams.scenarios import (
     SCENARIOS,
     FraudScenario,
@@ -26,7 +27,6 @@ from streams.scenarios import (
     RobotScenario,
     SpeechAccentScenario,
     StockScenario,
-    UnknownScenario,
     make_scenario,
 )
 

@@ -1,4 +1,4 @@
-"""The Retrainer core: bootstrap, decayed streams, lineage, idempotency, restart, memory bound."""
+"""The Retrainer's champions: bootstrap, decayed streams, lineage, idempotency, restart, memory bound."""
 
 from __future__ import annotations
 

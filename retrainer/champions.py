@@ -1,4 +1,4 @@
-"""The retrainer's pure core: online champions, retrain triggers, champion/challenger, registration."""
+"""The retrainer's pure core: an online champion per model, retrain triggers, champion/challenger, registration."""
 
 from __future__ import annotations
 

@@ -1,0 +1,28 @@
+"""Errors raised by the streams package: topic administration, the local broker and the demo scenarios."""
+
+from __future__ import annotations
+
+from schemas.exceptions import DriftlineError
+
+__all__ = ["LocalKafkaError", "StreamsError", "TopicError", "UnknownScenario"]
+
+
+class StreamsError(DriftlineError):
+    """Root of the streams package's errors."""
+
+
+class TopicError(StreamsError):
+    """A topic could not be created, or exists with the wrong shape."""
+
+
+class LocalKafkaError(StreamsError):
+    """The local broker could not be set up, started or stopped."""
+
+
+class UnknownScenario(StreamsError, ValueError):
+    """A scenario name that is not in :data:`streams.scenarios.SCENARIOS`; ``choices`` lists the names that are."""
+
+    def __init__(self, name: str, choices: list[str]) -> None:
+        self.name = name
+        self.choices = choices
+        super().__init__(f"unknown scenario {name!r}; choose one of {', '.join(choices)}")

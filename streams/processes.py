@@ -1,0 +1,86 @@
+"""Driftline processes run as subprocesses (worker, retrainer), and reading their Prometheus metrics back.
+
+The demos, the integration tests and the worker benchmark all start ``driftline
+worker`` and ``driftline retrainer`` the same way and judge them by what their
+``/metrics`` page says.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+__all__ = ["Samples", "free_port", "metric_sum", "scrape_metrics", "start_retrainer", "start_worker", "stop_worker"]
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+"""Metric samples as ``{(sample name, sorted labels): value}``."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on at the moment of asking."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start_cli(command: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", command], env={**os.environ, **env},
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+
+
+def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start ``driftline worker`` as a subprocess in its own session."""
+    return _start_cli("worker", env, log_path)
+
+
+def start_retrainer(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start ``driftline retrainer`` as a subprocess in its own session (stop it with :func:`stop_worker`)."""
+    return _start_cli("retrainer", env, log_path)
+
+
+def stop_worker(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> int:
+    """SIGTERM, then SIGKILL after ``timeout``: faust has been seen ignoring SIGTERM for seconds."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode
+
+
+def scrape_metrics(port: int) -> Samples:
+    """The process's /metrics as {(sample name, sorted labels): value}; empty if it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return {}
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def metric_sum(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of ``name``'s samples over every label set that includes ``labels``.
+
+    Examples
+    --------
+    >>> samples = {("n_total", (("model", "a"),)): 2.0, ("n_total", (("model", "b"),)): 3.0}
+    >>> metric_sum(samples, "n_total"), metric_sum(samples, "n_total", model="b"), metric_sum(samples, "other")
+    (5.0, 3.0, 0)
+    """
+    return sum(v for (n, ls), v in samples.items() if n == name and all((k, val) in ls for k, val in labels.items()))
