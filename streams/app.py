@@ -61,6 +61,7 @@ from schemas.events import (
     MonitorBatch,
     PredictionEvent,
 )
+from streams.cloudevents import cloudevents_headers
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
 from streams.topics import read_partition
@@ -206,18 +207,6 @@ def _dead_letter_headers(ref: SourceRef, rejection: Rejection, stage: str) -> li
         ("driftline_source_partition", str(ref.partition).encode()),
         ("driftline_source_offset", str(ref.offset).encode()),
         ("driftline_dead_lettered_at", datetime.now(timezone.utc).isoformat().encode()),
-    ]
-
-
-def _cloudevents_headers(event_id: str, event_type: str, event_time: datetime) -> list[tuple[str, bytes]]:
-    # CloudEvents Kafka binding, binary mode: attributes travel as ce_* headers.
-    return [
-        ("ce_specversion", b"1.0"),
-        ("ce_id", event_id.encode()),
-        ("ce_type", event_type.encode()),
-        ("ce_source", CLOUDEVENTS_SOURCE.encode()),
-        ("ce_time", event_time.isoformat().encode()),
-        ("content-type", b"application/json"),
     ]
 
 
@@ -588,14 +577,16 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
         for alert in result.alerts:
             outbox.add(
                 names.alerts, alert.model.encode(), alert.model_dump_json().encode(),
-                _cloudevents_headers(alert.alert_id, f"dev.driftline.alert.{alert.status}", alert.event_time),
+                cloudevents_headers(CLOUDEVENTS_SOURCE, alert.alert_id, f"dev.driftline.alert.{alert.status}",
+                                    alert.event_time),
             )
             metrics.alerts.labels(alert.model, alert.detector, alert.status, alert.severity).inc()
             log.warning("alert %s %s: %s", alert.status, alert.alert_id, alert.message)
         for trigger in result.triggers:
             outbox.add(
                 names.retrain, trigger.model.encode(), trigger.model_dump_json().encode(),
-                _cloudevents_headers(trigger.trigger_id, "dev.driftline.retrain", trigger.event_time),
+                cloudevents_headers(CLOUDEVENTS_SOURCE, trigger.trigger_id, "dev.driftline.retrain",
+                                    trigger.event_time),
             )
             metrics.retrain_triggers.labels(trigger.model, trigger.reason).inc()
         for example, reason in result.rejected:
