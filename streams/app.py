@@ -29,12 +29,9 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime, timezone
-from typing import Any, NamedTuple, get_args
+from typing import Any, get_args
 
 import faust
-from aiokafka.errors import KafkaError
-from faust.types import TP
 from prometheus_client import generate_latest
 from pydantic import TypeAdapter
 
@@ -55,159 +52,27 @@ from detectors.pipeline import (
 from detectors.registry import build_detector
 from schemas.config import MonitorConfig
 from schemas.decoding import Rejection, RejectionKind, decode
-from schemas.events import (
-    MAX_BATCH_ITEMS,
-    LabelledExample,
-    MonitorBatch,
-    PredictionEvent,
-)
+from schemas.events import LabelledExample, MonitorBatch, PredictionEvent
 from streams.cloudevents import cloudevents_headers
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
 from streams.topics import read_partition
+from streams.worker.messages import (
+    BATCH_BYTES,
+    CLOUDEVENTS_SOURCE,
+    MessageRef,
+    SourceRef,
+    dead_letter_headers,
+    monitor_batches,
+    source_ref,
+)
+from streams.worker.outbox import Outbox
+from streams.worker.progress import SourceProgress
 
 __all__ = ["SourceRef", "create_app"]
 
 log = logging.getLogger(__name__)
 _MONITOR_BATCH = TypeAdapter(MonitorBatch)
-# Monitor-input messages stay well under the producer's 1 MB request limit.
-_BATCH_BYTES = 512 * 1024
-CLOUDEVENTS_SOURCE = "urn:driftline:worker"
-
-
-class SourceRef(NamedTuple):
-    """Where a raw value came from, for its dead-letter headers."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-
-
-def _ref(event: Any) -> SourceRef:
-    message = event.message
-    return SourceRef(message.topic, message.partition, message.offset, message.key)
-
-
-class _Outbox:
-    """Messages a batch produced, sent together once the batch is decided.
-
-    Faust's ``send_soon`` hands messages to its producer one event-loop round
-    trip at a time (and logs a warning whenever 100 are waiting); sending a
-    batch straight to the transport producer and awaiting the acks once per
-    batch is several times cheaper.  The acks are awaited before the batch's
-    offsets can be committed, so a failed send stops the worker instead of
-    losing the message.
-    """
-
-    def __init__(self, app: faust.App) -> None:
-        self._app = app
-        self._messages: list[tuple[str, bytes | None, bytes | None, int | None, list[tuple[str, bytes]] | None]] = []
-        # Tasks sharing an outbox hand their messages to the producer one after another, in the order they
-        # were added: the labelled examples of one model must reach its partition in event-time order.
-        self._enqueueing = asyncio.Lock()
-
-    def add(self, topic: str, key: bytes | None, value: bytes | None,
-            headers: list[tuple[str, bytes]] | None = None, partition: int | None = None) -> None:
-        self._messages.append((topic, key, value, partition, headers))
-
-    async def send(self) -> None:
-        async with self._enqueueing:
-            messages, self._messages = self._messages, []
-            producer = self._app.producer
-            acks = [await producer.send(topic, key, value, partition, None, headers)
-                    for topic, key, value, partition, headers in messages]
-        await asyncio.gather(*acks)
-
-
-class MessageRef(NamedTuple):
-    """Where a monitor-input message was read: its items are acked and checkpointed by it."""
-
-    partition: int
-    offset: int
-
-
-def _monitor_batches(model: str, predictions: Sequence[bytes], labelled: Sequence[bytes]) -> list[bytes]:
-    """One model's share of an ingest batch (its items' JSON) as monitor-input messages, each under ``_BATCH_BYTES``.
-
-    The items' JSON is joined by hand: building a MonitorBatch would validate every item once more.
-    """
-    messages: list[bytes] = []
-    parts: dict[str, list[bytes]] = {"predictions": [], "labelled": []}
-    size = 0
-
-    def cut() -> None:
-        nonlocal size
-        if parts["predictions"] or parts["labelled"]:
-            body = b",".join(b'"%s":[%s]' % (name.encode(), b",".join(items)) for name, items in parts.items())
-            messages.append(b'{"model":%s,%s}' % (json.dumps(model).encode(), body))
-        parts["predictions"], parts["labelled"], size = [], [], 0
-
-    for name, items in (("predictions", predictions), ("labelled", labelled)):
-        for blob in items:
-            if size + len(blob) > _BATCH_BYTES or len(parts["predictions"]) + len(parts["labelled"]) >= MAX_BATCH_ITEMS:
-                cut()
-            parts[name].append(blob)
-            size += len(blob)
-    cut()
-    return messages
-
-
-class _SourceProgress:
-    """Which source partitions still have unread messages, from the consumer's last fetched high-water marks.
-
-    A partition is busy while its high-water mark is past the next offset this process will be handed: one
-    past the last message read here, or, for a partition not read from since it was assigned, the consumer's
-    position when it was first seen.  The second case matters at the start of traffic: the Kafka client
-    drains its fetched partitions one after another (a whole fetch of one before the next), and faust
-    buffers what it drained, so a partition can wait seconds, fetched but not handed over, behind another.
-    Counting it busy keeps the watermark from overtaking it.  A partition never fetched is left to the
-    quiet-period rule.
-    """
-
-    def __init__(self, side_of_topic: dict[str, Side]) -> None:
-        self._side_of_topic = side_of_topic
-        self._next_offset: dict[TP, int] = {}
-        self._start_offset: dict[TP, int] = {}
-
-    def note(self, events: Sequence[Any]) -> None:
-        for event in events:
-            tp = TP(event.message.topic, event.message.partition)
-            self._next_offset[tp] = max(self._next_offset.get(tp, 0), event.message.offset + 1)
-
-    async def busy(self, consumer: Any) -> set[Source]:
-        assigned = {TP(tp.topic, tp.partition) for tp in consumer.assignment() if tp.topic in self._side_of_topic}
-        # A partition assigned again after a rebalance starts wherever the group left it, not where we did.
-        for offsets in (self._next_offset, self._start_offset):
-            for tp in [tp for tp in offsets if tp not in assigned]:
-                del offsets[tp]
-        busy: set[Source] = set()
-        for tp in assigned:
-            try:
-                highwater = consumer.highwater(tp)
-                next_offset = self._next_offset.get(tp, self._start_offset.get(tp))
-                if next_offset is None:
-                    next_offset = await consumer.position(tp)
-                    if next_offset is not None:
-                        self._start_offset[tp] = next_offset
-            # The client asserts the partition is assigned; during a rebalance it may no longer be.
-            except (AssertionError, KeyError, RuntimeError, KafkaError):
-                continue
-            if highwater is not None and next_offset is not None and highwater > next_offset:
-                busy.add((self._side_of_topic[tp.topic], tp.partition))
-        return busy
-
-
-def _dead_letter_headers(ref: SourceRef, rejection: Rejection, stage: str) -> list[tuple[str, bytes]]:
-    return [
-        ("driftline_reason", rejection.reason.encode()),
-        ("driftline_reason_kind", rejection.kind.encode()),
-        ("driftline_stage", stage.encode()),
-        ("driftline_source_topic", ref.topic.encode()),
-        ("driftline_source_partition", str(ref.partition).encode()),
-        ("driftline_source_offset", str(ref.offset).encode()),
-        ("driftline_dead_lettered_at", datetime.now(timezone.utc).isoformat().encode()),
-    ]
 
 
 def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics | None = None) -> faust.App:
@@ -258,9 +123,9 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     sources = app.topic(names.predictions, names.outcomes, internal=False, **raw)
     monitor_input = app.topic(names.monitor_input, internal=False, **raw)
-    ingest_out, monitor_out = _Outbox(app), _Outbox(app)
+    ingest_out, monitor_out = Outbox(app), Outbox(app)
     side_of_topic: dict[str, Side] = {names.predictions: "prediction", names.outcomes: "outcome"}
-    progress = _SourceProgress(side_of_topic)
+    progress = SourceProgress(side_of_topic)
     watched_models = {model for model, spec in config.models.items() if spec.watches_predictions}
 
     # Durable monitor state.  One entry per model (value: detectors.checkpoint bytes) in the changelog
@@ -400,7 +265,7 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
             metrics.late.labels(stage).inc(n_late - late_reported[stage])
             late_reported[stage] = n_late
 
-    def publish_ingest(out: IngestResult[SourceRef], outbox: _Outbox, wall_time: float, busy: set[Source]) -> None:
+    def publish_ingest(out: IngestResult[SourceRef], outbox: Outbox, wall_time: float, busy: set[Source]) -> None:
         # Each item is serialised once: a labelled example's JSON goes to the retrainer's topic and into its batch.
         by_model: dict[str, tuple[list[bytes], list[bytes]]] = {}
         for prediction in out.predictions:
@@ -411,12 +276,12 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
             outbox.add(names.labelled, example.prediction.model.encode(), blob)
             by_model.setdefault(example.prediction.model, ([], []))[1].append(blob)
         for model, (predictions, labelled) in by_model.items():
-            for blob in _monitor_batches(model, predictions, labelled):
+            for blob in monitor_batches(model, predictions, labelled):
                 outbox.add(names.monitor_input, model.encode(), blob)
         announce_watermarks(outbox, wall_time, busy)
         for dead in out.dead_letters:
             ref = dead.record.ref
-            outbox.add(names.deadletter, ref.key, dead.record.value, _dead_letter_headers(ref, dead.rejection, "ingest"))
+            outbox.add(names.deadletter, ref.key, dead.record.value, dead_letter_headers(ref, dead.rejection, "ingest"))
             metrics.events_dead_lettered.labels(dead.record.side, dead.rejection.kind).inc()
         for item in out.expired:
             record = {"side": item.side, "prediction_id": item.prediction_id, "event_time": item.event_time.isoformat(),
@@ -439,7 +304,7 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
 
     last_announced: list[Any] = [None]  # the watermark last announced for every source this worker reads
 
-    def announce_watermarks(outbox: _Outbox, wall_time: float, busy: set[Source]) -> None:
+    def announce_watermarks(outbox: Outbox, wall_time: float, busy: set[Source]) -> None:
         """Tell every monitor-input partition how far the source partitions this worker reads have been sent.
 
         Active sources are announced after every batch, even when the watermark stands still (one is behind,
@@ -539,7 +404,7 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
         async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
             started = time.perf_counter()
             records = [
-                RawRecord(side_of_topic[e.message.topic], e.value, _ref(e), e.message.partition)  # type: ignore[arg-type]
+                RawRecord(side_of_topic[e.message.topic], e.value, source_ref(e), e.message.partition)  # type: ignore[arg-type]
                 for e in events
             ]
             for side, n in Counter(r.side for r in records).items():
@@ -572,7 +437,7 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
             await send_step([])
 
     def publish_monitor(
-        result: MonitorResult, dead: Sequence[tuple[RawRecord[SourceRef], Rejection]], outbox: _Outbox
+        result: MonitorResult, dead: Sequence[tuple[RawRecord[SourceRef], Rejection]], outbox: Outbox
     ) -> None:
         for alert in result.alerts:
             outbox.add(
@@ -593,11 +458,11 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
             ref = SourceRef(names.monitor_input, -1, -1, example.prediction.model.encode())
             outbox.add(
                 names.deadletter, ref.key, example.model_dump_json().encode(),
-                _dead_letter_headers(ref, Rejection("unscorable", reason), "monitor"),
+                dead_letter_headers(ref, Rejection("unscorable", reason), "monitor"),
             )
             metrics.examples_rejected.labels(example.prediction.model).inc()
         for record, rejection in dead:
-            outbox.add(names.deadletter, record.ref.key, record.value, _dead_letter_headers(record.ref, rejection, "monitor"))
+            outbox.add(names.deadletter, record.ref.key, record.value, dead_letter_headers(record.ref, rejection, "monitor"))
         if result.n_unmonitored:
             metrics.examples_unmonitored.inc(result.n_unmonitored)
         for model in monitors.monitors:
@@ -608,7 +473,7 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
     @app.agent(monitor_input, concurrency=1)
     async def monitor(stream: faust.StreamT[bytes]) -> None:
         # Batches are ours, but a foreign producer could still write here.
-        max_bytes = 2 * _BATCH_BYTES + 4 * settings.max_event_bytes
+        max_bytes = 2 * BATCH_BYTES + 4 * settings.max_event_bytes
         idle_task = asyncio.ensure_future(checkpoint_while_idle())
         try:
             async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
@@ -665,7 +530,7 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
             held.append(event)
             decoded = decode(_MONITOR_BATCH, event.value, max_bytes)  # type: ignore[arg-type]
             if isinstance(decoded, Rejection):
-                dead.append((RawRecord("prediction", event.value, _ref(event)), decoded))  # type: ignore[arg-type]
+                dead.append((RawRecord("prediction", event.value, source_ref(event)), decoded))  # type: ignore[arg-type]
                 continue
             if decoded.model in monitors.monitors and not checkpointer.arrive(
                 decoded.model, partition, offset, len(decoded.predictions) + len(decoded.labelled)
