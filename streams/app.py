@@ -24,7 +24,6 @@ Agent concurrency stays 1: faust-streaming #606 loses messages above it.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import Counter
@@ -36,19 +35,8 @@ from prometheus_client import generate_latest
 from pydantic import TypeAdapter
 
 from detectors.checkpoint import Checkpointer, decode_checkpoint, encode_checkpoint
-from detectors.join_log import JoinLog, Rebuilt, rebuild
 from detectors.monitor import ModelMonitor, MonitorResult, MonitorSet
-from detectors.pipeline import (
-    NOTHING_SENT,
-    Held,
-    IngestResult,
-    JoinStage,
-    MonitorInputOrder,
-    RawRecord,
-    Side,
-    Source,
-    source_name,
-)
+from detectors.pipeline import Held, MonitorInputOrder, RawRecord
 from detectors.registry import build_detector
 from schemas.config import MonitorConfig
 from schemas.decoding import Rejection, RejectionKind, decode
@@ -56,18 +44,16 @@ from schemas.events import LabelledExample, MonitorBatch, PredictionEvent
 from streams.cloudevents import cloudevents_headers
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
-from streams.topics import read_partition
 from streams.worker.messages import (
     BATCH_BYTES,
     CLOUDEVENTS_SOURCE,
     MessageRef,
     SourceRef,
     dead_letter_headers,
-    monitor_batches,
     source_ref,
 )
 from streams.worker.outbox import Outbox
-from streams.worker.progress import SourceProgress
+from streams.worker.ingest import IngestService
 
 __all__ = ["SourceRef", "create_app"]
 
@@ -80,13 +66,6 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
     metrics = metrics or WorkerMetrics()
     names = settings.topics
     monitors = MonitorSet(config, build_detector)
-    # Items leave the join at once; the monitor stage puts them in order (hold_for_order=False), so that none
-    # waits in this process, where a crash would lose it.
-    join_stage: JoinStage[SourceRef] = JoinStage(
-        settings.join_ttl_seconds, settings.max_event_bytes, settings.join_idle_seconds, settings.join_max_pending,
-        settings.order_grace_seconds, hold_for_order=False, log_changes=True,
-    )
-    join_log = JoinLog()
     def performance_monitors(model: str) -> list[ModelMonitor]:
         """The model's main monitor and those of its further metrics."""
         return [monitors.monitors[model], *monitors.metric_monitors_of(model).values()]
@@ -123,10 +102,8 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     sources = app.topic(names.predictions, names.outcomes, internal=False, **raw)
     monitor_input = app.topic(names.monitor_input, internal=False, **raw)
-    ingest_out, monitor_out = Outbox(app), Outbox(app)
-    side_of_topic: dict[str, Side] = {names.predictions: "prediction", names.outcomes: "outcome"}
-    progress = SourceProgress(side_of_topic)
-    watched_models = {model for model, spec in config.models.items() if spec.watches_predictions}
+    monitor_out = Outbox(app)
+    ingest_service = IngestService(settings, config, metrics, Outbox(app), lambda: app.consumer)
 
     # Durable monitor state.  One entry per model (value: detectors.checkpoint bytes) in the changelog
     # partition equal to the model's monitor-input partition, so faust's table recovery has read it before the
@@ -234,14 +211,7 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
-        lost_sources = {tp.partition for tp in revoked if tp.topic in side_of_topic}
-        if lost_sources:
-            # Under the lock, no step is half-sent: the next owner reads a whole changelog.
-            async with ingest_lock:
-                for partition in lost_sources:
-                    join_stage.forget(partition)
-                    join_log.forget(partition)
-                    rebuilt_sources.pop(partition, None)
+        await ingest_service.revoke({tp.partition for tp in revoked if tp.topic in ingest_service.side_of_topic})
         lost = {tp.partition for tp in revoked if tp.topic == names.monitor_input}
         if not lost:
             return
@@ -257,7 +227,6 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
                 restored_partitions.discard(partition)
                 checkpointer.forget_partition(partition)
 
-    reported: Counter[tuple[str, str]] = Counter()  # (counter, side): what the metrics already count
     late_reported: Counter[str] = Counter()
 
     def report_late(stage: str, n_late: int) -> None:
@@ -265,176 +234,13 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
             metrics.late.labels(stage).inc(n_late - late_reported[stage])
             late_reported[stage] = n_late
 
-    def publish_ingest(out: IngestResult[SourceRef], outbox: Outbox, wall_time: float, busy: set[Source]) -> None:
-        # Each item is serialised once: a labelled example's JSON goes to the retrainer's topic and into its batch.
-        by_model: dict[str, tuple[list[bytes], list[bytes]]] = {}
-        for prediction in out.predictions:
-            if prediction.model in watched_models:
-                by_model.setdefault(prediction.model, ([], []))[0].append(prediction.model_dump_json().encode())
-        for example in out.labelled:
-            blob = example.model_dump_json().encode()
-            outbox.add(names.labelled, example.prediction.model.encode(), blob)
-            by_model.setdefault(example.prediction.model, ([], []))[1].append(blob)
-        for model, (predictions, labelled) in by_model.items():
-            for blob in monitor_batches(model, predictions, labelled):
-                outbox.add(names.monitor_input, model.encode(), blob)
-        announce_watermarks(outbox, wall_time, busy)
-        for dead in out.dead_letters:
-            ref = dead.record.ref
-            outbox.add(names.deadletter, ref.key, dead.record.value, dead_letter_headers(ref, dead.rejection, "ingest"))
-            metrics.events_dead_lettered.labels(dead.record.side, dead.rejection.kind).inc()
-        for item in out.expired:
-            record = {"side": item.side, "prediction_id": item.prediction_id, "event_time": item.event_time.isoformat(),
-                      "source_topic": item.ref.topic, "source_partition": item.ref.partition,
-                      "source_offset": item.ref.offset, "ttl_seconds": settings.join_ttl_seconds}
-            outbox.add(names.expired, item.prediction_id.encode(), json.dumps(record).encode())
-            metrics.events_expired.labels(item.side).inc()
-        # Processed means joined (JoinStage.n_processed), so that read + restored = processed + dead-lettered
-        # + expired + pending + handed over + replayed holds at every scrape.
-        for side in ("prediction", "outcome"):
-            for name, counts, counter in (("processed", join_stage.n_processed, metrics.events_processed),
-                                          ("restored", join_stage.n_restored, metrics.join_restored),
-                                          ("handed_over", join_stage.n_handed_over, metrics.join_handed_over)):
-                if counts[side] > reported[(name, side)]:
-                    counter.labels(side).inc(counts[side] - reported[(name, side)])
-                    reported[(name, side)] = counts[side]
-        metrics.join_pending.set(join_stage.n_pending)
-        metrics.join_held.set(join_stage.n_held)
-        report_late("ingest", join_stage.n_late)
-
-    last_announced: list[Any] = [None]  # the watermark last announced for every source this worker reads
-
-    def announce_watermarks(outbox: Outbox, wall_time: float, busy: set[Source]) -> None:
-        """Tell every monitor-input partition how far the source partitions this worker reads have been sent.
-
-        Active sources are announced after every batch, even when the watermark stands still (one is behind,
-        say), so that the monitor stage keeps waiting for them.  A quiet source is announced only when the
-        watermark moves: everything up to it has been sent, so the monitor need not wait out the idle period
-        at the end of traffic; and a quiet source never keeps a stale watermark alive there.
-
-        Before this worker has released anything, its active sources are announced as having sent nothing
-        (:data:`NOTHING_SENT`): the monitor stage then waits for their first items instead of letting another
-        worker's overtake them.
-        """
-        through = join_stage.released_through
-        owned = {(side_of_topic[tp.topic], tp.partition) for tp in app.consumer.assignment()
-                 if tp.topic in side_of_topic}
-        active = owned & set(join_stage.active_sources(wall_time, busy))
-        if through is None:
-            announced, mark = active, NOTHING_SENT
-        else:
-            announced, mark = (owned if through != last_announced[0] else active), through
-            last_announced[0] = through
-        if not announced:
-            return
-        blob = MonitorBatch(watermarks={source_name(s): mark for s in sorted(announced)}).model_dump_json().encode()
-        for partition in range(settings.partitions):
-            outbox.add(names.monitor_input, None, blob, partition=partition)
-
-    # The join's durable state (detectors.join_log): per source partition taken over, what its changelog held.
-    ingest_lock = asyncio.Lock()  # one step at a time: the batch, the idle tick and a revocation
-    rebuilt_sources: dict[int, Rebuilt] = {}
-    topic_of_side = {side: topic for topic, side in side_of_topic.items()}
-
-    async def take_over(partitions: set[int], wall: float) -> IngestResult[SourceRef]:
-        """Rebuild the join state of source partitions new here from their changelog (call under ingest_lock)."""
-        out: IngestResult[SourceRef] = IngestResult()
-
-        def read_back(partition: int) -> tuple[int, Rebuilt, IngestResult[SourceRef]]:
-            # In a thread: a partition with a million waiting events takes ~30 s to read and decode (measured
-            # ~31-36k/s), longer than the event loop may stall without missing its group heartbeats.  The
-            # ingest lock keeps every other user of join_stage out meanwhile.
-            records = read_partition(settings, settings.join_state_topic, partition)
-            rebuilt = rebuild(records)
-            waiting = [RawRecord(e.side, e.value, SourceRef(topic_of_side[e.side], partition, e.offset,
-                                                            e.prediction_id.encode()), partition)
-                       for e in rebuilt.pending]
-            return len(records), rebuilt, join_stage.restore(partition, waiting, rebuilt.clocks, wall)  # type: ignore[arg-type]
-
-        for partition in sorted(partitions - set(rebuilt_sources)):
-            started = time.perf_counter()
-            n_records, rebuilt, restored = await asyncio.to_thread(read_back, partition)
-            join_log.resume(partition, rebuilt)
-            for name in ("labelled", "predictions", "dead_letters", "expired"):
-                getattr(out, name).extend(getattr(restored, name))
-            if n_records:
-                log.warning("source partition %d: %d waiting events restored from %d changelog records in %.1f s; "
-                            "records below offsets %s are skipped", partition, len(rebuilt.pending), n_records,
-                            time.perf_counter() - started, rebuilt.next_offsets)
-            # The events are in the join now; only the offsets are kept, to skip what is read again.
-            rebuilt_sources[partition] = Rebuilt(next_offsets=rebuilt.next_offsets)
-        return out
-
-    def replayed(record: RawRecord[SourceRef]) -> bool:
-        rebuilt = rebuilt_sources.get(record.partition)
-        return rebuilt is not None and rebuilt.is_replayed(record.side, record.ref.offset)
-
-    async def send_step(records: Sequence[RawRecord[SourceRef]]) -> None:
-        """Send a step's outputs with its join changes, then, once acknowledged, its positions (join_log's order)."""
-        offsets: dict[int, dict[str, int]] = {}
-        for record in records:
-            moved = offsets.setdefault(record.partition, {})
-            moved[record.side] = max(moved.get(record.side, 0), record.ref.offset + 1)
-        changes = join_stage.take_changes()
-        positions = []
-        for partition in sorted(set(changes) | set(offsets)):
-            added, resolved = changes.get(partition, ([], []))
-            step = join_log.step(partition, [(side, pid, r.ref.offset, r.value or b"") for side, pid, r in added],
-                                 resolved, offsets.get(partition, {}), join_stage.clocks(partition))  # type: ignore[arg-type]
-            for key, value in step.entries:
-                ingest_out.add(settings.join_state_topic, key, value, partition=partition)
-            positions += [(partition, key, value) for key, value in step.position]
-        await ingest_out.send()
-        for partition, key, value in positions:
-            ingest_out.add(settings.join_state_topic, key, value, partition=partition)
-        await ingest_out.send()
-
-    def merged(first: IngestResult[SourceRef], second: IngestResult[SourceRef]) -> IngestResult[SourceRef]:
-        return IngestResult(first.labelled + second.labelled, first.predictions + second.predictions,
-                            first.dead_letters + second.dead_letters, first.expired + second.expired)
-
-    def assigned_sources() -> set[int]:
-        return {tp.partition for tp in app.consumer.assignment() if tp.topic in side_of_topic}
-
     @app.agent(sources, concurrency=1)
     async def ingest(stream: faust.StreamT[bytes]) -> None:
-        # Every partition holds event time back until it delivers, or stays quiet for join_idle_seconds
-        # (as partitions assigned to another worker will).
-        join_stage.expect_partitions(range(settings.partitions), time.time())
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
-            started = time.perf_counter()
-            records = [
-                RawRecord(side_of_topic[e.message.topic], e.value, source_ref(e), e.message.partition)  # type: ignore[arg-type]
-                for e in events
-            ]
-            for side, n in Counter(r.side for r in records).items():
-                metrics.events_read.labels(side).inc(n)
-            progress.note(events)
-            async with ingest_lock:
-                wall, busy = time.time(), await progress.busy(app.consumer)
-                restored = await take_over(assigned_sources() | {r.partition for r in records}, wall)
-                fresh, again = [], Counter()
-                for record in records:
-                    if replayed(record):
-                        again[record.side] += 1
-                    else:
-                        fresh.append(record)
-                for side, n in again.items():
-                    metrics.events_replayed.labels(side).inc(n)
-                publish_ingest(merged(restored, join_stage.process(fresh, wall_time=wall, busy=busy)),
-                               ingest_out, wall, busy)
-                await send_step(fresh)
-            metrics.batch_size.labels("ingest").observe(len(events))
-            metrics.batch_seconds.labels("ingest").observe(time.perf_counter() - started)
-            metrics.observe_batch("ingest", events, side_of_topic.get, app.consumer.highwater)
+        await ingest_service.consume(stream)
 
     @app.timer(interval=1.0)
     async def expire_while_idle() -> None:
-        async with ingest_lock:
-            wall, busy = time.time(), await progress.busy(app.consumer)
-            restored = await take_over(assigned_sources(), wall)
-            publish_ingest(merged(restored, join_stage.idle(wall, busy=busy)), ingest_out, wall, busy)
-            await send_step([])
+        await ingest_service.tick()
 
     def publish_monitor(
         result: MonitorResult, dead: Sequence[tuple[RawRecord[SourceRef], Rejection]], outbox: Outbox

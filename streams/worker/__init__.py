@@ -1,9 +1,10 @@
-"""The pieces of the Faust worker (streams.app): its messages, its producer side and the ingest watermark's view of the sources."""
+"""The Faust worker's services (ingest, monitor) and the plumbing they share; streams.app wires them."""
 
 from __future__ import annotations
 
+from streams.worker.ingest import IngestService
 from streams.worker.messages import MessageRef, SourceRef
 from streams.worker.outbox import Outbox
 from streams.worker.progress import SourceProgress
 
-__all__ = ["MessageRef", "Outbox", "SourceProgress", "SourceRef"]
+__all__ = ["IngestService", "MessageRef", "Outbox", "SourceProgress", "SourceRef"]

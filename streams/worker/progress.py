@@ -8,7 +8,8 @@ from typing import Any
 from aiokafka.errors import KafkaError
 from faust.types import TP
 
-from detectors.pipeline import Side, Source
+from detectors.pipeline import RawRecord, Side, Source
+from streams.worker.messages import SourceRef
 
 __all__ = ["SourceProgress"]
 
@@ -30,10 +31,11 @@ class SourceProgress:
         self._next_offset: dict[TP, int] = {}
         self._start_offset: dict[TP, int] = {}
 
-    def note(self, events: Sequence[Any]) -> None:
-        for event in events:
-            tp = TP(event.message.topic, event.message.partition)
-            self._next_offset[tp] = max(self._next_offset.get(tp, 0), event.message.offset + 1)
+    def note(self, records: Sequence[RawRecord[SourceRef]]) -> None:
+        """Remember how far the source records handed to this process reach."""
+        for record in records:
+            tp = TP(record.ref.topic, record.ref.partition)
+            self._next_offset[tp] = max(self._next_offset.get(tp, 0), record.ref.offset + 1)
 
     async def busy(self, consumer: Any) -> set[Source]:
         assigned = {TP(tp.topic, tp.partition) for tp in consumer.assignment() if tp.topic in self._side_of_topic}
