@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from streams.worker.ingest import IngestService
 from streams.worker.messages import MessageRef, SourceRef
+from streams.worker.monitor import MonitorService
 from streams.worker.outbox import Outbox
 from streams.worker.progress import SourceProgress
+from streams.worker.totals import Totals
 
-__all__ = ["IngestService", "MessageRef", "Outbox", "SourceProgress", "SourceRef"]
+__all__ = ["IngestService", "MessageRef", "MonitorService", "Outbox", "SourceProgress", "SourceRef", "Totals"]

@@ -77,7 +77,7 @@ class IngestService:
             settings.order_grace_seconds, hold_for_order=False, log_changes=True,
         )
         self.join_log = JoinLog()
-        # The join's durable state: per source partition taken over, the changelog offsets it already holds.
+        # Per source partition taken over, where its changelog stood: what is read again below it is skipped.
         self._rebuilt: dict[int, Rebuilt] = {}
         self.progress = SourceProgress(self.side_of_topic)
         self._watched_models = {model for model, spec in config.models.items() if spec.watches_predictions}
