@@ -2,245 +2,41 @@
 
 Two agents, each consuming micro-batches with ``take_events``:
 
-* ``ingest`` reads predictions and outcomes (keyed by prediction id, so the two
-  topics are co-partitioned), hands them to :class:`detectors.ingest.stage.JoinStage`
-  and sends, per model, one message with the batch's predictions and labelled
-  examples to the internal monitor-input topic (keyed by model), followed by a
-  watermark message to every partition of it; labelled examples also go one by
-  one to the labelled topic for the retrainer; rejects go to the dead-letter
-  topic and expiries to the expired topic.  The events waiting in the join for
-  their partner are logged to the join's changelog after every batch
-  (:mod:`detectors.ingest.join_log`), and read back by whichever worker gets their
-  partition next, after a crash or a rebalance.
+* ``ingest`` reads predictions and outcomes and hands them to
+  :class:`~streams.worker.ingest.IngestService`: the join
+  (:class:`detectors.ingest.stage.JoinStage`) and its changelog, each model's
+  batches and the watermarks to the internal monitor-input topic, labelled
+  examples to the retrainer, dead letters and expiries.
 * ``monitor`` reads the monitor-input topic, so each model's events meet in one
-  worker, merges the batches of every ingest worker back into event-time order
-  with the watermarks (:class:`detectors.ingest.merge.MonitorInputOrder`), runs
-  :class:`detectors.monitors.performance_monitor.MonitorSet` and publishes alerts and retrain
-  triggers.
+  worker, and hands them to :class:`~streams.worker.monitor.MonitorService`:
+  the merge back into event-time order, :class:`detectors.monitors.performance_monitor.MonitorSet`,
+  the checkpoints to the monitor-state table, alerts and retrain triggers.
 
 Agent concurrency stays 1: faust-streaming #606 loses messages above it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import logging
-import time
-from collections import Counter
-from collections.abc import Sequence
-from datetime import datetime, timezone
-from typing import Any, NamedTuple, get_args
+from typing import Any, get_args
 
 import faust
-from aiokafka.errors import KafkaError
-from faust.types import TP
 from prometheus_client import generate_latest
-from pydantic import TypeAdapter
 
-from detectors.monitors.checkpoint import Checkpointer, decode_checkpoint, encode_checkpoint
-from detectors.ingest.join_log import JoinLog, Rebuilt, rebuild
-from detectors.monitors.performance_monitor import ModelMonitor
-from detectors.monitors.episodes import MonitorResult
-from detectors.monitors.monitor_set import MonitorSet
-from detectors.ingest.merge import NOTHING_SENT, Held, MonitorInputOrder, source_name
-from detectors.ingest.stage import IngestResult, JoinStage, RawRecord, Side, Source
-from detectors.registry import build_detector
 from schemas.config import MonitorConfig
-from schemas.decoding import Rejection, RejectionKind, decode
-from schemas.events import (
-    MAX_BATCH_ITEMS,
-    LabelledExample,
-    MonitorBatch,
-    PredictionEvent,
-)
+from schemas.decoding import RejectionKind
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
-from streams.topics import read_partition
+from streams.worker.ingest import IngestService
+from streams.worker.monitor import MonitorService
+from streams.worker.outbox import Outbox
 
-__all__ = ["SourceRef", "create_app"]
-
-log = logging.getLogger(__name__)
-_MONITOR_BATCH = TypeAdapter(MonitorBatch)
-# Monitor-input messages stay well under the producer's 1 MB request limit.
-_BATCH_BYTES = 512 * 1024
-CLOUDEVENTS_SOURCE = "urn:driftline:worker"
-
-
-class SourceRef(NamedTuple):
-    """Where a raw value came from, for its dead-letter headers."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-
-
-def _ref(event: Any) -> SourceRef:
-    message = event.message
-    return SourceRef(message.topic, message.partition, message.offset, message.key)
-
-
-class _Outbox:
-    """Messages a batch produced, sent together once the batch is decided.
-
-    Faust's ``send_soon`` hands messages to its producer one event-loop round
-    trip at a time (and logs a warning whenever 100 are waiting); sending a
-    batch straight to the transport producer and awaiting the acks once per
-    batch is several times cheaper.  The acks are awaited before the batch's
-    offsets can be committed, so a failed send stops the worker instead of
-    losing the message.
-    """
-
-    def __init__(self, app: faust.App) -> None:
-        self._app = app
-        self._messages: list[tuple[str, bytes | None, bytes | None, int | None, list[tuple[str, bytes]] | None]] = []
-        # Tasks sharing an outbox hand their messages to the producer one after another, in the order they
-        # were added: the labelled examples of one model must reach its partition in event-time order.
-        self._enqueueing = asyncio.Lock()
-
-    def add(self, topic: str, key: bytes | None, value: bytes | None,
-            headers: list[tuple[str, bytes]] | None = None, partition: int | None = None) -> None:
-        self._messages.append((topic, key, value, partition, headers))
-
-    async def send(self) -> None:
-        async with self._enqueueing:
-            messages, self._messages = self._messages, []
-            producer = self._app.producer
-            acks = [await producer.send(topic, key, value, partition, None, headers)
-                    for topic, key, value, partition, headers in messages]
-        await asyncio.gather(*acks)
-
-
-class MessageRef(NamedTuple):
-    """Where a monitor-input message was read: its items are acked and checkpointed by it."""
-
-    partition: int
-    offset: int
-
-
-def _monitor_batches(model: str, predictions: Sequence[bytes], labelled: Sequence[bytes]) -> list[bytes]:
-    """One model's share of an ingest batch (its items' JSON) as monitor-input messages, each under ``_BATCH_BYTES``.
-
-    The items' JSON is joined by hand: building a MonitorBatch would validate every item once more.
-    """
-    messages: list[bytes] = []
-    parts: dict[str, list[bytes]] = {"predictions": [], "labelled": []}
-    size = 0
-
-    def cut() -> None:
-        nonlocal size
-        if parts["predictions"] or parts["labelled"]:
-            body = b",".join(b'"%s":[%s]' % (name.encode(), b",".join(items)) for name, items in parts.items())
-            messages.append(b'{"model":%s,%s}' % (json.dumps(model).encode(), body))
-        parts["predictions"], parts["labelled"], size = [], [], 0
-
-    for name, items in (("predictions", predictions), ("labelled", labelled)):
-        for blob in items:
-            if size + len(blob) > _BATCH_BYTES or len(parts["predictions"]) + len(parts["labelled"]) >= MAX_BATCH_ITEMS:
-                cut()
-            parts[name].append(blob)
-            size += len(blob)
-    cut()
-    return messages
-
-
-class _SourceProgress:
-    """Which source partitions still have unread messages, from the consumer's last fetched high-water marks.
-
-    A partition is busy while its high-water mark is past the next offset this process will be handed: one
-    past the last message read here, or, for a partition not read from since it was assigned, the consumer's
-    position when it was first seen.  The second case matters at the start of traffic: the Kafka client
-    drains its fetched partitions one after another (a whole fetch of one before the next), and faust
-    buffers what it drained, so a partition can wait seconds, fetched but not handed over, behind another.
-    Counting it busy keeps the watermark from overtaking it.  A partition never fetched is left to the
-    quiet-period rule.
-    """
-
-    def __init__(self, side_of_topic: dict[str, Side]) -> None:
-        self._side_of_topic = side_of_topic
-        self._next_offset: dict[TP, int] = {}
-        self._start_offset: dict[TP, int] = {}
-
-    def note(self, events: Sequence[Any]) -> None:
-        for event in events:
-            tp = TP(event.message.topic, event.message.partition)
-            self._next_offset[tp] = max(self._next_offset.get(tp, 0), event.message.offset + 1)
-
-    async def busy(self, consumer: Any) -> set[Source]:
-        assigned = {TP(tp.topic, tp.partition) for tp in consumer.assignment() if tp.topic in self._side_of_topic}
-        # A partition assigned again after a rebalance starts wherever the group left it, not where we did.
-        for offsets in (self._next_offset, self._start_offset):
-            for tp in [tp for tp in offsets if tp not in assigned]:
-                del offsets[tp]
-        busy: set[Source] = set()
-        for tp in assigned:
-            try:
-                highwater = consumer.highwater(tp)
-                next_offset = self._next_offset.get(tp, self._start_offset.get(tp))
-                if next_offset is None:
-                    next_offset = await consumer.position(tp)
-                    if next_offset is not None:
-                        self._start_offset[tp] = next_offset
-            # The client asserts the partition is assigned; during a rebalance it may no longer be.
-            except (AssertionError, KeyError, RuntimeError, KafkaError):
-                continue
-            if highwater is not None and next_offset is not None and highwater > next_offset:
-                busy.add((self._side_of_topic[tp.topic], tp.partition))
-        return busy
-
-
-def _dead_letter_headers(ref: SourceRef, rejection: Rejection, stage: str) -> list[tuple[str, bytes]]:
-    return [
-        ("driftline_reason", rejection.reason.encode()),
-        ("driftline_reason_kind", rejection.kind.encode()),
-        ("driftline_stage", stage.encode()),
-        ("driftline_source_topic", ref.topic.encode()),
-        ("driftline_source_partition", str(ref.partition).encode()),
-        ("driftline_source_offset", str(ref.offset).encode()),
-        ("driftline_dead_lettered_at", datetime.now(timezone.utc).isoformat().encode()),
-    ]
-
-
-def _cloudevents_headers(event_id: str, event_type: str, event_time: datetime) -> list[tuple[str, bytes]]:
-    # CloudEvents Kafka binding, binary mode: attributes travel as ce_* headers.
-    return [
-        ("ce_specversion", b"1.0"),
-        ("ce_id", event_id.encode()),
-        ("ce_type", event_type.encode()),
-        ("ce_source", CLOUDEVENTS_SOURCE.encode()),
-        ("ce_time", event_time.isoformat().encode()),
-        ("content-type", b"application/json"),
-    ]
+__all__ = ["create_app"]
 
 
 def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics | None = None) -> faust.App:
     """Build the worker's Faust app; the monitor config is validated before this is called."""
     metrics = metrics or WorkerMetrics()
     names = settings.topics
-    monitors = MonitorSet(config, build_detector)
-    # Items leave the join at once; the monitor stage puts them in order (hold_for_order=False), so that none
-    # waits in this process, where a crash would lose it.
-    join_stage: JoinStage[SourceRef] = JoinStage(
-        settings.join_ttl_seconds, settings.max_event_bytes, settings.join_idle_seconds, settings.join_max_pending,
-        settings.order_grace_seconds, hold_for_order=False, log_changes=True,
-    )
-    join_log = JoinLog()
-    def performance_monitors(model: str) -> list[ModelMonitor]:
-        """The model's main monitor and those of its further metrics."""
-        return [monitors.monitors[model], *monitors.metric_monitors_of(model).values()]
-
-    for model in monitors.monitors:
-        for each in performance_monitors(model):
-            metrics.performance_threshold.labels(model, each.metric_name).set(each.spec.performance.threshold)
-            metrics.performance.labels(model, each.metric_name)
-    metrics.declare(
-        {model: (m.metric_name, [name for each in performance_monitors(model) for name in each.detector_names])
-         for model, m in monitors.monitors.items()},
-        get_args(RejectionKind),
-    )
-    metrics.declare_predictions(config)
-
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
@@ -262,434 +58,39 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     sources = app.topic(names.predictions, names.outcomes, internal=False, **raw)
     monitor_input = app.topic(names.monitor_input, internal=False, **raw)
-    ingest_out, monitor_out = _Outbox(app), _Outbox(app)
-    side_of_topic: dict[str, Side] = {names.predictions: "prediction", names.outcomes: "outcome"}
-    progress = _SourceProgress(side_of_topic)
-    watched_models = {model for model, spec in config.models.items() if spec.watches_predictions}
-
-    # Durable monitor state.  One entry per model (value: detectors.monitors.checkpoint bytes) in the changelog
-    # partition equal to the model's monitor-input partition, so faust's table recovery has read it before the
-    # monitor agent gets that partition's events.  The agent writes it straight to the changelog with the
-    # producer and awaits the acks, once per checkpoint interval (and at once after a batch that alerts).
-    # A monitor-input message is acked only once all its items are scored and checkpointed: the committed
-    # offset never passes the state, so a kill -9 replays at most the messages since the last checkpoint,
-    # and what the state already holds is skipped (see detectors.monitors.checkpoint).
-    # The changelog is declared here only to keep it raw bytes (faust's default is json).
+    # The monitor state's changelog (see streams.worker.monitor) is declared here only to keep it raw bytes
+    # (faust's default is json).
     state_changelog = app.topic(
         f"{settings.app_id}-monitor-state-changelog", partitions=settings.partitions, compacting=True, deleting=False,
         internal=True, allow_empty=True, acks=False, maxsize=131_072, **raw,
     )
     state_table = app.Table("monitor-state", partitions=settings.partitions, changelog_topic=state_changelog,
                             help="Monitor state checkpoints")
-    checkpointer = Checkpointer(settings.checkpoint_seconds, settings.checkpoint_dedupe_ids)
-    # One merge per monitor-input partition: a partition's models need its own order only, and a watermark
-    # read on one partition says nothing of the data still unread on another.
-    merges: dict[int, MonitorInputOrder[MessageRef]] = {}
-    late_in_dropped_merges = [0]
-
-    def merge_of(partition: int) -> MonitorInputOrder[MessageRef]:
-        if partition not in merges:
-            merges[partition] = MonitorInputOrder(settings.partitions, settings.join_idle_seconds,
-                                                  settings.join_max_pending, time.time(), settings.order_grace_seconds)
-        return merges[partition]
-
-    def release_all_partitions(wall_time: float) -> tuple[list[Held[MessageRef]], list[Held[MessageRef]]]:
-        predictions: list[Held[MessageRef]] = []
-        labelled: list[Held[MessageRef]] = []
-        for merge in merges.values():
-            released = merge.release(wall_time)
-            predictions += released[0]
-            labelled += released[1]
-        return predictions, labelled
-
-    monitor_lock = asyncio.Lock()
-    restored_partitions: set[int] = set()
-    held: list[Any] = []  # monitor-input events read, acked once their items are scored and checkpointed
-    # written: each model's checkpointed monitor-input offset; written_seen: the labelled examples its state holds.
-    checkpoint_info: dict[str, Any] = {"n_checkpoints": 0, "n_restored": 0, "written": {}, "written_seen": {}}
-
-    def restore_partition(partition: int) -> None:
-        for blob in list(state_table.data.values()):
-            checkpoint = decode_checkpoint(blob)
-            if checkpoint is None or checkpoint.partition != partition:
-                continue
-            current = monitors.monitors.get(checkpoint.model)
-            if current is None:
-                continue
-            if checkpoint.monitor.spec != current.spec:
-                log.warning("monitor config of %s changed: its checkpoint is not restored", checkpoint.model)
-                continue
-            monitors.install(checkpoint.model, checkpoint.monitor, checkpoint.segments, checkpoint.data,
-                             checkpoint.metrics)
-            checkpointer.restore(checkpoint)
-            checkpoint_info["n_restored"] += 1
-            log.warning("restored %s from its checkpoint at monitor-input offset %d (%d examples seen)",
-                        checkpoint.model, checkpoint.next_offset, checkpoint.monitor.n_seen)
-        restored_partitions.add(partition)
-
-    async def write_checkpoint(only: set[str] | None = None) -> None:
-        """Write the changed models' state, then ack the events it wholly covers (call under monitor_lock).
-
-        With ``only`` (the models that just alerted), write just theirs and ack nothing: encoding every
-        model's state after each alert cost a fifth of the worker's time with 1,000 models.
-        """
-        snapshots = checkpointer.snapshot(monitors, time.time(), only)
-        # Encoded before any await: the monitors must not change between snapshot and bytes.
-        blobs = [(c.partition, c.model, c.next_offset, encode_checkpoint(c)) for c in snapshots]
-        seen = {c.model: c.monitor.n_seen for c in snapshots}
-        done = []
-        if only is None:
-            # An event is acked once every item of it is scored (below the partition's oldest waiting
-            # message) and every model's state is written.
-            waiting = {p: checkpointer.oldest_waiting(p) for p in {e.message.partition for e in held}}
-            still_held = []
-            for event in held:
-                oldest = waiting[event.message.partition]
-                (done if oldest is None or event.message.offset < oldest else still_held).append(event)
-            held[:] = still_held
-        producer = app.producer
-        topic = state_table.changelog_topic.get_topic_name()
-        acks = [await producer.send(topic, model.encode(), blob, partition, None, None)
-                for partition, model, _, blob in blobs]
-        await asyncio.gather(*acks)
-        for event in done:
-            event.ack()
-        checkpoint_info["n_checkpoints"] += 1
-        for _, model, next_offset, _ in blobs:
-            checkpoint_info["written"][model] = next_offset
-        checkpoint_info["written_seen"].update(seen)
-
-    async def checkpoint_while_idle() -> None:
-        # A plain task, not a faust timer: it must keep acking while faust waits for held events at shutdown.
-        while True:
-            await asyncio.sleep(min(1.0, settings.checkpoint_seconds / 2))
-            async with monitor_lock:
-                # A worker that stopped announcing (it died, or lost its partitions) stops holding items back.
-                if any(merge.n_held for merge in merges.values()):
-                    await score(*release_all_partitions(time.time()), events=[])
-                if (held or checkpointer.dirty) and (checkpointer.due(time.time()) or app.should_stop
-                                                     or app.rebalancing):
-                    await write_checkpoint()
+    monitor_service = MonitorService(settings, config, metrics, Outbox(app), app, state_table)
+    ingest_service = IngestService(settings, config, metrics, Outbox(app), lambda: app.consumer)
+    metrics.declare(monitor_service.metric_series(), get_args(RejectionKind))
+    metrics.declare_predictions(config)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
-        lost_sources = {tp.partition for tp in revoked if tp.topic in side_of_topic}
-        if lost_sources:
-            # Under the lock, no step is half-sent: the next owner reads a whole changelog.
-            async with ingest_lock:
-                for partition in lost_sources:
-                    join_stage.forget(partition)
-                    join_log.forget(partition)
-                    rebuilt_sources.pop(partition, None)
-        lost = {tp.partition for tp in revoked if tp.topic == names.monitor_input}
-        if not lost:
-            return
-        async with monitor_lock:
-            if held or checkpointer.dirty:
-                await write_checkpoint()
-            # Their items go unscored here; the new owner re-reads them from the committed offset.
-            for partition in lost:
-                gone = merges.pop(partition, None)
-                late_in_dropped_merges[0] += gone.n_late if gone is not None else 0
-            held[:] = [e for e in held if e.message.partition not in lost]
-            for partition in lost:
-                restored_partitions.discard(partition)
-                checkpointer.forget_partition(partition)
-
-    reported: Counter[tuple[str, str]] = Counter()  # (counter, side): what the metrics already count
-    late_reported: Counter[str] = Counter()
-
-    def report_late(stage: str, n_late: int) -> None:
-        if n_late > late_reported[stage]:
-            metrics.late.labels(stage).inc(n_late - late_reported[stage])
-            late_reported[stage] = n_late
-
-    def publish_ingest(out: IngestResult[SourceRef], outbox: _Outbox, wall_time: float, busy: set[Source]) -> None:
-        # Each item is serialised once: a labelled example's JSON goes to the retrainer's topic and into its batch.
-        by_model: dict[str, tuple[list[bytes], list[bytes]]] = {}
-        for prediction in out.predictions:
-            if prediction.model in watched_models:
-                by_model.setdefault(prediction.model, ([], []))[0].append(prediction.model_dump_json().encode())
-        for example in out.labelled:
-            blob = example.model_dump_json().encode()
-            outbox.add(names.labelled, example.prediction.model.encode(), blob)
-            by_model.setdefault(example.prediction.model, ([], []))[1].append(blob)
-        for model, (predictions, labelled) in by_model.items():
-            for blob in _monitor_batches(model, predictions, labelled):
-                outbox.add(names.monitor_input, model.encode(), blob)
-        announce_watermarks(outbox, wall_time, busy)
-        for dead in out.dead_letters:
-            ref = dead.record.ref
-            outbox.add(names.deadletter, ref.key, dead.record.value, _dead_letter_headers(ref, dead.rejection, "ingest"))
-            metrics.events_dead_lettered.labels(dead.record.side, dead.rejection.kind).inc()
-        for item in out.expired:
-            record = {"side": item.side, "prediction_id": item.prediction_id, "event_time": item.event_time.isoformat(),
-                      "source_topic": item.ref.topic, "source_partition": item.ref.partition,
-                      "source_offset": item.ref.offset, "ttl_seconds": settings.join_ttl_seconds}
-            outbox.add(names.expired, item.prediction_id.encode(), json.dumps(record).encode())
-            metrics.events_expired.labels(item.side).inc()
-        # Processed means joined (JoinStage.n_processed), so that read + restored = processed + dead-lettered
-        # + expired + pending + handed over + replayed holds at every scrape.
-        for side in ("prediction", "outcome"):
-            for name, counts, counter in (("processed", join_stage.n_processed, metrics.events_processed),
-                                          ("restored", join_stage.n_restored, metrics.join_restored),
-                                          ("handed_over", join_stage.n_handed_over, metrics.join_handed_over)):
-                if counts[side] > reported[(name, side)]:
-                    counter.labels(side).inc(counts[side] - reported[(name, side)])
-                    reported[(name, side)] = counts[side]
-        metrics.join_pending.set(join_stage.n_pending)
-        metrics.join_held.set(join_stage.n_held)
-        report_late("ingest", join_stage.n_late)
-
-    last_announced: list[Any] = [None]  # the watermark last announced for every source this worker reads
-
-    def announce_watermarks(outbox: _Outbox, wall_time: float, busy: set[Source]) -> None:
-        """Tell every monitor-input partition how far the source partitions this worker reads have been sent.
-
-        Active sources are announced after every batch, even when the watermark stands still (one is behind,
-        say), so that the monitor stage keeps waiting for them.  A quiet source is announced only when the
-        watermark moves: everything up to it has been sent, so the monitor need not wait out the idle period
-        at the end of traffic; and a quiet source never keeps a stale watermark alive there.
-
-        Before this worker has released anything, its active sources are announced as having sent nothing
-        (:data:`NOTHING_SENT`): the monitor stage then waits for their first items instead of letting another
-        worker's overtake them.
-        """
-        through = join_stage.released_through
-        owned = {(side_of_topic[tp.topic], tp.partition) for tp in app.consumer.assignment()
-                 if tp.topic in side_of_topic}
-        active = owned & set(join_stage.active_sources(wall_time, busy))
-        if through is None:
-            announced, mark = active, NOTHING_SENT
-        else:
-            announced, mark = (owned if through != last_announced[0] else active), through
-            last_announced[0] = through
-        if not announced:
-            return
-        blob = MonitorBatch(watermarks={source_name(s): mark for s in sorted(announced)}).model_dump_json().encode()
-        for partition in range(settings.partitions):
-            outbox.add(names.monitor_input, None, blob, partition=partition)
-
-    # The join's durable state (detectors.ingest.join_log): per source partition taken over, what its changelog held.
-    ingest_lock = asyncio.Lock()  # one step at a time: the batch, the idle tick and a revocation
-    rebuilt_sources: dict[int, Rebuilt] = {}
-    topic_of_side = {side: topic for topic, side in side_of_topic.items()}
-
-    async def take_over(partitions: set[int], wall: float) -> IngestResult[SourceRef]:
-        """Rebuild the join state of source partitions new here from their changelog (call under ingest_lock)."""
-        out: IngestResult[SourceRef] = IngestResult()
-
-        def read_back(partition: int) -> tuple[int, Rebuilt, IngestResult[SourceRef]]:
-            # In a thread: a partition with a million waiting events takes ~30 s to read and decode (measured
-            # ~31-36k/s), longer than the event loop may stall without missing its group heartbeats.  The
-            # ingest lock keeps every other user of join_stage out meanwhile.
-            records = read_partition(settings, settings.join_state_topic, partition)
-            rebuilt = rebuild(records)
-            waiting = [RawRecord(e.side, e.value, SourceRef(topic_of_side[e.side], partition, e.offset,
-                                                            e.prediction_id.encode()), partition)
-                       for e in rebuilt.pending]
-            return len(records), rebuilt, join_stage.restore(partition, waiting, rebuilt.clocks, wall)  # type: ignore[arg-type]
-
-        for partition in sorted(partitions - set(rebuilt_sources)):
-            started = time.perf_counter()
-            n_records, rebuilt, restored = await asyncio.to_thread(read_back, partition)
-            join_log.resume(partition, rebuilt)
-            for name in ("labelled", "predictions", "dead_letters", "expired"):
-                getattr(out, name).extend(getattr(restored, name))
-            if n_records:
-                log.warning("source partition %d: %d waiting events restored from %d changelog records in %.1f s; "
-                            "records below offsets %s are skipped", partition, len(rebuilt.pending), n_records,
-                            time.perf_counter() - started, rebuilt.next_offsets)
-            # The events are in the join now; only the offsets are kept, to skip what is read again.
-            rebuilt_sources[partition] = Rebuilt(next_offsets=rebuilt.next_offsets)
-        return out
-
-    def replayed(record: RawRecord[SourceRef]) -> bool:
-        rebuilt = rebuilt_sources.get(record.partition)
-        return rebuilt is not None and rebuilt.is_replayed(record.side, record.ref.offset)
-
-    async def send_step(records: Sequence[RawRecord[SourceRef]]) -> None:
-        """Send a step's outputs with its join changes, then, once acknowledged, its positions (join_log's order)."""
-        offsets: dict[int, dict[str, int]] = {}
-        for record in records:
-            moved = offsets.setdefault(record.partition, {})
-            moved[record.side] = max(moved.get(record.side, 0), record.ref.offset + 1)
-        changes = join_stage.take_changes()
-        positions = []
-        for partition in sorted(set(changes) | set(offsets)):
-            added, resolved = changes.get(partition, ([], []))
-            step = join_log.step(partition, [(side, pid, r.ref.offset, r.value or b"") for side, pid, r in added],
-                                 resolved, offsets.get(partition, {}), join_stage.clocks(partition))  # type: ignore[arg-type]
-            for key, value in step.entries:
-                ingest_out.add(settings.join_state_topic, key, value, partition=partition)
-            positions += [(partition, key, value) for key, value in step.position]
-        await ingest_out.send()
-        for partition, key, value in positions:
-            ingest_out.add(settings.join_state_topic, key, value, partition=partition)
-        await ingest_out.send()
-
-    def merged(first: IngestResult[SourceRef], second: IngestResult[SourceRef]) -> IngestResult[SourceRef]:
-        return IngestResult(first.labelled + second.labelled, first.predictions + second.predictions,
-                            first.dead_letters + second.dead_letters, first.expired + second.expired)
-
-    def assigned_sources() -> set[int]:
-        return {tp.partition for tp in app.consumer.assignment() if tp.topic in side_of_topic}
+        await ingest_service.revoke({tp.partition for tp in revoked if tp.topic in ingest_service.side_of_topic})
+        await monitor_service.revoke({tp.partition for tp in revoked if tp.topic == names.monitor_input})
 
     @app.agent(sources, concurrency=1)
     async def ingest(stream: faust.StreamT[bytes]) -> None:
-        # Every partition holds event time back until it delivers, or stays quiet for join_idle_seconds
-        # (as partitions assigned to another worker will).
-        join_stage.expect_partitions(range(settings.partitions), time.time())
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
-            started = time.perf_counter()
-            records = [
-                RawRecord(side_of_topic[e.message.topic], e.value, _ref(e), e.message.partition)  # type: ignore[arg-type]
-                for e in events
-            ]
-            for side, n in Counter(r.side for r in records).items():
-                metrics.events_read.labels(side).inc(n)
-            progress.note(events)
-            async with ingest_lock:
-                wall, busy = time.time(), await progress.busy(app.consumer)
-                restored = await take_over(assigned_sources() | {r.partition for r in records}, wall)
-                fresh, again = [], Counter()
-                for record in records:
-                    if replayed(record):
-                        again[record.side] += 1
-                    else:
-                        fresh.append(record)
-                for side, n in again.items():
-                    metrics.events_replayed.labels(side).inc(n)
-                publish_ingest(merged(restored, join_stage.process(fresh, wall_time=wall, busy=busy)),
-                               ingest_out, wall, busy)
-                await send_step(fresh)
-            metrics.batch_size.labels("ingest").observe(len(events))
-            metrics.batch_seconds.labels("ingest").observe(time.perf_counter() - started)
-            metrics.observe_batch("ingest", events, side_of_topic.get, app.consumer.highwater)
+        await ingest_service.consume(stream)
 
     @app.timer(interval=1.0)
     async def expire_while_idle() -> None:
-        async with ingest_lock:
-            wall, busy = time.time(), await progress.busy(app.consumer)
-            restored = await take_over(assigned_sources(), wall)
-            publish_ingest(merged(restored, join_stage.idle(wall, busy=busy)), ingest_out, wall, busy)
-            await send_step([])
-
-    def publish_monitor(
-        result: MonitorResult, dead: Sequence[tuple[RawRecord[SourceRef], Rejection]], outbox: _Outbox
-    ) -> None:
-        for alert in result.alerts:
-            outbox.add(
-                names.alerts, alert.model.encode(), alert.model_dump_json().encode(),
-                _cloudevents_headers(alert.alert_id, f"dev.driftline.alert.{alert.status}", alert.event_time),
-            )
-            metrics.alerts.labels(alert.model, alert.detector, alert.status, alert.severity).inc()
-            log.warning("alert %s %s: %s", alert.status, alert.alert_id, alert.message)
-        for trigger in result.triggers:
-            outbox.add(
-                names.retrain, trigger.model.encode(), trigger.model_dump_json().encode(),
-                _cloudevents_headers(trigger.trigger_id, "dev.driftline.retrain", trigger.event_time),
-            )
-            metrics.retrain_triggers.labels(trigger.model, trigger.reason).inc()
-        for example, reason in result.rejected:
-            ref = SourceRef(names.monitor_input, -1, -1, example.prediction.model.encode())
-            outbox.add(
-                names.deadletter, ref.key, example.model_dump_json().encode(),
-                _dead_letter_headers(ref, Rejection("unscorable", reason), "monitor"),
-            )
-            metrics.examples_rejected.labels(example.prediction.model).inc()
-        for record, rejection in dead:
-            outbox.add(names.deadletter, record.ref.key, record.value, _dead_letter_headers(record.ref, rejection, "monitor"))
-        if result.n_unmonitored:
-            metrics.examples_unmonitored.inc(result.n_unmonitored)
-        for model in monitors.monitors:
-            for each in performance_monitors(model):
-                metrics.performance.labels(model, each.metric_name).set(each.metric_value)
-            metrics.alerts_open.labels(model).set(sum(len(each.open_alerts) for each in performance_monitors(model)))
+        await ingest_service.tick()
 
     @app.agent(monitor_input, concurrency=1)
     async def monitor(stream: faust.StreamT[bytes]) -> None:
-        # Batches are ours, but a foreign producer could still write here.
-        max_bytes = 2 * _BATCH_BYTES + 4 * settings.max_event_bytes
-        idle_task = asyncio.ensure_future(checkpoint_while_idle())
-        try:
-            async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
-                async with monitor_lock:
-                    await monitor_batch(events, max_bytes)
-        finally:
-            idle_task.cancel()
-
-    def admitted(items: Sequence[Held[MessageRef]], prefix: str) -> list[Any]:
-        """The released items not already in the state (checkpointed, or re-published by a restarted ingest)."""
-        out = []
-        for held_item in items:
-            item = held_item.item
-            pid = item.prediction_id if isinstance(item, PredictionEvent) else item.prediction.prediction_id
-            if held_item.model not in monitors.monitors or checkpointer.admit(
-                held_item.model, held_item.ref.offset, prefix + pid
-            ):
-                out.append(item)
-        return out
-
-    async def score(predictions: Sequence[Held[MessageRef]], labelled: Sequence[Held[MessageRef]],
-                    events: Sequence[Any], dead: Sequence[tuple[RawRecord[SourceRef], Rejection]] = ()) -> None:
-        """Run the monitors on released items, publish what they decide, and checkpoint when it matters."""
-        started = time.perf_counter()
-        watched: list[PredictionEvent] = admitted(predictions, "p:")
-        examples: list[LabelledExample] = admitted(labelled, "l:")
-        result = monitors.observe_predictions(watched)
-        metrics.observe_predictions(monitors, watched)
-        result.extend(monitors.observe(examples))
-        for model, n in Counter(e.prediction.model for e in examples).items():
-            if model in monitors.monitors:
-                metrics.examples.labels(model).inc(n)
-        publish_monitor(result, dead, monitor_out)
-        await monitor_out.send()
-        metrics.observe_label_delay(examples, monitors.monitors)
-        if events:
-            metrics.observe_alert_latency(result.alerts, events)
-            metrics.batch_seconds.labels("monitor").observe(time.perf_counter() - started)
-        if checkpointer.due(time.time()):
-            await write_checkpoint()
-        elif result.alerts or result.triggers:
-            # Right after alerts, so that a replay after a crash does not re-derive and re-send them.
-            await write_checkpoint({each.model for each in [*result.alerts, *result.triggers]})
-
-    async def monitor_batch(events: Sequence[Any], max_bytes: int) -> None:
-        dead: list[tuple[RawRecord[SourceRef], Rejection]] = []
-        wall = time.time()
-        for event in events:
-            partition, offset = event.message.partition, event.message.offset
-            if partition not in restored_partitions:
-                restore_partition(partition)
-            # Hold the ack (take_events acks once; this reference is released by write_checkpoint).
-            event.message.incref()
-            held.append(event)
-            decoded = decode(_MONITOR_BATCH, event.value, max_bytes)  # type: ignore[arg-type]
-            if isinstance(decoded, Rejection):
-                dead.append((RawRecord("prediction", event.value, _ref(event)), decoded))  # type: ignore[arg-type]
-                continue
-            if decoded.model in monitors.monitors and not checkpointer.arrive(
-                decoded.model, partition, offset, len(decoded.predictions) + len(decoded.labelled)
-            ):
-                continue  # wholly in the restored state
-            merge_of(partition).add(decoded, MessageRef(partition, offset), wall)
-        metrics.batch_size.labels("monitor").observe(len(events))
-        await score(*release_all_partitions(wall), events=events, dead=dead)
-        report_late("monitor", late_in_dropped_merges[0] + sum(merge.n_late for merge in merges.values()))
-        metrics.observe_batch("monitor", events, lambda _topic: "monitor-input", app.consumer.highwater)
+        await monitor_service.consume(stream)
 
     @app.page("/checkpoint")
     async def checkpoint_page(web: Any, request: Any) -> Any:
-        return web.json({
-            **checkpoint_info,
-            "n_replayed": checkpointer.n_replayed,
-            "n_duplicates": checkpointer.n_duplicates,
-            "n_held": len(held),
-            "n_held_items": sum(merge.n_held for merge in merges.values()),
-            "n_seen": {model: m.n_seen for model, m in monitors.monitors.items()},
-            "n_predictions": dict(monitors.n_predictions),
-        })
+        return web.json(monitor_service.status())
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:

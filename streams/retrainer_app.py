@@ -54,6 +54,7 @@ from retrainer.exceptions import BadExample, UnknownModel
 from retrainer.registry import ModelRegistry
 from schemas.decoding import Rejection, decode
 from schemas.events import LabelledExample, ModelVersion, RetrainTrigger
+from streams.cloudevents import cloudevents_headers
 from streams.settings import Settings
 
 __all__ = [
@@ -103,14 +104,10 @@ def model_version_messages(
     messages = []
     for record in records:
         value = record.model_dump_json().encode()
-        headers = [
-            ("ce_specversion", b"1.0"),
-            ("ce_id", f"{record.model}@{record.version}:{record.status}:{record.created_at.isoformat()}".encode()),
-            ("ce_type", f"dev.driftline.model_version.{record.status}".encode()),
-            ("ce_source", CLOUDEVENTS_SOURCE.encode()),
-            ("ce_time", record.created_at.isoformat().encode()),
-            ("content-type", b"application/json"),
-        ]
+        headers = cloudevents_headers(
+            CLOUDEVENTS_SOURCE, f"{record.model}@{record.version}:{record.status}:{record.created_at.isoformat()}",
+            f"dev.driftline.model_version.{record.status}", record.created_at,
+        )
         messages.append((version_key(record.model, record.version), value, headers))
         if announce_current and record.status == "promoted":
             messages.append((current_key(record.model), value, headers))

@@ -73,7 +73,7 @@ def _labelsets(metrics: WorkerMetrics, name: str) -> set[tuple[tuple[str, str], 
 
 
 class Worker:
-    """What streams/app.py does with a batch: monitors first, then the metrics (examples counted as it counts them)."""
+    """What MonitorService does with a batch: monitors first, then the metrics (examples counted as it counts them)."""
 
     def __init__(self, config: MonitorConfig) -> None:
         self.monitors = MonitorSet(config, build_detector)

@@ -14,7 +14,7 @@ from schemas.events import (
     OutcomeEvent,
     PredictionEvent,
 )
-from streams.app import _BATCH_BYTES, _monitor_batches
+from streams.worker.messages import BATCH_BYTES, monitor_batches
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -28,7 +28,7 @@ def test_batches_parse_and_keep_every_item_in_order() -> None:
     predictions = [_prediction(i) for i in range(2500)]
     labelled = [LabelledExample(prediction=p, outcome=OutcomeEvent(prediction_id=p.prediction_id, event_time=T0,
                                                                    actual="no")) for p in predictions[:700]]
-    messages = _monitor_batches("m", [p.model_dump_json().encode() for p in predictions],
+    messages = monitor_batches("m", [p.model_dump_json().encode() for p in predictions],
                                 [e.model_dump_json().encode() for e in labelled])
     batches = [TypeAdapter(MonitorBatch).validate_json(m) for m in messages]
     assert all(b.model == "m" and len(b.predictions) + len(b.labelled) <= MAX_BATCH_ITEMS for b in batches)
@@ -39,8 +39,8 @@ def test_batches_parse_and_keep_every_item_in_order() -> None:
 
 def test_large_items_are_cut_by_bytes() -> None:
     predictions = [_prediction(i, padding=1000) for i in range(1200)]  # ~1.2 kB each
-    messages = _monitor_batches("m", [p.model_dump_json().encode() for p in predictions], [])
-    assert all(len(m) <= _BATCH_BYTES + 1024 for m in messages) and len(messages) >= 3
+    messages = monitor_batches("m", [p.model_dump_json().encode() for p in predictions], [])
+    assert all(len(m) <= BATCH_BYTES + 1024 for m in messages) and len(messages) >= 3
     assert sum(len(TypeAdapter(MonitorBatch).validate_json(m).predictions) for m in messages) == 1200
 
 

@@ -1,0 +1,12 @@
+"""The Faust worker's services (ingest, monitor) and the plumbing they share; streams.app wires them."""
+
+from __future__ import annotations
+
+from streams.worker.ingest import IngestService
+from streams.worker.messages import MessageRef, SourceRef
+from streams.worker.monitor import MonitorService
+from streams.worker.outbox import Outbox
+from streams.worker.progress import SourceProgress
+from streams.worker.totals import Totals
+
+__all__ = ["IngestService", "MessageRef", "MonitorService", "Outbox", "SourceProgress", "SourceRef", "Totals"]

@@ -1,0 +1,86 @@
+"""Where the worker's messages came from, and the bytes and headers of the ones it writes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any, NamedTuple
+
+from schemas.decoding import Rejection
+from schemas.events import MAX_BATCH_ITEMS
+
+__all__ = [
+    "BATCH_BYTES",
+    "CLOUDEVENTS_SOURCE",
+    "MessageRef",
+    "SourceRef",
+    "dead_letter_headers",
+    "monitor_batches",
+    "source_ref",
+]
+
+# Monitor-input messages stay well under the producer's 1 MB request limit.
+BATCH_BYTES = 512 * 1024
+CLOUDEVENTS_SOURCE = "urn:driftline:worker"
+
+
+class SourceRef(NamedTuple):
+    """Where a raw value came from, for its dead-letter headers."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+
+
+def source_ref(event: Any) -> SourceRef:
+    """The :class:`SourceRef` of a Faust event."""
+    message = event.message
+    return SourceRef(message.topic, message.partition, message.offset, message.key)
+
+
+class MessageRef(NamedTuple):
+    """Where a monitor-input message was read: its items are acked and checkpointed by it."""
+
+    partition: int
+    offset: int
+
+
+def monitor_batches(model: str, predictions: Sequence[bytes], labelled: Sequence[bytes]) -> list[bytes]:
+    """One model's share of an ingest batch (its items' JSON) as monitor-input messages, each under ``BATCH_BYTES``.
+
+    The items' JSON is joined by hand: building a MonitorBatch would validate every item once more.
+    """
+    messages: list[bytes] = []
+    parts: dict[str, list[bytes]] = {"predictions": [], "labelled": []}
+    size = 0
+
+    def cut() -> None:
+        nonlocal size
+        if parts["predictions"] or parts["labelled"]:
+            body = b",".join(b'"%s":[%s]' % (name.encode(), b",".join(items)) for name, items in parts.items())
+            messages.append(b'{"model":%s,%s}' % (json.dumps(model).encode(), body))
+        parts["predictions"], parts["labelled"], size = [], [], 0
+
+    for name, items in (("predictions", predictions), ("labelled", labelled)):
+        for blob in items:
+            if size + len(blob) > BATCH_BYTES or len(parts["predictions"]) + len(parts["labelled"]) >= MAX_BATCH_ITEMS:
+                cut()
+            parts[name].append(blob)
+            size += len(blob)
+    cut()
+    return messages
+
+
+def dead_letter_headers(ref: SourceRef, rejection: Rejection, stage: str) -> list[tuple[str, bytes]]:
+    """Why and where from a value was dead-lettered, as headers: the value itself goes unchanged."""
+    return [
+        ("driftline_reason", rejection.reason.encode()),
+        ("driftline_reason_kind", rejection.kind.encode()),
+        ("driftline_stage", stage.encode()),
+        ("driftline_source_topic", ref.topic.encode()),
+        ("driftline_source_partition", str(ref.partition).encode()),
+        ("driftline_source_offset", str(ref.offset).encode()),
+        ("driftline_dead_lettered_at", datetime.now(timezone.utc).isoformat().encode()),
+    ]

@@ -1,0 +1,340 @@
+"""The worker's monitor stage: the monitor-input topic in, scored by :class:`detectors.monitors.performance_monitor.MonitorSet`.
+
+Each model's events meet in one worker, as the monitor-input topic is keyed by model.  The batches of every
+ingest worker are merged back into event-time order with their watermarks
+(:class:`detectors.ingest.stage.MonitorInputOrder`, one per monitor-input partition), scored, and what the
+monitors decide goes out: alerts, retrain triggers and the metrics.
+
+The monitors' state is checkpointed to the monitor-state table.  One entry per model (value:
+:mod:`detectors.monitors.checkpoint` bytes) in the changelog partition equal to the model's monitor-input partition,
+so faust's table recovery has read it before the monitor agent gets that partition's events.  The state is
+written straight to the changelog with the producer and the acks awaited, once per checkpoint interval (and
+at once after a batch that alerts).  A monitor-input message is acked only once all its items are scored and
+checkpointed: the committed offset never passes the state, so a kill -9 replays at most the messages since
+the last checkpoint, and what the state already holds is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Collection, Sequence
+from typing import Any
+
+import faust
+from pydantic import TypeAdapter
+
+from detectors.ingest.merge import Held, MonitorInputOrder
+from detectors.ingest.stage import RawRecord
+from detectors.monitors.checkpoint import Checkpointer, decode_checkpoint, encode_checkpoint
+from detectors.monitors.episodes import MonitorResult
+from detectors.monitors.monitor_set import MonitorSet
+from detectors.monitors.performance_monitor import ModelMonitor
+from detectors.registry import build_detector
+from schemas.config import MonitorConfig
+from schemas.decoding import Rejection, decode
+from schemas.events import LabelledExample, MonitorBatch, PredictionEvent
+from streams.cloudevents import cloudevents_headers
+from streams.metrics import WorkerMetrics
+from streams.settings import Settings
+from streams.worker.messages import (
+    BATCH_BYTES,
+    CLOUDEVENTS_SOURCE,
+    MessageRef,
+    SourceRef,
+    dead_letter_headers,
+    source_ref,
+)
+from streams.worker.outbox import Outbox
+from streams.worker.totals import Totals
+
+__all__ = ["MonitorService"]
+
+log = logging.getLogger(__name__)
+_MONITOR_BATCH = TypeAdapter(MonitorBatch)
+Dead = tuple[RawRecord[SourceRef], Rejection]
+
+
+class MonitorService:
+    """Merges, scores and checkpoints the monitor-input partitions this worker reads.
+
+    One step runs at a time: a batch, the idle round of :meth:`consume` or a :meth:`revoke`.
+
+    Parameters
+    ----------
+    settings
+        Process settings (topics, batch sizes, ordering and checkpoint intervals).
+    config
+        The validated monitor config.
+    metrics
+        Where to count; the performance thresholds are set here.
+    outbox
+        Where alerts, triggers, dead letters and checkpoints go; sent before a step ends.
+    app
+        The Faust app: its consumer's high-water marks, and whether it is stopping or rebalancing.
+    state_table
+        The monitor-state table; only its changelog's name and what recovery read into it are used.
+    """
+
+    def __init__(self, settings: Settings, config: MonitorConfig, metrics: WorkerMetrics, outbox: Outbox,
+                 app: faust.App, state_table: Any) -> None:
+        self.settings = settings
+        self.topics = settings.topics
+        self.metrics = metrics
+        self.monitors = MonitorSet(config, build_detector)
+        self.checkpointer = Checkpointer(settings.checkpoint_seconds, settings.checkpoint_dedupe_ids)
+        self._outbox = outbox
+        self._app = app
+        self._state_table = state_table
+        # One merge per monitor-input partition: a partition's models need its own order only, and a watermark
+        # read on one partition says nothing of the data still unread on another.
+        self._merges: dict[int, MonitorInputOrder[MessageRef]] = {}
+        self._late_in_dropped_merges = 0
+        self._restored_partitions: set[int] = set()
+        self._held: list[Any] = []  # monitor-input events read, acked once their items are scored and checkpointed
+        self._lock = asyncio.Lock()
+        # Batches are ours, but a foreign producer could still write here.
+        self._max_bytes = 2 * BATCH_BYTES + 4 * settings.max_event_bytes
+        self.n_checkpoints = 0
+        self.n_restored = 0
+        self.written: dict[str, int] = {}  # each model's checkpointed monitor-input offset
+        self.written_seen: dict[str, int] = {}  # the labelled examples each model's written state holds
+        self._totals = Totals()
+        for model in self.monitors.monitors:
+            for each in self.performance_monitors(model):
+                metrics.performance_threshold.labels(model, each.metric_name).set(each.spec.performance.threshold)
+                metrics.performance.labels(model, each.metric_name)
+
+    def performance_monitors(self, model: str) -> list[ModelMonitor]:
+        """The model's main monitor and those of its further metrics."""
+        return [self.monitors.monitors[model], *self.monitors.metric_monitors_of(model).values()]
+
+    def metric_series(self) -> dict[str, tuple[str, list[str]]]:
+        """Each model's metric name and detector names, for :meth:`WorkerMetrics.declare`."""
+        return {model: (m.metric_name, [name for each in self.performance_monitors(model)
+                                        for name in each.detector_names])
+                for model, m in self.monitors.monitors.items()}
+
+    def status(self) -> dict[str, Any]:
+        """What the checkpoints hold and what waits, for the worker's ``/checkpoint`` page."""
+        return {
+            "n_checkpoints": self.n_checkpoints,
+            "n_restored": self.n_restored,
+            "written": self.written,
+            "written_seen": self.written_seen,
+            "n_replayed": self.checkpointer.n_replayed,
+            "n_duplicates": self.checkpointer.n_duplicates,
+            "n_held": len(self._held),
+            "n_held_items": sum(merge.n_held for merge in self._merges.values()),
+            "n_seen": {model: m.n_seen for model, m in self.monitors.monitors.items()},
+            "n_predictions": dict(self.monitors.n_predictions),
+        }
+
+    # -- the Faust shell -------------------------------------------------------
+
+    async def consume(self, stream: Any) -> None:
+        """The monitor agent: one step per micro-batch of the Faust stream of monitor-input events."""
+        idle_task = asyncio.ensure_future(self._checkpoint_while_idle())
+        try:
+            async for events in stream.take_events(self.settings.batch_size, within=self.settings.batch_seconds):
+                async with self._lock:
+                    await self._batch(events)
+        finally:
+            idle_task.cancel()
+
+    async def _checkpoint_while_idle(self) -> None:
+        # A plain task, not a faust timer: it must keep acking while faust waits for held events at shutdown.
+        while True:
+            await asyncio.sleep(min(1.0, self.settings.checkpoint_seconds / 2))
+            async with self._lock:
+                # A worker that stopped announcing (it died, or lost its partitions) stops holding items back.
+                if any(merge.n_held for merge in self._merges.values()):
+                    await self._score(*self._release_all(time.time()), events=[])
+                if (self._held or self.checkpointer.dirty) and (
+                    self.checkpointer.due(time.time()) or self._app.should_stop or self._app.rebalancing
+                ):
+                    await self._write_checkpoint()
+
+    async def revoke(self, partitions: Collection[int]) -> None:
+        """Checkpoint, then drop the merges and state of monitor-input partitions this worker no longer reads."""
+        if not partitions:
+            return
+        async with self._lock:
+            if self._held or self.checkpointer.dirty:
+                await self._write_checkpoint()
+            # Their items go unscored here; the new owner re-reads them from the committed offset.
+            for partition in partitions:
+                gone = self._merges.pop(partition, None)
+                self._late_in_dropped_merges += gone.n_late if gone is not None else 0
+            self._held = [e for e in self._held if e.message.partition not in partitions]
+            for partition in partitions:
+                self._restored_partitions.discard(partition)
+                self.checkpointer.forget_partition(partition)
+
+    # -- steps -----------------------------------------------------------------
+
+    async def _batch(self, events: Sequence[Any]) -> None:
+        dead: list[Dead] = []
+        wall = time.time()
+        for event in events:
+            partition, offset = event.message.partition, event.message.offset
+            if partition not in self._restored_partitions:
+                self._restore_partition(partition)
+            # Hold the ack (take_events acks once; this reference is released by _write_checkpoint).
+            event.message.incref()
+            self._held.append(event)
+            decoded = decode(_MONITOR_BATCH, event.value, self._max_bytes)
+            if isinstance(decoded, Rejection):
+                dead.append((RawRecord("prediction", event.value, source_ref(event)), decoded))
+                continue
+            if decoded.model in self.monitors.monitors and not self.checkpointer.arrive(
+                decoded.model, partition, offset, len(decoded.predictions) + len(decoded.labelled)
+            ):
+                continue  # wholly in the restored state
+            self._merge_of(partition).add(decoded, MessageRef(partition, offset), wall)
+        self.metrics.batch_size.labels("monitor").observe(len(events))
+        await self._score(*self._release_all(wall), events=events, dead=dead)
+        n_late = self._late_in_dropped_merges + sum(merge.n_late for merge in self._merges.values())
+        self._totals.report(self.metrics.late, "monitor", n_late)
+        self.metrics.observe_batch("monitor", events, lambda _topic: "monitor-input", self._app.consumer.highwater)
+
+    def _merge_of(self, partition: int) -> MonitorInputOrder[MessageRef]:
+        if partition not in self._merges:
+            s = self.settings
+            self._merges[partition] = MonitorInputOrder(s.partitions, s.join_idle_seconds, s.join_max_pending,
+                                                        time.time(), s.order_grace_seconds)
+        return self._merges[partition]
+
+    def _release_all(self, wall_time: float) -> tuple[list[Held[MessageRef]], list[Held[MessageRef]]]:
+        predictions: list[Held[MessageRef]] = []
+        labelled: list[Held[MessageRef]] = []
+        for merge in self._merges.values():
+            released = merge.release(wall_time)
+            predictions += released[0]
+            labelled += released[1]
+        return predictions, labelled
+
+    def _admitted(self, items: Sequence[Held[MessageRef]], prefix: str) -> list[Any]:
+        """The released items not already in the state (checkpointed, or re-published by a restarted ingest)."""
+        out = []
+        for held_item in items:
+            item = held_item.item
+            pid = item.prediction_id if isinstance(item, PredictionEvent) else item.prediction.prediction_id
+            if held_item.model not in self.monitors.monitors or self.checkpointer.admit(
+                held_item.model, held_item.ref.offset, prefix + pid
+            ):
+                out.append(item)
+        return out
+
+    async def _score(self, predictions: Sequence[Held[MessageRef]], labelled: Sequence[Held[MessageRef]],
+                     events: Sequence[Any], dead: Sequence[Dead] = ()) -> None:
+        """Run the monitors on released items, publish what they decide, and checkpoint when it matters."""
+        started = time.perf_counter()
+        monitors, metrics = self.monitors, self.metrics
+        watched: list[PredictionEvent] = self._admitted(predictions, "p:")
+        examples: list[LabelledExample] = self._admitted(labelled, "l:")
+        result = monitors.observe_predictions(watched)
+        metrics.observe_predictions(monitors, watched)
+        result.extend(monitors.observe(examples))
+        for model, n in Counter(e.prediction.model for e in examples).items():
+            if model in monitors.monitors:
+                metrics.examples.labels(model).inc(n)
+        self._publish(result, dead)
+        await self._outbox.send()
+        metrics.observe_label_delay(examples, monitors.monitors)
+        if events:
+            metrics.observe_alert_latency(result.alerts, events)
+            metrics.batch_seconds.labels("monitor").observe(time.perf_counter() - started)
+        if self.checkpointer.due(time.time()):
+            await self._write_checkpoint()
+        elif result.alerts or result.triggers:
+            # Right after alerts, so that a replay after a crash does not re-derive and re-send them.
+            await self._write_checkpoint({each.model for each in [*result.alerts, *result.triggers]})
+
+    def _publish(self, result: MonitorResult, dead: Sequence[Dead]) -> None:
+        names, outbox, metrics = self.topics, self._outbox, self.metrics
+        for alert in result.alerts:
+            outbox.add(
+                names.alerts, alert.model.encode(), alert.model_dump_json().encode(),
+                cloudevents_headers(CLOUDEVENTS_SOURCE, alert.alert_id, f"dev.driftline.alert.{alert.status}",
+                                    alert.event_time),
+            )
+            metrics.alerts.labels(alert.model, alert.detector, alert.status, alert.severity).inc()
+            log.warning("alert %s %s: %s", alert.status, alert.alert_id, alert.message)
+        for trigger in result.triggers:
+            outbox.add(
+                names.retrain, trigger.model.encode(), trigger.model_dump_json().encode(),
+                cloudevents_headers(CLOUDEVENTS_SOURCE, trigger.trigger_id, "dev.driftline.retrain",
+                                    trigger.event_time),
+            )
+            metrics.retrain_triggers.labels(trigger.model, trigger.reason).inc()
+        for example, reason in result.rejected:
+            ref = SourceRef(names.monitor_input, -1, -1, example.prediction.model.encode())
+            outbox.add(
+                names.deadletter, ref.key, example.model_dump_json().encode(),
+                dead_letter_headers(ref, Rejection("unscorable", reason), "monitor"),
+            )
+            metrics.examples_rejected.labels(example.prediction.model).inc()
+        for record, rejection in dead:
+            outbox.add(names.deadletter, record.ref.key, record.value,
+                       dead_letter_headers(record.ref, rejection, "monitor"))
+        if result.n_unmonitored:
+            metrics.examples_unmonitored.inc(result.n_unmonitored)
+        for model in self.monitors.monitors:
+            performance = self.performance_monitors(model)
+            for each in performance:
+                metrics.performance.labels(model, each.metric_name).set(each.metric_value)
+            metrics.alerts_open.labels(model).set(sum(len(each.open_alerts) for each in performance))
+
+    # -- checkpoints -----------------------------------------------------------
+
+    def _restore_partition(self, partition: int) -> None:
+        for blob in list(self._state_table.data.values()):
+            checkpoint = decode_checkpoint(blob)
+            if checkpoint is None or checkpoint.partition != partition:
+                continue
+            current = self.monitors.monitors.get(checkpoint.model)
+            if current is None:
+                continue
+            if checkpoint.monitor.spec != current.spec:
+                log.warning("monitor config of %s changed: its checkpoint is not restored", checkpoint.model)
+                continue
+            self.monitors.install(checkpoint.model, checkpoint.monitor, checkpoint.segments, checkpoint.data,
+                                  checkpoint.metrics)
+            self.checkpointer.restore(checkpoint)
+            self.n_restored += 1
+            log.warning("restored %s from its checkpoint at monitor-input offset %d (%d examples seen)",
+                        checkpoint.model, checkpoint.next_offset, checkpoint.monitor.n_seen)
+        self._restored_partitions.add(partition)
+
+    async def _write_checkpoint(self, only: set[str] | None = None) -> None:
+        """Write the changed models' state, then ack the events it wholly covers (call under the lock).
+
+        With ``only`` (the models that just alerted), write just theirs and ack nothing: encoding every
+        model's state after each alert cost a fifth of the worker's time with 1,000 models.
+        """
+        snapshots = self.checkpointer.snapshot(self.monitors, time.time(), only)
+        topic = self._state_table.changelog_topic.get_topic_name()
+        # Encoded before any await: the monitors must not change between snapshot and bytes.
+        for c in snapshots:
+            self._outbox.add(topic, c.model.encode(), encode_checkpoint(c), partition=c.partition)
+        written = {c.model: c.next_offset for c in snapshots}
+        seen = {c.model: c.monitor.n_seen for c in snapshots}
+        done: list[Any] = []
+        if only is None:
+            # An event is acked once every item of it is scored (below the partition's oldest waiting
+            # message) and every model's state is written.
+            waiting = {p: self.checkpointer.oldest_waiting(p) for p in {e.message.partition for e in self._held}}
+            still_held: list[Any] = []
+            for event in self._held:
+                oldest = waiting[event.message.partition]
+                (done if oldest is None or event.message.offset < oldest else still_held).append(event)
+            self._held = still_held
+        await self._outbox.send()
+        for event in done:
+            event.ack()
+        self.n_checkpoints += 1
+        self.written.update(written)
+        self.written_seen.update(seen)
