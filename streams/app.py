@@ -1,16 +1,20 @@
 """The Faust worker: a thin shell that reads raw bytes, calls the pure core and sends results.
 
-Two agents, each consuming micro-batches with ``take_events``:
+Two stages:
 
-* ``ingest`` reads predictions and outcomes and hands them to
+* ``ingest``, a task that runs :class:`~streams.worker.ingest.IngestThread`:
+  it reads predictions and outcomes in bulk with confluent-kafka, off faust's
+  per-message loop (about 200 µs of CPU a message here), and hands them to
   :class:`~streams.worker.ingest.IngestService`: the join
   (:class:`detectors.ingest.stage.JoinStage`) and its changelog, each model's
   batches and the watermarks to the internal monitor-input topic, labelled
-  examples to the retrainer, dead letters and expiries.
-* ``monitor`` reads the monitor-input topic, so each model's events meet in one
-  worker, and hands them to :class:`~streams.worker.monitor.MonitorService`:
-  the merge back into event-time order, :class:`detectors.monitors.performance_monitor.MonitorSet`,
-  the checkpoints to the monitor-state table, alerts and retrain triggers.
+  batches to the retrainer, dead letters and expiries.
+* ``monitor``, a faust agent over the monitor-input topic (one message carries
+  up to a thousand items, so faust's per-message cost is divided by that), so
+  each model's events meet in one worker; it hands them to
+  :class:`~streams.worker.monitor.MonitorService`: the merge back into
+  event-time order, :class:`detectors.monitors.monitor_set.MonitorSet`, the
+  checkpoints to the monitor-state table, alerts and retrain triggers.
 
 Agent concurrency stays 1: faust-streaming #606 loses messages above it.
 """
@@ -26,7 +30,7 @@ from schemas.config import MonitorConfig
 from schemas.decoding import RejectionKind
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
-from streams.worker.ingest import IngestService
+from streams.worker.ingest import IngestThread
 from streams.worker.monitor import MonitorService
 from streams.worker.outbox import Outbox
 
@@ -56,7 +60,6 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
         loghandlers=[],
     )
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
-    sources = app.topic(names.predictions, names.outcomes, internal=False, **raw)
     monitor_input = app.topic(names.monitor_input, internal=False, **raw)
     # The monitor state's changelog (see streams.worker.monitor) is declared here only to keep it raw bytes
     # (faust's default is json).
@@ -67,22 +70,17 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
     state_table = app.Table("monitor-state", partitions=settings.partitions, changelog_topic=state_changelog,
                             help="Monitor state checkpoints")
     monitor_service = MonitorService(settings, config, metrics, Outbox(app), app, state_table)
-    ingest_service = IngestService(settings, config, metrics, Outbox(app), lambda: app.consumer)
+    ingest_thread = IngestThread(settings, config, metrics)
     metrics.declare(monitor_service.metric_series(), get_args(RejectionKind))
     metrics.declare_predictions(config)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
-        await ingest_service.revoke({tp.partition for tp in revoked if tp.topic in ingest_service.side_of_topic})
         await monitor_service.revoke({tp.partition for tp in revoked if tp.topic == names.monitor_input})
 
-    @app.agent(sources, concurrency=1)
-    async def ingest(stream: faust.StreamT[bytes]) -> None:
-        await ingest_service.consume(stream)
-
-    @app.timer(interval=1.0)
-    async def expire_while_idle() -> None:
-        await ingest_service.tick()
+    @app.task
+    async def ingest() -> None:
+        await ingest_thread.run()
 
     @app.agent(monitor_input, concurrency=1)
     async def monitor(stream: faust.StreamT[bytes]) -> None:

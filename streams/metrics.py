@@ -328,15 +328,15 @@ class WorkerMetrics:
         self, stage: str, events: Sequence[Any], source_of: Callable[[str], str | None],
         highwater: Callable[[Any], int | None],
     ) -> None:
-        """Consumer lag of each partition the batch came from, and the batch's wall time.
+        """Consumer lag of each partition a faust batch came from, and the batch's wall time.
 
         ``events`` are Faust events (``event.message.tp``, ``.offset``); ``highwater`` is
         ``app.consumer.highwater``, which reads the mark cached from the last fetch, so this costs no request.
         """
-        self.last_batch.labels(stage).set(time.time())
         last_offset: dict[Any, int] = {}
         for event in events:
             last_offset[event.message.tp] = event.message.offset
+        lags = {}
         for tp, offset in last_offset.items():
             source = source_of(tp.topic)
             try:
@@ -345,9 +345,15 @@ class WorkerMetrics:
             # must never stop the stream.
             except (AssertionError, KeyError, RuntimeError):
                 continue
-            if source is None or mark is None:
-                continue
-            self.consumer_lag.labels(source, str(tp.partition)).set(max(mark - offset - 1, 0))
+            if source is not None and mark is not None:
+                lags[(source, tp.partition)] = max(mark - offset - 1, 0)
+        self.observe_lag(stage, lags)
+
+    def observe_lag(self, stage: str, lags: Mapping[tuple[str, int], int]) -> None:
+        """A batch of ``stage`` was handled now, leaving ``lags`` unread messages per (source, partition)."""
+        self.last_batch.labels(stage).set(time.time())
+        for (source, partition), lag in lags.items():
+            self.consumer_lag.labels(source, str(partition)).set(lag)
 
     def observe_label_delay(self, examples: Iterable[Any], models: Container[str]) -> None:
         """Prediction-to-outcome event-time delay of labelled examples of configured models (bounded labels)."""

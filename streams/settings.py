@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     # clock) for it to catch up: when traffic starts, one partition's first fetch may come a batch late.
     order_grace_seconds: Annotated[float, Field(ge=0, le=60)] = 2.0
     max_event_bytes: Annotated[int, Field(ge=256)] = 64 * 1024
+    # Messages handled in one step: source messages per bulk read of the ingest stage, monitor-input messages
+    # per micro-batch of the monitor stage.
     batch_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
     batch_seconds: Annotated[float, Field(gt=0, le=60)] = 0.5
     broker_session_timeout: Annotated[float, Field(gt=0)] = 30.0
@@ -80,6 +82,11 @@ class Settings(BaseSettings):
     def join_state_topic(self) -> str:
         """The join's changelog (see detectors.ingest.join_log): the worker's own, like faust's table changelogs."""
         return f"{self.app_id}-join-state-changelog"
+
+    @property
+    def ingest_group(self) -> str:
+        """The consumer group of the worker's ingest stage (confluent-kafka, cooperative): apart from faust's."""
+        return f"{self.app_id}-ingest"
 
     @property
     def retrainer_group(self) -> str:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from streams.worker.ingest import IngestService
+from streams.worker.ingest import IngestService, IngestThread
 from streams.worker.messages import MessageRef, SourceRef
 from streams.worker.monitor import MonitorService
-from streams.worker.outbox import Outbox
-from streams.worker.progress import SourceProgress
+from streams.worker.outbox import Outbox, ProducerOutbox
+from streams.worker.source import SourceConsumer
 from streams.worker.totals import Totals
 
-__all__ = ["IngestService", "MessageRef", "MonitorService", "Outbox", "SourceProgress", "SourceRef", "Totals"]
+__all__ = ["IngestService", "IngestThread", "MessageRef", "MonitorService", "Outbox", "ProducerOutbox", "SourceConsumer",
+           "SourceRef", "Totals"]

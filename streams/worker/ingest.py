@@ -1,12 +1,14 @@
 """The worker's ingest stage: source records in, through :class:`detectors.ingest.stage.JoinStage`, batches out.
 
-Predictions and outcomes (keyed by prediction id, so the two topics are co-partitioned) are decoded and
-joined; per model, one message with the step's predictions and labelled examples goes to the internal
-monitor-input topic (keyed by model), followed by a watermark message to every partition of it; labelled
-examples also go one by one to the labelled topic for the retrainer; rejects go to the dead-letter topic
-and expiries to the expired topic.  The events waiting in the join for their partner are logged to the
-join's changelog after every step (:mod:`detectors.ingest.join_log`), and read back by whichever worker gets
-their partition next, after a crash or a rebalance.
+Predictions and outcomes (keyed by prediction id, so the two topics are co-partitioned) are read in bulk
+(:class:`~streams.worker.source.SourceConsumer`), decoded and joined; per model, one message with the step's
+predictions and labelled examples goes to the internal monitor-input topic (keyed by model), followed by a
+watermark message to every partition of it; the labelled examples go in batches to the labelled topic for the
+retrainer too; rejects go to the dead-letter topic and expiries to the expired topic.  The events waiting in
+the join for their partner are logged to the join's changelog after every step
+(:mod:`detectors.ingest.join_log`), and read back by whichever worker gets their partition next, after a
+crash or a rebalance.  Everything here runs in the ingest thread (:class:`IngestThread`), never on faust's
+event loop.
 """
 
 from __future__ import annotations
@@ -14,26 +16,26 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
-from typing import Any
 
 from detectors.ingest.join_log import JoinLog, Rebuilt, rebuild
 from detectors.ingest.merge import NOTHING_SENT, source_name
 from detectors.ingest.stage import IngestResult, JoinStage, RawRecord, Source
 from schemas.config import MonitorConfig
-from schemas.events import SIDES, MonitorBatch, Side
+from schemas.events import SIDES, MonitorBatch
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
 from streams.topics import read_partition
-from streams.worker.messages import SourceRef, dead_letter_headers, monitor_batches, source_ref
-from streams.worker.outbox import Outbox
-from streams.worker.progress import SourceProgress
+from streams.worker.messages import SourceRef, dead_letter_headers, monitor_batches
+from streams.worker.outbox import ProducerOutbox
+from streams.worker.source import SourceConsumer
 from streams.worker.totals import Totals
 
-__all__ = ["IngestService"]
+__all__ = ["IngestService", "IngestThread"]
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +48,9 @@ def _merged(first: IngestResult[SourceRef], second: IngestResult[SourceRef]) -> 
 class IngestService:
     """Joins the source records this worker reads and sends what the join decides, with its changelog.
 
-    :meth:`step` takes one batch of records, however they were consumed; :meth:`consume` feeds it Faust's
-    micro-batches.  One step runs at a time: a batch, the idle :meth:`tick` or a :meth:`revoke`.
+    :meth:`step` takes one batch of records; :meth:`tick` expires and announces while the sources are quiet;
+    :meth:`assign` and :meth:`revoke` follow the source consumer's rebalances.  All of them run in one thread,
+    one at a time.
 
     Parameters
     ----------
@@ -58,103 +61,80 @@ class IngestService:
     metrics
         Where to count.
     outbox
-        Where a step's messages go; it is sent, and its acks awaited, before the step ends.
-    consumer
-        Returns the consumer of the source topics, for its assignment and last fetched high-water marks
-        (called at each use: Faust makes its consumer when first asked).
+        Where a step's messages go; it is sent, and every message acknowledged, before the step ends.
     """
 
-    def __init__(self, settings: Settings, config: MonitorConfig, metrics: WorkerMetrics, outbox: Outbox,
-                 consumer: Callable[[], Any]) -> None:
+    def __init__(self, settings: Settings, config: MonitorConfig, metrics: WorkerMetrics,
+                 outbox: ProducerOutbox) -> None:
         self.settings = settings
         self.topics = settings.topics
         self.metrics = metrics
-        self.side_of_topic: dict[str, Side] = {self.topics.predictions: "prediction", self.topics.outcomes: "outcome"}
-        self._topic_of_side = {side: topic for topic, side in self.side_of_topic.items()}
+        self._topic_of_side = {"prediction": self.topics.predictions, "outcome": self.topics.outcomes}
         # Items leave the join at once; the monitor stage puts them in order (hold_for_order=False), so that none
         # waits in this process, where a crash would lose it.
         self.join: JoinStage[SourceRef] = JoinStage(
             settings.join_ttl_seconds, settings.max_event_bytes, settings.join_idle_seconds, settings.join_max_pending,
             settings.order_grace_seconds, hold_for_order=False, log_changes=True,
         )
+        # Every partition holds event time back until it delivers, or stays quiet for join_idle_seconds
+        # (as partitions assigned to another worker will).
+        self.join.expect_partitions(range(settings.partitions), time.time())
         self.join_log = JoinLog()
         # Per source partition taken over, where its changelog stood: what is read again below it is skipped.
         self._rebuilt: dict[int, Rebuilt] = {}
-        self.progress = SourceProgress(self.side_of_topic)
+        # Assigned source partitions whose changelog is still to be read back (before their next step).
+        self._to_take_over: set[int] = set()
         self._watched_models = {model for model, spec in config.models.items() if spec.watches_predictions}
         self._outbox = outbox
-        self._consumer = consumer
-        self._lock = asyncio.Lock()
         self._last_announced: datetime | None = None  # the watermark last announced for every source read here
         self._totals = Totals()
 
-    # -- the Faust shell -------------------------------------------------------
-
-    async def consume(self, stream: Any) -> None:
-        """The ingest agent: one :meth:`step` per micro-batch of the Faust stream of source events."""
-        # Every partition holds event time back until it delivers, or stays quiet for join_idle_seconds
-        # (as partitions assigned to another worker will).
-        self.join.expect_partitions(range(self.settings.partitions), time.time())
-        async for events in stream.take_events(self.settings.batch_size, within=self.settings.batch_seconds):
-            started = time.perf_counter()
-            await self.step([self.record(e) for e in events])
-            self.metrics.batch_size.labels("ingest").observe(len(events))
-            self.metrics.batch_seconds.labels("ingest").observe(time.perf_counter() - started)
-            self.metrics.observe_batch("ingest", events, self.side_of_topic.get, self._consumer().highwater)
-
-    def record(self, event: Any) -> RawRecord[SourceRef]:
-        """The join's record of a Faust event read from a source topic."""
-        return RawRecord(self.side_of_topic[event.message.topic], event.value, source_ref(event),
-                         event.message.partition)
-
     # -- steps -----------------------------------------------------------------
 
-    async def step(self, records: Sequence[RawRecord[SourceRef]]) -> None:
-        """Join one batch of source records; send what the join decides, then its changelog."""
+    def step(self, records: Sequence[RawRecord[SourceRef]], owned: set[Source], busy: set[Source]) -> None:
+        """Join one batch of source records; send what the join decides, then its changelog.
+
+        ``owned`` are the sources assigned here, ``busy`` those of them with unread messages.
+        """
         for side, n in Counter(r.side for r in records).items():
             self.metrics.events_read.labels(side).inc(n)
-        self.progress.note(records)
-        async with self._lock:
-            wall, busy = time.time(), await self.progress.busy(self._consumer())
-            restored = await self._take_over(self._assigned() | {r.partition for r in records}, wall)
-            fresh = self._fresh(records)
-            self._publish(_merged(restored, self.join.process(fresh, wall_time=wall, busy=busy)), wall, busy)
-            await self._send_step(fresh)
+        wall = time.time()
+        restored = self._take_over(wall)
+        fresh = self._fresh(records)
+        self._publish(_merged(restored, self.join.process(fresh, wall_time=wall, busy=busy)), wall, owned, busy)
+        self._send_step(fresh)
 
-    async def tick(self) -> None:
-        """Expire, release and announce while the sources are quiet (a timer calls this every second)."""
-        async with self._lock:
-            wall, busy = time.time(), await self.progress.busy(self._consumer())
-            restored = await self._take_over(self._assigned(), wall)
-            self._publish(_merged(restored, self.join.idle(wall, busy=busy)), wall, busy)
-            await self._send_step([])
+    def tick(self, owned: set[Source], busy: set[Source]) -> None:
+        """Expire, release and announce while the sources are quiet (called about every second)."""
+        wall = time.time()
+        restored = self._take_over(wall)
+        self._publish(_merged(restored, self.join.idle(wall, busy=busy)), wall, owned, busy)
+        self._send_step([])
 
-    async def revoke(self, partitions: Collection[int]) -> None:
-        """Drop the join state of source partitions this worker no longer reads."""
-        if not partitions:
-            return
-        # Under the lock, no step is half-sent: the next owner reads a whole changelog.
-        async with self._lock:
-            for partition in partitions:
-                self.join.forget(partition)
-                self.join_log.forget(partition)
-                self._rebuilt.pop(partition, None)
+    def assign(self, partitions: Collection[int]) -> None:
+        """Source partitions this worker now reads: their changelog is read back before the next step."""
+        self._to_take_over.update(partitions)
 
-    def _owned(self) -> set[Source]:
-        return {(self.side_of_topic[tp.topic], tp.partition) for tp in self._consumer().assignment()
-                if tp.topic in self.side_of_topic}
+    def revoke(self, partitions: Collection[int]) -> None:
+        """Drop the join state of source partitions this worker no longer reads.
 
-    def _assigned(self) -> set[int]:
-        return {partition for _, partition in self._owned()}
+        Called between steps, so no step is half-sent: the next owner reads a whole changelog.
+        """
+        for partition in partitions:
+            self.join.forget(partition)
+            self.join_log.forget(partition)
+            self._rebuilt.pop(partition, None)
+            self._to_take_over.discard(partition)
+        self._count()
 
     # -- the join's changelog --------------------------------------------------
 
-    async def _take_over(self, partitions: set[int], wall: float) -> IngestResult[SourceRef]:
-        """Rebuild the join state of source partitions new here from their changelog (call under the lock)."""
+    def _take_over(self, wall: float) -> IngestResult[SourceRef]:
+        """Rebuild the join state of source partitions new here from their changelog."""
         out: IngestResult[SourceRef] = IngestResult()
-        for partition in sorted(partitions - set(self._rebuilt)):
+        for partition in sorted(self._to_take_over - set(self._rebuilt)):
             started = time.perf_counter()
-            n_records, rebuilt, restored = await asyncio.to_thread(self._read_back, partition, wall)
+            n_records, rebuilt, restored = self._read_back(partition, wall)
             self.join_log.resume(partition, rebuilt)
             out = _merged(out, restored)
             if n_records:
@@ -163,12 +143,12 @@ class IngestService:
                             time.perf_counter() - started, rebuilt.next_offsets)
             # The events are in the join now; only the offsets are kept, to skip what is read again.
             self._rebuilt[partition] = Rebuilt(next_offsets=rebuilt.next_offsets)
+        self._to_take_over.clear()
         return out
 
     def _read_back(self, partition: int, wall: float) -> tuple[int, Rebuilt, IngestResult[SourceRef]]:
-        # In a thread: a partition with a million waiting events takes ~30 s to read and decode (measured
-        # ~31-36k/s), longer than the event loop may stall without missing its group heartbeats.  The
-        # lock keeps every other user of the join out meanwhile.
+        # A partition with a million waiting events takes ~30 s to read and decode (measured ~31-36k/s); this
+        # runs in the ingest thread, and librdkafka keeps the group's heartbeats going meanwhile.
         records = read_partition(self.settings, self.settings.join_state_topic, partition)
         rebuilt = rebuild(records)
         waiting = [RawRecord(e.side, e.value, SourceRef(self._topic_of_side[e.side], partition, e.offset,
@@ -190,7 +170,7 @@ class IngestService:
             self.metrics.events_replayed.labels(side).inc(n)
         return fresh
 
-    async def _send_step(self, records: Sequence[RawRecord[SourceRef]]) -> None:
+    def _send_step(self, records: Sequence[RawRecord[SourceRef]]) -> None:
         """Send a step's outputs with its join changes, then, once acknowledged, its positions (join_log's order)."""
         offsets: dict[int, dict[str, int]] = {}
         for record in records:
@@ -206,28 +186,28 @@ class IngestService:
             for key, value in step.entries:
                 self._outbox.add(self.settings.join_state_topic, key, value, partition=partition)
             positions += [(partition, key, value) for key, value in step.position]
-        await self._outbox.send()
+        self._outbox.send()
         for partition, key, value in positions:
             self._outbox.add(self.settings.join_state_topic, key, value, partition=partition)
-        await self._outbox.send()
+        self._outbox.send()
 
     # -- what a step sends -----------------------------------------------------
 
-    def _publish(self, out: IngestResult[SourceRef], wall_time: float, busy: set[Source]) -> None:
+    def _publish(self, out: IngestResult[SourceRef], wall_time: float, owned: set[Source], busy: set[Source]) -> None:
         names, outbox = self.topics, self._outbox
-        # Each item is serialised once: a labelled example's JSON goes to the retrainer's topic and into its batch.
+        # Each item is serialised once: a labelled example's JSON goes into the retrainer's batch and the monitors'.
         by_model: dict[str, tuple[list[bytes], list[bytes]]] = {}
         for prediction in out.predictions:
             if prediction.model in self._watched_models:
                 by_model.setdefault(prediction.model, ([], []))[0].append(prediction.model_dump_json().encode())
         for example in out.labelled:
-            blob = example.model_dump_json().encode()
-            outbox.add(names.labelled, example.prediction.model.encode(), blob)
-            by_model.setdefault(example.prediction.model, ([], []))[1].append(blob)
+            by_model.setdefault(example.prediction.model, ([], []))[1].append(example.model_dump_json().encode())
         for model, (predictions, labelled) in by_model.items():
             for blob in monitor_batches(model, predictions, labelled):
                 outbox.add(names.monitor_input, model.encode(), blob)
-        self._announce_watermarks(wall_time, busy)
+            for blob in monitor_batches(model, [], labelled):
+                outbox.add(names.labelled, model.encode(), blob)
+        self._announce_watermarks(wall_time, owned, busy)
         for dead in out.dead_letters:
             ref = dead.record.ref
             outbox.add(names.deadletter, ref.key, dead.record.value, dead_letter_headers(ref, dead.rejection, "ingest"))
@@ -251,7 +231,7 @@ class IngestService:
         self.metrics.join_held.set(self.join.n_held)
         self._totals.report(self.metrics.late, "ingest", self.join.n_late)
 
-    def _announce_watermarks(self, wall_time: float, busy: set[Source]) -> None:
+    def _announce_watermarks(self, wall_time: float, owned: set[Source], busy: set[Source]) -> None:
         """Tell every monitor-input partition how far the source partitions this worker reads have been sent.
 
         Active sources are announced after every batch, even when the watermark stands still (one is behind,
@@ -264,7 +244,6 @@ class IngestService:
         worker's overtake them.
         """
         through = self.join.released_through
-        owned = self._owned()
         active = owned & set(self.join.active_sources(wall_time, busy))
         if through is None:
             announced, mark = active, NOTHING_SENT
@@ -276,3 +255,62 @@ class IngestService:
         blob = MonitorBatch(watermarks={source_name(s): mark for s in sorted(announced)}).model_dump_json().encode()
         for partition in range(self.settings.partitions):
             self._outbox.add(self.topics.monitor_input, None, blob, partition=partition)
+
+
+class IngestThread:
+    """The ingest stage's loop, in a thread of its own: read a batch in bulk, step, commit; tick every second.
+
+    :meth:`run` is the faust task that starts it and waits for it: it stops the loop when the worker stops,
+    and re-raises whatever stopped the loop early, which crashes the worker (crash-only recovery: the
+    changelogs make a restart safe).
+    """
+
+    TICK_SECONDS = 1.0
+
+    def __init__(self, settings: Settings, config: MonitorConfig, metrics: WorkerMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self._config = config
+        self._stop = threading.Event()
+        self._failure: BaseException | None = None
+
+    async def run(self) -> None:
+        thread = threading.Thread(target=self._guarded, name="driftline-ingest", daemon=True)
+        thread.start()
+        try:
+            while thread.is_alive():
+                await asyncio.sleep(0.2)
+        finally:
+            self._stop.set()
+            # At most one bulk read plus one step: it leaves the group cleanly, its last step acknowledged.
+            await asyncio.to_thread(thread.join)
+        if self._failure is not None:
+            raise self._failure
+
+    def _guarded(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # handed to the event loop, which crashes the worker with it
+            log.exception("the ingest stage failed")
+            self._failure = exc
+
+    def _loop(self) -> None:
+        service = IngestService(self.settings, self._config, self.metrics, ProducerOutbox(self.settings))
+        source = SourceConsumer(self.settings, service.assign, service.revoke)
+        next_tick = time.monotonic() + self.TICK_SECONDS
+        try:
+            while not self._stop.is_set():
+                records = source.poll()
+                if records:
+                    started = time.perf_counter()
+                    service.step(records, source.owned(), source.busy())
+                    source.commit(records)
+                    self.metrics.batch_size.labels("ingest").observe(len(records))
+                    self.metrics.batch_seconds.labels("ingest").observe(time.perf_counter() - started)
+                    self.metrics.observe_lag("ingest", {(source.side_of_topic[t], p): n
+                                                        for (t, p), n in source.unread().items()})
+                if time.monotonic() >= next_tick:
+                    service.tick(source.owned(), source.busy())
+                    next_tick = time.monotonic() + self.TICK_SECONDS
+        finally:
+            source.close()

@@ -1,16 +1,42 @@
-"""The producer side of the worker: what a batch produced, sent together once the batch is decided."""
+"""The producer side of the worker: what a step produced, sent together once the step is decided.
+
+Two flavours, one ``add``: :class:`Outbox` over faust's producer for the monitor stage (an agent), and
+:class:`ProducerOutbox` over a confluent-kafka producer for the ingest stage, which writes most of the
+worker's records (aiokafka's producer is pure Python: one record per event cost as much as the rest of the
+worker) and runs in a thread of its own.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import faust
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-__all__ = ["Outbox"]
+from streams.settings import Settings
+
+__all__ = ["Outbox", "ProducerOutbox"]
+
+Headers = list[tuple[str, bytes]]
+_Record = tuple[str, bytes | None, bytes | None, int | None, Headers | None]
 
 
-class Outbox:
-    """Messages a batch produced, sent together once the batch is decided.
+class _Pending:
+    def __init__(self) -> None:
+        self._messages: list[_Record] = []
+
+    def add(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None = None,
+            partition: int | None = None) -> None:
+        self._messages.append((topic, key, value, partition, headers))
+
+    def _take(self) -> list[_Record]:
+        messages, self._messages = self._messages, []
+        return messages
+
+
+class Outbox(_Pending):
+    """Messages a batch produced, sent together through faust's producer once the batch is decided.
 
     Faust's ``send_soon`` hands messages to its producer one event-loop round
     trip at a time (and logs a warning whenever 100 are waiting); sending a
@@ -21,20 +47,60 @@ class Outbox:
     """
 
     def __init__(self, app: faust.App) -> None:
+        super().__init__()
         self._app = app
-        self._messages: list[tuple[str, bytes | None, bytes | None, int | None, list[tuple[str, bytes]] | None]] = []
         # Tasks sharing an outbox hand their messages to the producer one after another, in the order they
         # were added: the labelled examples of one model must reach its partition in event-time order.
         self._enqueueing = asyncio.Lock()
 
-    def add(self, topic: str, key: bytes | None, value: bytes | None,
-            headers: list[tuple[str, bytes]] | None = None, partition: int | None = None) -> None:
-        self._messages.append((topic, key, value, partition, headers))
-
     async def send(self) -> None:
         async with self._enqueueing:
-            messages, self._messages = self._messages, []
             producer = self._app.producer
             acks = [await producer.send(topic, key, value, partition, None, headers)
-                    for topic, key, value, partition, headers in messages]
+                    for topic, key, value, partition, headers in self._take()]
         await asyncio.gather(*acks)
+
+
+class ProducerOutbox(_Pending):
+    """Messages a step produced, handed to librdkafka (which batches them in C) and flushed once per send.
+
+    :meth:`send` returns only once every message is acknowledged by the broker, and raises if any was not:
+    the step's source offsets are then never committed, and its changelog position never written, so a
+    restart reads the step again instead of losing it.  Idempotence keeps each partition in the order the
+    messages were added, through retries.
+    """
+
+    def __init__(self, settings: Settings, flush_seconds: float | None = None) -> None:
+        super().__init__()
+        self._flush_seconds = flush_seconds or settings.broker_request_timeout
+        self._failures: list[KafkaError] = []
+        self._producer = Producer({
+            **settings.confluent_config(),
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 2,
+            # Java's partitioner, as faust's producer and apps' Kafka clients use: one model's batches land on
+            # one monitor-input partition whichever client wrote them.
+            "partitioner": "murmur2_random",
+            "logger": logging.getLogger("streams.worker.kafka"),
+        })
+
+    def _delivered(self, error: KafkaError | None, _message: Message) -> None:
+        if error is not None:
+            self._failures.append(error)
+
+    def send(self) -> None:
+        for topic, key, value, partition, headers in self._take():
+            extra = {} if partition is None else {"partition": partition}
+            while True:
+                try:
+                    self._producer.produce(topic, value, key, headers=headers, on_delivery=self._delivered, **extra)
+                    break
+                except BufferError:
+                    # librdkafka's queue is full: let it drain into the broker, then try again.
+                    self._producer.poll(0.05)
+        if self._producer.flush(self._flush_seconds) > 0:
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "messages not acknowledged in time"))
+        if self._failures:
+            failures, self._failures = self._failures, []
+            raise KafkaException(failures[0])
