@@ -118,10 +118,12 @@ MAX_BATCH_ITEMS = 1000
 
 
 class MonitorBatch(_Event):
-    """Internal (the monitor-input topic): one ingest batch's output for one model, or a watermark.
+    """Internal (the monitor-input and labelled topics): one ingest batch's output for one model, or a watermark.
 
     A batch message, keyed by its model, carries that model's predictions and
-    labelled examples in event-time order.  A watermark message (no model) goes
+    labelled examples in event-time order.  The labelled topic, which the
+    retrainer reads, carries the same batches with only ``labelled`` filled
+    (and no watermarks).  A watermark message (no model) goes
     to every partition and says, for each source partition ("prediction/3",
     "outcome/3") its sender reads, that everything up to that event time has
     been sent: the monitor stage merges the batches of several ingest workers

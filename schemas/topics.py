@@ -46,7 +46,8 @@ class TopicNames:
 
     @property
     def labelled(self) -> str:
-        """Internal: predictions joined with their outcomes, keyed by model."""
+        """Internal: predictions joined with their outcomes, for the retrainer: per model and ingest step, a
+        MonitorBatch with only ``labelled`` filled (the monitor-input format), keyed by model."""
         return self._name("labelled")
 
     @property

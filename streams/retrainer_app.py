@@ -5,6 +5,19 @@ examples the worker publishes and the retrain triggers, feeds them to the
 pure core (``learn``, ``on_trigger``, ``poll``) and publishes every
 :class:`~schemas.events.ModelVersion` the core returns on the models topic.
 
+What is on the labelled topic
+-----------------------------
+Batches, not single examples: per model and ingest step the worker writes one
+:class:`~schemas.events.MonitorBatch` (the monitor-input topic's format) keyed
+by the model, with ``model`` set and only ``labelled`` filled, in event-time
+order; a step with more than ``MAX_BATCH_ITEMS`` examples, or more than
+``streams.worker.messages.BATCH_BYTES`` of them, is cut into several.  Those
+bytes are ``streams.worker.messages.monitor_batches(model, [], examples_json)``.
+Each example is learnt in order.  A message that does not decode (a single
+``LabelledExample``, as written before batches, included) is skipped and
+counted once, by its rejection kind; an example that cannot be learnt is
+skipped and counted once per example.
+
 Why plain confluent-kafka clients and not a Faust app: training a challenger is
 seconds of CPU work that would stall Faust's event loop (and its consumer
 heartbeats); the service needs exact control of offsets (commit a trigger only
@@ -26,12 +39,15 @@ the service republishes it on start, which repairs a crash between the two.
 
 Offsets and restarts
 --------------------
-Labelled offsets are committed as consumed; on start each partition is
-rewound ``retrainer_replay_examples`` before its committed offset so the
-buffers (holdout and training history) refill.  A trigger's offset is
-committed only once it is decided, so a trigger still waiting for data is read
-again after a restart; a decided trigger read again is ignored, because the
-registry records it as handled.
+Labelled offsets are committed as consumed, per message (a whole batch); on
+start (and on every assignment) each labelled partition is rewound from its
+committed offset to the latest message from which at least
+``retrainer_replay_examples`` *examples* lie before it (:func:`replay_start`:
+the batches just before the committed offset are read once more, and
+counted, to find it), so the buffers (holdout and training history) refill.
+A trigger's offset is committed only once it is decided, so a trigger still
+waiting for data is read again after a restart; a decided trigger read again
+is ignored, because the registry records it as handled.
 """
 
 from __future__ import annotations
@@ -40,8 +56,10 @@ import logging
 import signal
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, Message, Producer, TopicPartition
@@ -53,7 +71,7 @@ from retrainer.config import RetrainerConfig, open_registry, open_store
 from retrainer.exceptions import BadExample, UnknownModel
 from retrainer.registry import ModelRegistry
 from schemas.decoding import Rejection, decode
-from schemas.events import LabelledExample, ModelVersion, RetrainTrigger
+from schemas.events import MonitorBatch, ModelVersion, RetrainTrigger
 from streams.cloudevents import cloudevents_headers
 from streams.settings import Settings
 
@@ -63,18 +81,25 @@ __all__ = [
     "current_key",
     "model_version_messages",
     "publish_versions",
+    "replay_start",
     "run_retrainer",
     "version_key",
 ]
 
 log = logging.getLogger(__name__)
-_LABELLED = TypeAdapter(LabelledExample)
+_LABELLED = TypeAdapter(MonitorBatch)
 _TRIGGER = TypeAdapter(RetrainTrigger)
 CLOUDEVENTS_SOURCE = "urn:driftline:retrainer"
-# Examples read per consume call: big enough to amortise the call, small
-# enough that a trigger waits at most a fraction of a second behind them.
+# Messages read per consume call: big enough to amortise the call, small
+# enough that a trigger waits at most a fraction of a second behind them
+# (labelled ones are batches of up to MAX_BATCH_ITEMS examples).
 CONSUME_BATCH = 500
 COMMIT_SECONDS = 2.0
+# What the worker cuts its labelled batches under: streams.worker.messages.BATCH_BYTES, not imported because
+# that package is the Faust worker (tests/unit/test_retrainer_service.py checks the two agree).
+LABELLED_BATCH_BYTES = 512 * 1024
+# How long reading back the batches before a committed offset may take, per window (see replay_start).
+REPLAY_READ_SECONDS = 30.0
 
 
 def current_key(model: str) -> bytes:
@@ -114,6 +139,37 @@ def model_version_messages(
     return messages
 
 
+def replay_start(
+    counts_between: Callable[[int, int], Sequence[tuple[int, int]]], low: int, committed: int, examples: int,
+    first_window: int = 8,
+) -> int:
+    """The latest offset from which at least ``examples`` examples lie before ``committed``; ``low`` if fewer do.
+
+    ``counts_between(start, end)`` gives ``(offset, examples in that message)`` for the messages of a
+    partition from ``start`` up to, not including, ``end``.  It is asked for windows further and further
+    back from ``committed`` (each twice as long as the last), so only about as many messages as are
+    replayed are read.
+
+    >>> sizes = [100] * 20                       # twenty batches of 100 examples at offsets 0-19
+    >>> counts = lambda start, end: [(o, sizes[o]) for o in range(start, end)]
+    >>> replay_start(counts, 0, 20, 500), replay_start(counts, 0, 20, 450), replay_start(counts, 0, 20, 10**6)
+    (15, 15, 0)
+    >>> replay_start(counts, 0, 20, 0)           # nothing to replay
+    20
+    """
+    if examples <= 0:
+        return committed
+    end, found, window = committed, 0, max(1, first_window)
+    while end > low:
+        start = max(low, end - window)
+        for offset, n in reversed(counts_between(start, end)):
+            found += n
+            if found >= examples:
+                return offset
+        end, window = start, 2 * window
+    return low
+
+
 def publish_versions(
     producer: Producer, topic: str, records: Sequence[ModelVersion], timeout: float = 30.0, announce_current: bool = True
 ) -> int:
@@ -144,7 +200,10 @@ class RetrainerMetrics:
         self.triggers_received = Counter("driftline_retrain_triggers_received", "Retrain triggers read.", ["model"], registry=r)
         self.triggers_handled = Counter("driftline_retrain_triggers_handled", "Retrain triggers decided (promoted or rejected) by this process.", ["model"], registry=r)
         self.triggers_duplicate = Counter("driftline_retrain_triggers_duplicate", "Retrain triggers read again after they were handled; ignored.", ["model"], registry=r)
-        self.skipped = Counter("driftline_retrainer_messages_skipped", "Messages not learnt from, by topic and reason.", ["topic", "reason"], registry=r)
+        self.skipped = Counter("driftline_retrainer_messages_skipped",
+                               "Not learnt from, by topic and reason: a message that does not decode counts once, "
+                               "a labelled example that cannot be learnt (unknown_model, bad_example) once per example.",
+                               ["topic", "reason"], registry=r)
         self.versions_published = Counter("driftline_model_versions_published", "Model-version records published.", ["model", "status"], registry=r)
         self.publish_failures = Counter("driftline_model_versions_publish_failures", "Model-version messages the broker did not take.", registry=r)
         self._current: dict[str, str] = {}
@@ -163,7 +222,7 @@ class RetrainerMetrics:
 
 
 class RetrainerService:
-    """Consumes labelled examples and triggers, runs the core, publishes versions.
+    """Consumes batches of labelled examples and triggers, runs the core, publishes versions.
 
     Parameters
     ----------
@@ -191,6 +250,8 @@ class RetrainerService:
                             self.metrics.triggers_duplicate):
                 counter.labels(model)
         self._max_bytes = 4 * settings.max_event_bytes
+        # As the monitor stage reads the same batches: the cut size, plus room for one large example past it.
+        self._max_batch_bytes = 2 * LABELLED_BATCH_BYTES + 4 * settings.max_event_bytes
         # Next offset to commit per (topic, partition), and where each waiting trigger sits.
         self._positions: dict[tuple[str, int], int] = {}
         self._waiting_at: dict[str, tuple[int, int]] = {}
@@ -202,18 +263,56 @@ class RetrainerService:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         labelled = [tp for tp in partitions if tp.topic == self.topics.labelled]
-        replay = self.settings.retrainer_replay_examples
-        if labelled and replay:
-            for committed in consumer.committed(labelled, timeout=10):
-                if committed.offset == OFFSET_INVALID or committed.offset < 0:
-                    continue  # never consumed: auto.offset.reset (earliest) applies
-                low, _high = consumer.get_watermark_offsets(committed, timeout=10)
-                start = max(low, committed.offset - replay)
-                for tp in labelled:
-                    if tp.partition == committed.partition:
-                        tp.offset = start
-                log.info("labelled partition %d: replaying from %d (committed %d)", committed.partition, start, committed.offset)
+        if labelled and self.settings.retrainer_replay_examples:
+            self._rewind(consumer, labelled)
         consumer.assign(partitions)
+
+    def _rewind(self, consumer: Consumer, labelled: list[TopicPartition]) -> None:
+        """Start each labelled partition ``retrainer_replay_examples`` examples before its committed offset."""
+        replay = self.settings.retrainer_replay_examples
+        rewind = []
+        for committed in consumer.committed(labelled, timeout=10):
+            if committed.offset == OFFSET_INVALID or committed.offset < 0:
+                continue  # never consumed: auto.offset.reset (earliest) applies
+            low, _high = consumer.get_watermark_offsets(committed, timeout=10)
+            rewind.append((committed.partition, low, committed.offset))
+        if not rewind:
+            return
+        reader = Consumer({**self.settings.confluent_config(), "group.id": f"{self.settings.retrainer_group}-replay",
+                           "enable.auto.commit": False, "enable.partition.eof": False, "auto.offset.reset": "earliest"})
+        try:
+            for partition, low, committed_offset in rewind:
+                try:
+                    start = replay_start(partial(self._example_counts, reader, partition), low, committed_offset, replay)
+                except KafkaException as exc:
+                    log.warning("labelled partition %d: could not read back before offset %d (%s); no replay",
+                                partition, committed_offset, exc)
+                    start = committed_offset
+                for tp in labelled:
+                    if tp.partition == partition:
+                        tp.offset = start
+                log.info("labelled partition %d: replaying from %d (committed %d)", partition, start, committed_offset)
+        finally:
+            reader.close()
+
+    def _example_counts(self, reader: Consumer, partition: int, start: int, end: int) -> list[tuple[int, int]]:
+        """``(offset, examples in it)`` of each labelled message from ``start`` up to ``end``; 0 if it does not decode."""
+        reader.assign([TopicPartition(self.topics.labelled, partition, start)])
+        counts: list[tuple[int, int]] = []
+        deadline = time.monotonic() + REPLAY_READ_SECONDS
+        while time.monotonic() < deadline:
+            for message in reader.consume(min(CONSUME_BATCH, end - start), timeout=1.0):
+                if message.error():
+                    raise KafkaException(message.error())
+                offset = message.offset()
+                if offset < end:
+                    decoded = decode(_LABELLED, message.value(), self._max_batch_bytes)
+                    counts.append((offset, 0 if isinstance(decoded, Rejection) else len(decoded.labelled)))
+                if offset >= end - 1:
+                    return counts
+        log.warning("labelled partition %d: read back only %d messages of offsets %d-%d in %.0f s",
+                    partition, len(counts), start, end - 1, REPLAY_READ_SECONDS)
+        return counts
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._commit()
@@ -285,21 +384,29 @@ class RetrainerService:
         return records
 
     def _learn(self, value: bytes | None) -> list[ModelVersion]:
-        decoded = decode(_LABELLED, value, self._max_bytes)
+        """Learn every example of one labelled batch, in order."""
+        decoded = decode(_LABELLED, value, self._max_batch_bytes)
         if isinstance(decoded, Rejection):
-            # The worker reads the same topic and dead-letters it; counting is enough here.
+            # The worker writes this topic from examples it has decoded, so this one came from elsewhere (or
+            # from a worker older than batches): counting it is enough, its examples cannot be known.
+            log.debug("labelled message skipped: %s", decoded.reason)
             self.metrics.skipped.labels("labelled", decoded.kind).inc()
             return []
-        try:
-            records = self.retrainer.learn(decoded)
-        except UnknownModel:
-            self.metrics.skipped.labels("labelled", "unknown_model").inc()
-            return []
-        except BadExample as exc:
-            log.debug("example not learnable: %s", exc)
-            self.metrics.skipped.labels("labelled", "bad_example").inc()
-            return []
-        self.metrics.examples.labels(decoded.prediction.model).inc()
+        records: list[ModelVersion] = []
+        learnt: defaultdict[str, int] = defaultdict(int)
+        for example in decoded.labelled:
+            try:
+                records += self.retrainer.learn(example)
+            except UnknownModel:
+                self.metrics.skipped.labels("labelled", "unknown_model").inc()
+                continue
+            except BadExample as exc:
+                log.debug("example not learnable: %s", exc)
+                self.metrics.skipped.labels("labelled", "bad_example").inc()
+                continue
+            learnt[example.prediction.model] += 1
+        for model, n in learnt.items():
+            self.metrics.examples.labels(model).inc(n)
         return records
 
     def _trigger(self, value: bytes | None, partition: int, offset: int, now: datetime) -> list[ModelVersion]:

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     retrainer_data_dir: Path = Path(".driftline/retrainer")
     retrainer_group_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]+$")
     retrainer_web_port: Annotated[int, Field(ge=1, le=65535)] = 6067
+    # Labelled examples (not messages: the labelled topic carries batches of up to MAX_BATCH_ITEMS) read again
+    # on start, per labelled partition, from just before its committed offset, to refill the learners' holdout
+    # and history buffers; whole batches are replayed, so it can be up to one batch more (0: no replay).
     retrainer_replay_examples: Annotated[int, Field(ge=0, le=10_000_000)] = 5_000
     retrainer_poll_seconds: Annotated[float, Field(gt=0, le=60)] = 0.5
 

@@ -30,8 +30,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         # predictions and outcomes are joined by key, so they must have the same partition count.
         TopicSpec(t.predictions, n, {"retention.ms": week}),
         TopicSpec(t.outcomes, n, {"retention.ms": week}),
-        TopicSpec(t.labelled, n, {"retention.ms": week}),
-        # Batches of up to MAX_BATCH_ITEMS events: room for large ones (the broker's default is 1 MiB).
+        # Both carry batches of up to MAX_BATCH_ITEMS events (MonitorBatch; labelled: the examples only):
+        # room for large ones (the broker's default is 1 MiB).
+        TopicSpec(t.labelled, n, {"retention.ms": week, "max.message.bytes": str(8 * 1024 * 1024)}),
         TopicSpec(t.monitor_input, n, {"retention.ms": week, "max.message.bytes": str(8 * 1024 * 1024)}),
         TopicSpec(t.alerts, n, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
         TopicSpec(t.retrain, n, {"retention.ms": str(30 * 24 * 3600 * 1000)}),

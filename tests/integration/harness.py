@@ -13,11 +13,15 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, ConsumerGroupState, KafkaException, Message
 from confluent_kafka.admin import AdminClient
+from pydantic import TypeAdapter
 
+from schemas.events import LabelledExample, MonitorBatch
 from schemas.topics import TopicNames
 from streams.processes import free_port, metric_sum, scrape_metrics, start_worker, stop_worker
 from streams.settings import Settings, load_settings
 from streams.topics import ensure_topics
+
+_BATCH = TypeAdapter(MonitorBatch)
 
 
 @dataclass
@@ -121,18 +125,22 @@ def assigned_partitions(bootstrap: str, group_id: str, topic: str) -> list[set[i
             for member in group.members]
 
 
-def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 60.0) -> list[Message]:
-    """Every message on ``topic`` from the beginning, once ``expected`` have come or the timeout passes."""
+def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 60.0,
+               count: Callable[[Message], int] = lambda _message: 1) -> list[Message]:
+    """Every message on ``topic`` from the beginning, once ``expected`` items have come (``count`` says how many
+    a message holds: one by default) or the timeout passes."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
     consumer.subscribe([topic])
     messages: list[Message] = []
+    items = 0
     deadline = time.monotonic() + timeout
     try:
-        while time.monotonic() < deadline and len(messages) < expected:
+        while time.monotonic() < deadline and items < expected:
             message = consumer.poll(0.5)
             if message is not None and not message.error():
                 messages.append(message)
+                items += count(message)
         # A short grace period so that extra, unexpected messages are seen too.
         grace = time.monotonic() + 2.0
         while time.monotonic() < grace:
@@ -142,3 +150,19 @@ def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 60.0)
     finally:
         consumer.close()
     return messages
+
+
+def labelled_batch(message: Message) -> MonitorBatch:
+    """One message of the labelled topic: a batch of one model's examples, keyed by the model, nothing else in it."""
+    batch = _BATCH.validate_json(message.value())
+    assert batch.model is not None and message.key() == batch.model.encode(), (message.key(), batch.model)
+    assert not batch.predictions and not batch.watermarks, "the labelled topic carries labelled examples only"
+    assert all(e.prediction.model == batch.model for e in batch.labelled), f"a batch of {batch.model} mixes models"
+    return batch
+
+
+def read_labelled(bootstrap: str, topic: str, expected: int, timeout: float = 60.0) -> list[LabelledExample]:
+    """Every labelled example in the batches on the labelled ``topic`` (in each partition's order), once
+    ``expected`` examples have come or the timeout passes."""
+    messages = read_topic(bootstrap, topic, expected, timeout, count=lambda m: len(labelled_batch(m).labelled))
+    return [example for m in messages for example in labelled_batch(m).labelled]

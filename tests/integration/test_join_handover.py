@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from pathlib import Path
@@ -14,7 +13,7 @@ from streams.client import PredictionLogger
 from streams.processes import free_port, start_worker, stop_worker
 from streams.scenarios import SpeechScenario
 from streams.topics import ensure_topics
-from tests.integration.harness import Worker, assigned_partitions, read_topic, settings_of, worker_env
+from tests.integration.harness import Worker, assigned_partitions, read_labelled, settings_of, worker_env
 from tests.speech_monitors import SPEECH_MONITORS
 
 pytestmark = pytest.mark.integration
@@ -86,12 +85,12 @@ def test_waiting_predictions_follow_their_partition_to_a_new_worker(kafka_bootst
         assert logger.flush(30) == 0
         done = _wait_all(workers, lambda ms: sum(_sum(m, "driftline_events_processed_total", source="outcome")
                                                  for m in ms) == N_PAIRS, 60, "every outcome joined")
-        labelled = read_topic(kafka_bootstrap, settings.topics.labelled, N_PAIRS)
+        labelled = read_labelled(kafka_bootstrap, settings.topics.labelled, N_PAIRS)
     finally:
         for proc in procs:
             stop_worker(proc)
 
-    ids = [json.loads(m.value())["prediction"]["prediction_id"] for m in labelled]
+    ids = [example.prediction.prediction_id for example in labelled]
     assert sorted(set(ids)) == sorted(p.prediction_id for p, _ in pairs)
     for side in SIDES:
         assert sum(_sum(m, "driftline_events_processed_total", source=side) for m in done) == N_PAIRS

@@ -3,8 +3,8 @@
 The worker and the retrainer run as subprocesses; the test plays the app: it
 predicts each utterance with a :class:`~streams.serving.ModelServer` and logs
 predictions and outcomes with the app client.  The rejection and restart tests
-play the worker's part instead, writing labelled examples and a trigger to the
-retrainer's input topics.
+play the worker's part instead, writing labelled examples (in batches, as the
+worker's ingest does) and a trigger to the retrainer's input topics.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from streams.scenarios import LearnableSpeechScenario
 from streams.serving import ModelServer
 from streams.settings import Settings, load_settings
 from streams.topics import ensure_topics
+from streams.worker.messages import monitor_batches
 from tests.integration.harness import read_topic, running_worker
 
 pytestmark = pytest.mark.integration
@@ -54,6 +55,8 @@ VERSIONS = TypeAdapter(ModelVersion)
 ALERTS = TypeAdapter(Alert)
 TRIGGERS = TypeAdapter(RetrainTrigger)
 MODEL = "speech-asr"
+# Labelled examples per ingest step of the played worker: one batch on the labelled topic each.
+STEP = 50
 
 
 @dataclass
@@ -77,7 +80,7 @@ class RetrainerProc:
 
 @contextmanager
 def running_retrainer(settings: Settings, config_path: Path, data_dir: Path, log_path: Path,
-                      group: str | None = None) -> Iterator[RetrainerProc]:
+                      group: str | None = None, replay_examples: int | None = None) -> Iterator[RetrainerProc]:
     web_port = free_port()
     env = {
         "DRIFTLINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
@@ -90,6 +93,7 @@ def running_retrainer(settings: Settings, config_path: Path, data_dir: Path, log
         "DRIFTLINE_RETRAINER_POLL_SECONDS": "0.2",
         "DRIFTLINE_LOG_LEVEL": "INFO",
         **({"DRIFTLINE_RETRAINER_GROUP_ID": group} if group else {}),
+        **({"DRIFTLINE_RETRAINER_REPLAY_EXAMPLES": str(replay_examples)} if replay_examples is not None else {}),
     }
     proc = start_retrainer(env, log_path)
     retrainer = RetrainerProc(settings.model_copy(update={"retrainer_data_dir": data_dir}), web_port, log_path)
@@ -180,17 +184,18 @@ def _labelled(scenario: LearnableSpeechScenario, relabel: range = range(0)) -> I
         yield LabelledExample(prediction=scenario.prediction(u, scenario.factory_predict(u.features), "0"), outcome=outcome)
 
 
-def _play_worker(settings: Settings, examples: Iterator[LabelledExample], trigger: RetrainTrigger) -> int:
+def _play_worker(settings: Settings, examples: Iterator[LabelledExample], trigger: RetrainTrigger | None) -> int:
+    """Write ``examples`` as the worker's ingest does, ``STEP`` a step, then ``trigger``; return how many examples."""
     producer = Producer({**settings.confluent_config(), "partitioner": "murmur2_random"})
-    n = 0
-    for example in examples:
-        producer.produce(settings.topics.labelled, key=MODEL.encode(), value=example.model_dump_json().encode())
-        n += 1
-        if n % 1000 == 0:
-            producer.flush(10)
-    producer.produce(settings.topics.retrain, key=MODEL.encode(), value=trigger.model_dump_json().encode())
+    blobs = [example.model_dump_json().encode() for example in examples]
+    for i in range(0, len(blobs), STEP):
+        for batch in monitor_batches(MODEL, [], blobs[i : i + STEP]):
+            producer.produce(settings.topics.labelled, key=MODEL.encode(), value=batch)
+        producer.poll(0)
+    if trigger is not None:
+        producer.produce(settings.topics.retrain, key=MODEL.encode(), value=trigger.model_dump_json().encode())
     assert producer.flush(30) == 0
-    return n
+    return len(blobs)
 
 
 def _fresh_settings(bootstrap: str, tmp_path: Path) -> tuple[Settings, Path]:
@@ -275,3 +280,20 @@ def test_restarted_retrainer_keeps_its_champion_and_does_not_rerun_a_handled_tri
     assert "* speech-asr    1 promoted" in listed.stdout and "  speech-asr    2 rolled_back" in listed.stdout, listed.stdout
     current = [v for k, v in _versions(kafka_bootstrap, settings, 8) if k == MODEL.encode()]
     assert (current[-1].version, current[-1].status) == ("1", "promoted")
+
+
+def test_a_restarted_retrainer_replays_the_configured_number_of_examples(kafka_bootstrap: str, tmp_path: Path) -> None:
+    settings, config = _fresh_settings(kafka_bootstrap, tmp_path)
+    scenario = LearnableSpeechScenario(n_events=1200, change_at=10**9, seed=4)
+    data_dir = tmp_path / "retrainer"
+    with running_retrainer(settings, config, data_dir, tmp_path / "first.log") as first:
+        n = _play_worker(settings, _labelled(scenario), None)
+        first.wait_for("all examples", lambda: first.metric("driftline_retrainer_examples_total") >= n, 30)
+    assert n // STEP == 24, "24 batches of 50, all on the model's partition; the first retrainer commits them all"
+
+    # The same group again: each labelled partition is rewound by examples, not by messages (whole batches).
+    with running_retrainer(settings, config, data_dir, tmp_path / "second.log", replay_examples=680) as second:
+        second.wait_for("the replay", lambda: second.metric("driftline_retrainer_examples_total") >= 680, 30)
+        time.sleep(1.5)  # a few more consume calls, in which anything past the replay would be counted
+        assert second.metric("driftline_retrainer_examples_total") == 700, "the 14 batches holding the last 680"
+        assert second.metric("driftline_retrainer_messages_skipped_total") == 0
