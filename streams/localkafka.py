@@ -184,8 +184,10 @@ class LocalKafka:
         log4j = self._log4j()
         if not (self.data_dir / "logs" / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+            # "--cluster-id=" joined: an id that starts with "-" (one in 64) would be read as an option.
             fmt = subprocess.run(
-                [java, "-cp", classpath, log4j, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
+                [java, "-cp", classpath, log4j, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
+                 "-c", str(config)],
                 capture_output=True, text=True,
             )
             if fmt.returncode != 0:
