@@ -2,9 +2,12 @@
 
 Faust's per-message path costs about 200 µs of CPU a message on this project's machine, whatever its
 settings; ``Consumer.consume(num_messages=...)`` hands over a whole batch from librdkafka in one call.  The
-source topics get their own consumer group (``<app id>-ingest``) with cooperative-sticky assignment, so a
-rebalance moves only the partitions that change owner.  Assignments and revocations are handed to a
-listener from inside :meth:`SourceConsumer.poll`, between two steps of the ingest, never during one.
+source topics get their own consumer group (``<app id>-ingest``).  Its assignor is ``range``, which gives
+partition p of both topics to one member: the join needs a prediction and its outcome in one process.
+(``cooperative-sticky`` balances partition counts only; seen here, after a second worker joined, one held
+every predictions partition and the other every outcomes partition, and nothing would ever join.)
+Assignments and revocations are handed to a listener from inside :meth:`SourceConsumer.poll`, between two
+steps of the ingest, never during one.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ class SourceConsumer:
         self._consumer = Consumer({
             **settings.confluent_config(),
             "group.id": settings.ingest_group,
-            "partition.assignment.strategy": "cooperative-sticky",
+            "partition.assignment.strategy": "range",
             # Offsets are committed after a step's outputs are acknowledged (see IngestService.step).
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
@@ -65,6 +68,10 @@ class SourceConsumer:
         mine = [tp for tp in partitions if tp.topic in self.side_of_topic]
         if not mine:
             return
+        by_topic = {topic: {tp.partition for tp in mine if tp.topic == topic} for topic in self.side_of_topic}
+        if len({frozenset(p) for p in by_topic.values()}) != 1:
+            # A prediction and its outcome would be joined in two processes, that is never.
+            raise KafkaException(KafkaError(KafkaError._INCONSISTENT, f"source partitions not co-assigned: {by_topic}"))
         # Where the group left each partition: until a message of it is read, "unread" is judged from here.
         for tp in consumer.committed(mine, timeout=self.settings.broker_request_timeout):
             self._next_offset[(tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else None

@@ -71,7 +71,7 @@ def test_waiting_predictions_follow_their_partition_to_a_new_worker(kafka_bootst
         group_of_two = None
         deadline = time.monotonic() + 60
         while group_of_two is None and time.monotonic() < deadline:
-            shares = assigned_partitions(kafka_bootstrap, settings.app_id, settings.topics.predictions)
+            shares = assigned_partitions(kafka_bootstrap, settings.ingest_group, settings.topics.predictions)
             group_of_two = shares if len(shares) == 2 and all(shares) else None
             time.sleep(0.5)
         assert group_of_two is not None, "the group never settled with two members"

@@ -154,7 +154,7 @@ class Runs:
 
 def _assignment(bootstrap: str, worker: Worker, n_members: int) -> list[set[int]]:
     """Each member's predictions partitions, once the group is stable with every partition held."""
-    members = assigned_partitions(bootstrap, worker.settings.app_id, worker.topics.predictions)
+    members = assigned_partitions(bootstrap, worker.settings.ingest_group, worker.topics.predictions)
     held = [p for partitions in members for p in partitions]
     if len(members) == n_members and all(members) and sorted(held) == list(range(PARTITIONS)):
         return sorted(members, key=min)
