@@ -12,7 +12,8 @@ help:
 	@echo "make demo             replay the speech-accuracy-decay scenario through a real worker on a local Kafka"
 	@echo "make test             unit, property, doctest, integration and end-to-end tests (starts its own Kafka)"
 	@echo "make test-unit        only the fast tests, no broker"
-	@echo "make bench            events/s and memory, pure path and worker, 3 workloads, vs a plain-consumer ceiling (real broker)"
+	@echo "make bench            events/s and memory, pure path, count-only faust, 1 and 2 workers, 3 workloads, vs a plain-consumer ceiling;"
+	@echo "                      then alert latency and lag at a steady 10,000 events/s for 60 s (real broker)"
 	@echo "make bench-detectors  detection delay, false alarms and speed: ours vs river's"
 	@echo "make kafka-start|kafka-stop  the local broker on 127.0.0.1:9092"
 

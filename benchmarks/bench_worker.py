@@ -5,18 +5,26 @@ For each workload (see ``benchmarks/workloads.py``):
 * the pure path offline, in a process of its own (``offline_path.py``):
   decode + join, then the monitors, events/s and peak resident memory;
 * on a local Kafka, the same events: a bare consumer that reads and validates
-  them (the ceiling, before and after), then a ``driftline worker``
-  subprocess, timed from its first read to its ingest stage having joined every
-  event, and to its monitors having scored every example and watched every
-  prediction; its peak resident memory (``VmHWM``).
+  them (the ceiling, before and after); a faust-streaming agent that only
+  counts them (``faust_count.py``: the framework's own limit); a ``driftline
+  worker`` subprocess, timed from its first read to its ingest stage having
+  joined every event, and to its monitors having scored every example and
+  watched every prediction, with its peak resident memory (``VmHWM``); then two
+  workers of one app id over a copy of the backlog in topics of their own.
 
-The ceiling and the worker read the same backlog from the same broker in the
-same run, so the ratio is meaningful on a noisy shared machine even when the
+Then, once, a steady-rate run (``steady_rate.py``): ``--steady-rate`` events/s
+sent for ``--steady-seconds`` into fresh topics while a worker reads them; its
+alert latency (p50/p99) and consumer lag when the producer stops.
+
+The ceiling and the workers read the same backlog from the same broker in the
+same run, so the ratios (every events/s figure is printed next to its ratio to
+the mean ceiling) are meaningful on a noisy shared machine even when the
 absolute figures are not.
 
     python benchmarks/bench_worker.py [--workload speech|features20|models1000|all] [--events N]
+                                      [--steady-rate 10000] [--steady-seconds 60]
 
-Prints one table per workload; the figures in issue notes come from it.
+Prints one table per workload and one for the steady-rate run; the figures in issue notes come from it.
 """
 
 from __future__ import annotations
@@ -28,28 +36,27 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
-from pydantic import TypeAdapter
+import numpy as np
+from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Producer
 
-from offline_path import proc_status_kib
+from baselines import ceiling, faust_count_rate
 from schemas.config import parse_monitor_config
-from schemas.events import OutcomeEvent, PredictionEvent
+from schemas.topics import TopicNames
+from steady_rate import OUTCOME_DELAY_SECONDS, SteadyRun, run_steady
 from streams.localkafka import LocalKafka
-from streams.processes import free_port, metric_sum, scrape_metrics, start_worker, stop_worker
-from streams.settings import load_settings
+from streams.processes import free_port
+from streams.settings import Settings, load_settings
 from streams.topics import ensure_topics
+from workers import WATCH_STALL_SECONDS, WorkerRun, end_offsets, fresh_settings, time_workers, worker_env
 from workloads import WORKLOADS, Workload
 
 HERE = Path(__file__).resolve().parent
 
 
-def produce_backlog(bootstrap: str, topics, workload: Workload, n_predictions: int) -> None:  # type: ignore[no-untyped-def]
+def produce_backlog(bootstrap: str, topics: TopicNames, workload: Workload, n_predictions: int) -> None:
     # Idempotence keeps each partition in production order: without it, a batch retried while a fresh
     # broker elects leaders lands after later batches, and its pairs expire (seen: 4,173 of 20,000).
     producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "linger.ms": 50,
@@ -60,109 +67,6 @@ def produce_backlog(bootstrap: str, topics, workload: Workload, n_predictions: i
             producer.produce(topics.outcomes, key=key, value=outcome)
             producer.poll(0)
     producer.flush(120)
-
-
-def ceiling(bootstrap: str, topics, n_messages: int) -> float:  # type: ignore[no-untyped-def]
-    """Events/s of a bare consumer that reads and validates each event, and does nothing else."""
-    adapters = {topics.predictions: TypeAdapter(PredictionEvent), topics.outcomes: TypeAdapter(OutcomeEvent)}
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"ceiling-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    consumer.subscribe(list(adapters))
-    seen = 0
-    started = None
-    while seen < n_messages:
-        for message in consumer.consume(1000, timeout=1.0):
-            if message.error():
-                continue
-            if started is None:
-                started = time.perf_counter()
-            adapters[message.topic()].validate_json(message.value())
-            seen += 1
-    elapsed = time.perf_counter() - (started or time.perf_counter())
-    consumer.close()
-    return seen / elapsed
-
-
-@dataclass(frozen=True)
-class WorkerRun:
-    ingest_rate: float
-    rate: float
-    start_rss_mib: float
-    peak_rss_mib: float
-    end_rss_mib: float
-    n_processed: float  # events the ingest stage joined (every one, unless some expired or were dead-lettered)
-    n_watched: float | None  # predictions the data monitors watched by the end; None: the config watches none
-    start_resolution: float  # seconds within which the first read is placed
-
-
-# Once every example is scored, how long the count of watched predictions may stand still short of every
-# prediction before the worker is taken not to watch them all.
-WATCH_STALL_SECONDS = 15.0
-
-
-def read_checkpoint_page(port: int) -> dict[str, Any]:
-    """The worker's /checkpoint page (examples scored and predictions watched, per model); empty if it does not answer."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/checkpoint", timeout=5) as response:
-            return json.loads(response.read())  # type: ignore[no-any-return]
-    except (OSError, ValueError):
-        return {}
-
-
-def worker_rate(env: dict[str, str], web_port: int, n_predictions: int, watch: bool, log: Path) -> WorkerRun:
-    """Time the worker from its first read to its last ingest batch, and to every example scored and prediction watched.
-
-    /metrics is read before the first event and after the last, never in between: with 1,000 models
-    the page is megabytes and takes the worker's event loop a good part of a second to render.  In
-    between, the small /checkpoint page tells how many examples and predictions the monitors have seen.
-    """
-    proc = start_worker(env, log)
-    n_events = 2 * n_predictions
-    deadline = time.monotonic() + 300 + n_events / 500
-
-    def check_deadline(what: str) -> None:
-        if time.monotonic() > deadline:
-            raise SystemExit(f"worker did not {what}; see {log}")
-
-    try:
-        started = previous = time.time()
-        while True:  # the worker is idle until its first read, so a scrape costs the measurement nothing
-            check_deadline("start reading")
-            asked = time.time()
-            if metric_sum(scrape_metrics(web_port), "driftline_events_read_total") > 0:
-                started, start_rss = asked, proc_status_kib(proc.pid, "VmRSS")
-                break
-            previous = asked
-            time.sleep(0.05)
-        scored = None
-        last_watched = (-1.0, time.time())  # the count, and when it last moved
-        while True:
-            check_deadline("score every example")
-            state = read_checkpoint_page(web_port)
-            now = time.time()
-            n_scored = sum(state.get("n_seen", {}).values())
-            n_watched = float(sum(state.get("n_predictions", {}).values()))
-            if n_watched != last_watched[0]:
-                last_watched = (n_watched, now)
-            if scored is None and n_scored >= n_predictions:
-                scored = now
-            if scored is not None and (not watch or n_watched >= n_predictions):
-                done = now
-                break
-            if scored is not None and now - max(scored, last_watched[1]) > WATCH_STALL_SECONDS:
-                done = max(scored, last_watched[1])
-                break
-            time.sleep(0.1)
-        peak, end = proc_status_kib(proc.pid, "VmHWM"), proc_status_kib(proc.pid, "VmRSS")
-        samples = scrape_metrics(web_port)
-        # The Unix time of the last ingest batch: once every event is read there are no more.
-        ingested = metric_sum(samples, "driftline_last_batch_timestamp_seconds", stage="ingest")
-        return WorkerRun(n_events / (ingested - started), n_events / (done - started),
-                         start_rss / 1024, peak / 1024, end / 1024,
-                         metric_sum(samples, "driftline_events_processed_total"),
-                         last_watched[0] if watch else None, started - previous)
-    finally:
-        stop_worker(proc)
 
 
 def run_offline(name: str, n_predictions: int) -> dict[str, float]:
@@ -177,45 +81,85 @@ class BrokerRun:
     produce_s: float
     ceiling_before: float
     ceiling_after: float
+    faust_count: float
     worker: WorkerRun
+    two_workers: WorkerRun
     #: Records the worker wrote to the join's changelog (entries, tombstones, resolved lists, positions).
     changelog_records: int
 
+    @property
+    def mean_ceiling(self) -> float:
+        return (self.ceiling_before + self.ceiling_after) / 2
+
+
+def worker_envs(settings: Settings, config: Path, work: Path, n_workers: int) -> list[dict[str, str]]:
+    """One environment per worker of one app: the same app id, a data dir and web port each."""
+    data_dirs = [work / settings.app_id / f"worker-{i}" for i in range(n_workers)]
+    for data_dir in data_dirs:
+        data_dir.mkdir(parents=True)  # faust makes the last level only
+    return [worker_env(settings, config, data_dir) for data_dir in data_dirs]
+
 
 def run_on_broker(bootstrap: str, workload: Workload, n_predictions: int, partitions: int, work: Path) -> BrokerRun:
-    run = f"{workload.name}-{uuid.uuid4().hex[:8]}"
-    settings = load_settings(kafka_bootstrap=bootstrap, topic_prefix=f"bench-{run}.", partitions=partitions,
-                             app_id=f"bench-{run}")
+    settings = fresh_settings(bootstrap, workload.name, partitions)
+    # The two workers read the same events from topics of their own: they would otherwise read the single
+    # worker's monitor-input batches as well as their own.
+    pair = fresh_settings(bootstrap, f"{workload.name}-x2", partitions)
     ensure_topics(settings)
+    ensure_topics(pair)
+    config = work / f"{settings.app_id}.yaml"
+    config.write_text(workload.config())
+    single, double = worker_envs(settings, config, work, 1), worker_envs(pair, config, work, 2)
     t0 = time.perf_counter()
     produce_backlog(bootstrap, settings.topics, workload, n_predictions)
     produce_s = time.perf_counter() - t0
-    config = work / f"{run}.yaml"
-    config.write_text(workload.config())
+    produce_backlog(bootstrap, pair.topics, workload, n_predictions)
     watch = any(
         spec.watches_predictions for spec in parse_monitor_config(workload.config()).models.values())
-    web_port = free_port()
-    env = {"DRIFTLINE_KAFKA_BOOTSTRAP": bootstrap, "DRIFTLINE_TOPIC_PREFIX": settings.topic_prefix,
-           "DRIFTLINE_APP_ID": settings.app_id, "DRIFTLINE_MONITOR_CONFIG": str(config),
-           "DRIFTLINE_DATA_DIR": str(work / run), "DRIFTLINE_WEB_PORT": str(web_port),
-           "DRIFTLINE_PARTITIONS": str(partitions)}
-    before = ceiling(bootstrap, settings.topics, 2 * n_predictions)
-    worker = worker_rate(env, web_port, n_predictions, watch, work / f"{run}.log")
-    after = ceiling(bootstrap, settings.topics, 2 * n_predictions)
-    return BrokerRun(produce_s, before, after, worker, records_written(bootstrap, settings.join_state_topic, partitions))
+    n_events = 2 * n_predictions
+    before = ceiling(bootstrap, settings.topics, n_events)
+    faust_count = faust_count_rate(bootstrap, settings.topics, n_events, work)
+    worker = time_workers(single, n_predictions, watch, [work / f"{settings.app_id}.log"])
+    two_workers = time_workers(double, n_predictions, watch, [work / f"{pair.app_id}-{i}.log" for i in range(2)])
+    after = ceiling(bootstrap, settings.topics, n_events)
+    return BrokerRun(produce_s, before, after, faust_count, worker, two_workers,
+                     sum(end_offsets(bootstrap, settings.join_state_topic, partitions)))
 
 
-def records_written(bootstrap: str, topic: str, partitions: int) -> int:
-    """How many records a topic holds in all (high-water marks: compaction does not lower them)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"count-{uuid.uuid4().hex}"})
-    try:
-        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions))
-    finally:
-        consumer.close()
+# Column widths of the tables: what, events/s, its ratio to the mean ceiling, memory.
+COLUMNS = "{:<66}{:>10}{:>11}   {}"
 
 
-def _row(what: str, rate: float | str, memory: str = "") -> None:
-    print(f"{what:<66}{rate if isinstance(rate, str) else f'{rate:,.0f}':>10}   {memory}")
+def _row(what: str, rate: float, ceiling_rate: float | None = None, memory: str = "") -> None:
+    ratio = "" if ceiling_rate is None else f"{rate / ceiling_rate:.3f}"
+    print(COLUMNS.format(what, f"{rate:,.0f}", ratio, memory))
+
+
+def _mib(values: list[float]) -> str:
+    return " and ".join(f"{v:.0f}" for v in values)
+
+
+def _worker_memory(w: WorkerRun) -> str:
+    each = " each" if len(w.peak_rss_mib) > 1 else ""
+    return (f"peak {_mib(w.peak_rss_mib)} MiB (VmHWM){each}; {_mib(w.start_rss_mib)} MiB at the first read, "
+            f"{_mib(w.end_rss_mib)} at the end")
+
+
+def _monitors(w: WorkerRun, n_predictions: int) -> str:
+    if w.n_watched is None:
+        return "examples"
+    if w.n_watched >= n_predictions:
+        return "examples + predictions"
+    return f"examples + {w.n_watched:,.0f} predictions"
+
+
+def _worker_notes(w: WorkerRun, who: str, n_predictions: int) -> None:
+    n_events = 2 * n_predictions
+    if w.n_processed < n_events:
+        print(f"note: {who} joined {w.n_processed:,.0f} of {n_events:,} events (see the log)")
+    if w.n_watched is not None and w.n_watched < n_predictions:
+        print(f"note: {who}'s monitors watched {w.n_watched:,.0f} of {n_predictions:,} predictions, still "
+              f"{WATCH_STALL_SECONDS:.0f} s after the last example: end to end is timed to the last one")
 
 
 def print_table(workload: Workload, n_predictions: int, offline: dict[str, float], broker: BrokerRun | None,
@@ -224,38 +168,35 @@ def print_table(workload: Workload, n_predictions: int, offline: dict[str, float
     print(f"\n== {workload.name}: {workload.summary}")
     where = f"{partitions} partitions, backlog produced in {broker.produce_s:.1f} s, " if broker else ""
     print(f"{n_events:,} events ({n_predictions:,} predictions + their outcomes), {where}wall time {wall_s:.0f} s")
-    _row("what", "events/s", "resident memory")
+    print(COLUMNS.format("what", "events/s", "/ ceiling" if broker else "", "resident memory"))
+    mean_ceiling = broker.mean_ceiling if broker else None
     before, end = offline["rss_before_kib"], offline["rss_end_kib"]
-    _row("offline pure path: decode + join (JoinStage)", n_events / offline["join_s"])
-    _row("offline pure path: monitors (observe_predictions + observe)", n_events / offline["monitor_s"])
-    _row("offline pure path: both, one process", n_events / (offline["join_s"] + offline["monitor_s"]),
+    _row("offline pure path: decode + join (JoinStage)", n_events / offline["join_s"], mean_ceiling)
+    _row("offline pure path: monitors (observe_predictions + observe)", n_events / offline["monitor_s"], mean_ceiling)
+    _row("offline pure path: both, one process", n_events / (offline["join_s"] + offline["monitor_s"]), mean_ceiling,
          f"peak {offline['peak_rss_kib'] / 1024:.0f} MiB (VmHWM); {before / 1024:.0f} MiB before the events, "
          f"{end / 1024:.0f} at the end")
     if broker is not None:
-        w = broker.worker
-        _row("ceiling: confluent-kafka consume + pydantic validate (before)", broker.ceiling_before)
-        _row("ceiling: the same, after the worker run", broker.ceiling_after)
-        if w.n_watched is None:
-            monitors = "examples"
-        elif w.n_watched >= n_predictions:
-            monitors = "examples + predictions"
-        else:
-            monitors = f"examples + {w.n_watched:,.0f} predictions"
-        _row("driftline worker, ingest: decode, dead-letter, join", w.ingest_rate)
-        _row(f"driftline worker, end to end (monitors: {monitors})", w.rate,
-             f"peak {w.peak_rss_mib:.0f} MiB (VmHWM); {w.start_rss_mib:.0f} MiB at the first read, "
-             f"{w.end_rss_mib:.0f} at the end")
-        mean_ceiling = (broker.ceiling_before + broker.ceiling_after) / 2
-        print(f"ingest / mean ceiling = {w.ingest_rate / mean_ceiling:.3f}; end to end / mean ceiling = "
-              f"{w.rate / mean_ceiling:.3f}; last event scored {n_events / w.rate - n_events / w.ingest_rate:.1f} s "
+        w, w2 = broker.worker, broker.two_workers
+        _row("ceiling: confluent-kafka consume + pydantic validate (before)", broker.ceiling_before, mean_ceiling)
+        _row("ceiling: the same, after the worker runs", broker.ceiling_after, mean_ceiling)
+        _row("faust-streaming agent that only counts (raw values, take_events)", broker.faust_count, mean_ceiling)
+        _row("driftline worker, ingest: decode, dead-letter, join", w.ingest_rate, mean_ceiling)
+        _row(f"driftline worker, end to end (monitors: {_monitors(w, n_predictions)})", w.rate, mean_ceiling,
+             _worker_memory(w))
+        _row("2 driftline workers, one app id: ingest", w2.ingest_rate, mean_ceiling)
+        _row(f"2 driftline workers, one app id: end to end ({_monitors(w2, n_predictions)})", w2.rate, mean_ceiling,
+             _worker_memory(w2))
+        print(f"ingest / mean ceiling = {w.ingest_rate / broker.mean_ceiling:.3f}; end to end / mean ceiling = "
+              f"{w.rate / broker.mean_ceiling:.3f}; last event scored {n_events / w.rate - n_events / w.ingest_rate:.1f} s "
               f"after the last ingest batch; first read placed within {w.start_resolution:.2f} s")
+        print(f"2 workers / 1 worker, end to end = {w2.rate / w.rate:.2f}; the 2 workers are timed from the first "
+              f"read of either (placed within {w2.start_resolution:.2f} s), rebalance included, to every example "
+              "scored across both (each model's count read from the worker that has it furthest)")
         print(f"join changelog: {broker.changelog_records:,} records written, "
               f"{broker.changelog_records / n_events:.2f} per event")
-        if w.n_processed < n_events:
-            print(f"note: the worker joined {w.n_processed:,.0f} of {n_events:,} events (see its log)")
-        if w.n_watched is not None and w.n_watched < n_predictions:
-            print(f"note: the worker's monitors watched {w.n_watched:,.0f} of {n_predictions:,} predictions, still "
-                  f"{WATCH_STALL_SECONDS:.0f} s after the last example: end to end is timed to the last one")
+        _worker_notes(w, "the worker", n_predictions)
+        _worker_notes(w2, "the 2 workers", n_predictions)
     print(f"offline: {offline['examples']:,} examples scored, {offline['predictions_watched']:,} predictions watched, "
           f"{offline['windows_judged']:,} drift windows judged, {offline['alerts']:,} alerts, "
           f"{offline['triggers']:,} retrain triggers")
@@ -266,6 +207,52 @@ def print_table(workload: Workload, n_predictions: int, offline: dict[str, float
           f"event time; these events span {workload.event_seconds(n_predictions):,.0f} s)")
 
 
+def _percentiles(seconds: list[float]) -> str:
+    if not seconds:
+        return "none"
+    p50, p99 = np.percentile(seconds, [50, 99])
+    return f"p50 {p50:.2f} s, p99 {p99:.2f} s, max {max(seconds):.2f} s over {len(seconds)}"
+
+
+def print_steady(run: SteadyRun, partitions: int, wall_s: float) -> None:
+    produced = run.produced
+    window_s = produced.last_sent - produced.first_sent
+    print(f"\n== steady rate: {run.rate:,.0f} events/s asked for {run.seconds:.0f} s, into fresh topics, "
+          f"one driftline worker; wall time {wall_s:.0f} s")
+    print(f"{run.summary}; {partitions} partitions; each outcome sent {OUTCOME_DELAY_SECONDS * 1000:.0f} ms after "
+          f"its prediction, every event's event_time = the wall clock when it was sent")
+    print(COLUMNS.format("what", "events/s", "/ ceiling", ""))
+    _row("ceiling: consume + validate these events, after the run", run.ceiling, run.ceiling)
+    _row("producer, achieved", produced.rate, run.ceiling,
+         f"{produced.n_predictions:,} predictions + {produced.n_outcomes:,} outcomes in {window_s:.1f} s; "
+         f"at most {produced.worst_behind_s * 1000:.0f} ms behind schedule; {produced.cpu_s:.1f} s of CPU "
+         f"({produced.cpu_s / window_s:.0%} of a core) taken from the worker's")
+    _row("driftline worker while the producer ran (2 x examples scored / s)", 2 * run.scored_at_stop / window_s,
+         run.ceiling, f"{run.scored_at_stop:,} of {produced.n_predictions:,} examples scored at the producer's stop, "
+         f"{run.held_at_stop:,} items held by the monitor stage for the watermarks")
+    found = (f"{run.committed[1]:,} (end offsets - committed offsets of group {run.committed[0]})"
+             if run.committed else "no ingest group had committed offsets")
+    print(f"consumer lag when the producer stopped: driftline_consumer_lag_messages {run.metric_lag:,.0f} "
+          f"(from its last fetch's high-water marks); {found}; the group that took the source partitions: "
+          f"{run.assigned_group}")
+    if run.caught_up_s is None:
+        print(f"the worker had not scored every example {run.drain_limit_s:.0f} s after the producer stopped: "
+              "the alerts below are those it had sent by then")
+    else:
+        print(f"the worker scored the last example {run.caught_up_s:.1f} s after the producer stopped")
+    fired = sum(record.alert.status == "fired" for record in run.alerts)
+    kinds = {record.timestamp_type for record in run.alerts}
+    stamp = "LogAppendTime" if kinds == {TIMESTAMP_LOG_APPEND_TIME} else f"timestamp types {sorted(kinds)}"
+    print(f"alert latency = the alert record's Kafka timestamp ({stamp}) - when the producer sent the event whose "
+          f"event_time the alert carries; {len(run.alerts)} alerts ({fired} fired, {len(run.alerts) - fired} resolved)")
+    print(f"  performance alerts, from the outcome that completed the example (its completed_at): "
+          f"{_percentiles(run.latencies['examples'])}")
+    print(f"  data alerts, from the prediction: {_percentiles(run.latencies['predictions'])}")
+    print(f"  all: {_percentiles(run.latencies['examples'] + run.latencies['predictions'])}")
+    if run.unmatched:
+        print(f"note: {run.unmatched} alerts carry an event time the producer never sent; left out")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", choices=[*WORKLOADS, "all"], default="speech")
@@ -273,6 +260,9 @@ def main() -> None:
                         help="predictions (each with one outcome) per workload; default: each workload's own")
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--offline-only", action="store_true", help="only the pure path; no broker, no worker")
+    parser.add_argument("--steady-rate", type=float, default=10_000,
+                        help="events/s (half predictions, half outcomes) of the steady-rate run")
+    parser.add_argument("--steady-seconds", type=float, default=60, help="how long the steady-rate run sends; 0: none")
     args = parser.parse_args()
     names = list(WORKLOADS) if args.workload == "all" else [args.workload]
     counts = {name: args.events or WORKLOADS[name].default_predictions for name in names}
@@ -287,6 +277,7 @@ def main() -> None:
         wall[name] = time.perf_counter() - t0
         print(f"{name}: offline pure path measured in {wall[name]:.0f} s", file=sys.stderr)
     broker: dict[str, BrokerRun] = {}
+    steady: SteadyRun | None = None
     if not args.offline_only:
         bootstrap = os.environ.get("DRIFTLINE_KAFKA_BOOTSTRAP")
         kafka = None
@@ -300,11 +291,18 @@ def main() -> None:
                 broker[name] = run_on_broker(bootstrap, WORKLOADS[name], counts[name], args.partitions, work)
                 wall[name] += time.perf_counter() - t0
                 print(f"{name}: measured on the broker in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+            if args.steady_seconds > 0:
+                t0 = time.perf_counter()
+                steady = run_steady(bootstrap, args.steady_rate, args.steady_seconds, args.partitions, work)
+                wall["steady"] = time.perf_counter() - t0
+                print(f"steady rate: measured in {wall['steady']:.0f} s", file=sys.stderr)
         finally:
             if kafka is not None:
                 kafka.stop()
     for name in names:
         print_table(WORKLOADS[name], counts[name], offline[name], broker.get(name), args.partitions, wall[name])
+    if steady is not None:
+        print_steady(steady, args.partitions, wall["steady"])
     print(f"\n{len(names)} workload(s) in {time.perf_counter() - started:.0f} s in all (with the broker's start) on "
           f"{os.cpu_count()} CPUs; worker logs and data in {work}")
 

@@ -10,6 +10,7 @@ peak resident memory).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -20,7 +21,7 @@ import yaml
 from streams.demo import DEMO_CONFIG
 from streams.scenarios import SpeechScenario
 
-__all__ = ["WORKLOADS", "Chunk", "NumericWorkload", "SpeechWorkload", "Workload"]
+__all__ = ["WORKLOADS", "Chunk", "Draw", "NumericWorkload", "SpeechWorkload", "SteadyWorkload", "Workload"]
 
 Chunk = list[tuple[bytes, bytes, bytes]]
 CHUNK = 10_000
@@ -154,6 +155,65 @@ class NumericWorkload:
 
 
 Workload = SpeechWorkload | NumericWorkload
+
+Draw = tuple[str, str, int, int]
+"""One steady-rate prediction before it is stamped: its id, feature ``x`` as JSON text, predicted and actual class."""
+
+
+@dataclass(frozen=True)
+class SteadyWorkload:
+    """The steady-rate run's stream: one model that turns bad and recovers every ``phase_predictions``, endlessly.
+
+    Good phases: the model is right with probability ``accuracy_good`` and its
+    feature ``x`` is standard normal; bad phases: right with ``accuracy_bad``
+    and ``x`` shifted by ``shift`` standard deviations.  The accuracy threshold
+    and the drift test on ``x`` fire in every bad phase and resolve in the next
+    good one, so the run has alerts throughout, of both kinds: from labelled
+    examples and from predictions.  There are no event times here: the steady
+    producer stamps each event with the wall clock at which it sends it.
+    """
+
+    phase_predictions: int
+    accuracy_good: float = 0.95
+    accuracy_bad: float = 0.70
+    shift: float = 1.0
+    model: str = "steady"
+    seed: int = 5
+
+    @property
+    def summary(self) -> str:
+        return (f"1 model ({self.model}), accuracy {self.accuracy_good} / {self.accuracy_bad} and feature x shifted "
+                f"{self.shift:g} sd, alternating every {self.phase_predictions:,} predictions; accuracy threshold + "
+                "default detector on outcomes, drift test on x")
+
+    def config(self) -> str:
+        spec = {"task": "classification",
+                "performance": {"metric": "accuracy", "window": 500, "threshold": 0.85, "hysteresis": 0.02},
+                "features": {"x": {"kind": "numeric", "drift": True}},
+                "drift": {"reference_size": 2000, "window": 500}}
+        return yaml.safe_dump({"models": {self.model: spec}}, sort_keys=False)
+
+    def draws(self) -> Iterator[Draw]:
+        """Predictions without end, generated with numpy a chunk at a time."""
+        for first in itertools.count(0, CHUNK):
+            rng = np.random.default_rng([self.seed, first])
+            index = np.arange(first, first + CHUNK)
+            bad = (index // self.phase_predictions) % 2 == 1
+            x = rng.normal(size=CHUNK) + np.where(bad, self.shift, 0.0)
+            actual = rng.integers(0, 2, size=CHUNK)
+            correct = rng.random(CHUNK) < np.where(bad, self.accuracy_bad, self.accuracy_good)
+            predicted = np.where(correct, actual, 1 - actual)
+            ids = [f"{self.model}-{i}" for i in index.tolist()]
+            yield from zip(ids, np.char.mod("%.4f", x).tolist(), predicted.tolist(), actual.tolist())
+
+    def prediction(self, draw: Draw, event_time: str) -> bytes:
+        pid, x, predicted, _actual = draw
+        return (f'{{"prediction_id": "{pid}", "model": "{self.model}", "model_version": "1", '
+                f'"event_time": "{event_time}", "features": {{"x": {x}}}, "prediction": {predicted}}}').encode()
+
+    def outcome(self, draw: Draw, event_time: str) -> bytes:
+        pid, _x, _predicted, actual = draw
+        return f'{{"prediction_id": "{pid}", "event_time": "{event_time}", "actual": {actual}}}'.encode()
 
 WORKLOADS: dict[str, Workload] = {
     "speech": SpeechWorkload(),
