@@ -255,7 +255,8 @@ def print_steady(run: SteadyRun, partitions: int, wall_s: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workload", choices=[*WORKLOADS, "all"], default="speech")
+    parser.add_argument("--workload", choices=[*WORKLOADS, "all", "none"], default="speech",
+                        help="none: the steady-rate run alone")
     parser.add_argument("--events", type=int, default=None,
                         help="predictions (each with one outcome) per workload; default: each workload's own")
     parser.add_argument("--partitions", type=int, default=4)
@@ -264,7 +265,7 @@ def main() -> None:
                         help="events/s (half predictions, half outcomes) of the steady-rate run")
     parser.add_argument("--steady-seconds", type=float, default=60, help="how long the steady-rate run sends; 0: none")
     args = parser.parse_args()
-    names = list(WORKLOADS) if args.workload == "all" else [args.workload]
+    names = {"all": list(WORKLOADS), "none": []}.get(args.workload, [args.workload])
     counts = {name: args.events or WORKLOADS[name].default_predictions for name in names}
 
     work = Path(tempfile.mkdtemp(prefix="driftline-bench-"))

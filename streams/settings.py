@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     # Messages handled in one step: source messages per bulk read of the ingest stage, monitor-input messages
     # per micro-batch of the monitor stage.
     batch_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
-    batch_seconds: Annotated[float, Field(gt=0, le=60)] = 0.5
+    batch_seconds: Annotated[float, Field(gt=0, le=60)] = 0.1
     broker_session_timeout: Annotated[float, Field(gt=0)] = 30.0
     broker_request_timeout: Annotated[float, Field(gt=0)] = 90.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
