@@ -50,7 +50,10 @@ class IngestService:
 
     :meth:`step` takes one batch of records; :meth:`tick` expires and announces while the sources are quiet;
     :meth:`assign` and :meth:`revoke` follow the source consumer's rebalances.  All of them run in one thread,
-    one at a time.
+    one at a time.  Each returns the source records that may now be committed: those whose changelog
+    position is acknowledged.  A step's position is sent with the next step's messages (one flush per step,
+    not two: the outputs and entries are still acknowledged before their position is sent, which is all
+    :mod:`detectors.ingest.join_log` asks), so a step's records are committed one step later.
 
     Parameters
     ----------
@@ -87,14 +90,18 @@ class IngestService:
         self._watched_models = {model for model, spec in config.models.items() if spec.watches_predictions}
         self._outbox = outbox
         self._last_announced: datetime | None = None  # the watermark last announced for every source read here
+        # The last step's records: its position is sent, not yet acknowledged.
+        self._unconfirmed: list[RawRecord[SourceRef]] = []
         self._totals = Totals()
 
     # -- steps -----------------------------------------------------------------
 
-    def step(self, records: Sequence[RawRecord[SourceRef]], owned: set[Source], busy: set[Source]) -> None:
+    def step(self, records: Sequence[RawRecord[SourceRef]], owned: set[Source],
+             busy: set[Source]) -> list[RawRecord[SourceRef]]:
         """Join one batch of source records; send what the join decides, then its changelog.
 
-        ``owned`` are the sources assigned here, ``busy`` those of them with unread messages.
+        ``owned`` are the sources assigned here, ``busy`` those of them with unread messages.  Returns the
+        records that may be committed now.
         """
         for side, n in Counter(r.side for r in records).items():
             self.metrics.events_read.labels(side).inc(n)
@@ -102,30 +109,39 @@ class IngestService:
         restored = self._take_over(wall)
         fresh = self._fresh(records)
         self._publish(_merged(restored, self.join.process(fresh, wall_time=wall, busy=busy)), wall, owned, busy)
-        self._send_step(fresh)
+        return self._send_step(fresh, records)
 
-    def tick(self, owned: set[Source], busy: set[Source]) -> None:
+    def tick(self, owned: set[Source], busy: set[Source]) -> list[RawRecord[SourceRef]]:
         """Expire, release and announce while the sources are quiet (called about every second)."""
         wall = time.time()
         restored = self._take_over(wall)
         self._publish(_merged(restored, self.join.idle(wall, busy=busy)), wall, owned, busy)
-        self._send_step([])
+        return self._send_step([], [])
+
+    def finish(self) -> list[RawRecord[SourceRef]]:
+        """Send what is still unsent (the last position) and wait for it: every record read may be committed."""
+        self._outbox.send()
+        confirmed, self._unconfirmed = self._unconfirmed, []
+        return confirmed
 
     def assign(self, partitions: Collection[int]) -> None:
         """Source partitions this worker now reads: their changelog is read back before the next step."""
         self._to_take_over.update(partitions)
 
-    def revoke(self, partitions: Collection[int]) -> None:
-        """Drop the join state of source partitions this worker no longer reads.
+    def revoke(self, partitions: Collection[int]) -> list[RawRecord[SourceRef]]:
+        """Drop the join state of source partitions this worker no longer reads; returns the records to commit.
 
-        Called between steps, so no step is half-sent: the next owner reads a whole changelog.
+        Called between steps, so no step is half-sent, and the last position is acknowledged first: the next
+        owner reads a whole changelog, and starts past everything read here.
         """
+        confirmed = self.finish()
         for partition in partitions:
             self.join.forget(partition)
             self.join_log.forget(partition)
             self._rebuilt.pop(partition, None)
             self._to_take_over.discard(partition)
         self._count()
+        return confirmed
 
     # -- the join's changelog --------------------------------------------------
 
@@ -170,8 +186,11 @@ class IngestService:
             self.metrics.events_replayed.labels(side).inc(n)
         return fresh
 
-    def _send_step(self, records: Sequence[RawRecord[SourceRef]]) -> None:
-        """Send a step's outputs with its join changes, then, once acknowledged, its positions (join_log's order)."""
+    def _send_step(self, records: Sequence[RawRecord[SourceRef]],
+                   read: Sequence[RawRecord[SourceRef]]) -> list[RawRecord[SourceRef]]:
+        """Send a step's outputs with its join changes; once they are acknowledged, queue its positions behind
+        them (join_log's order).  ``records`` moved the positions, ``read`` are all the step read; returns the
+        previous step's records, whose positions the same flush acknowledged."""
         offsets: dict[int, dict[str, int]] = {}
         for record in records:
             moved = offsets.setdefault(record.partition, {})
@@ -187,9 +206,10 @@ class IngestService:
                 self._outbox.add(self.settings.join_state_topic, key, value, partition=partition)
             positions += [(partition, key, value) for key, value in step.position]
         self._outbox.send()
+        confirmed, self._unconfirmed = self._unconfirmed, list(read)
         for partition, key, value in positions:
             self._outbox.add(self.settings.join_state_topic, key, value, partition=partition)
-        self._outbox.send()
+        return confirmed
 
     # -- what a step sends -----------------------------------------------------
 
@@ -303,14 +323,14 @@ class IngestThread:
                 records = source.poll()
                 if records:
                     started = time.perf_counter()
-                    service.step(records, source.owned(), source.busy())
-                    source.commit(records)
+                    source.commit(service.step(records, source.owned(), source.busy()))
                     self.metrics.batch_size.labels("ingest").observe(len(records))
                     self.metrics.batch_seconds.labels("ingest").observe(time.perf_counter() - started)
                     self.metrics.observe_lag("ingest", {(source.side_of_topic[t], p): n
                                                         for (t, p), n in source.unread().items()})
                 if time.monotonic() >= next_tick:
-                    service.tick(source.owned(), source.busy())
+                    source.commit(service.tick(source.owned(), source.busy()))
                     next_tick = time.monotonic() + self.TICK_SECONDS
         finally:
+            # Leaving the group revokes every partition: the last position is acknowledged and committed.
             source.close()

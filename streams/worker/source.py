@@ -26,7 +26,9 @@ __all__ = ["SourceConsumer"]
 
 log = logging.getLogger(__name__)
 
-PartitionsChanged = Callable[[set[int]], None]
+PartitionsAssigned = Callable[[set[int]], None]
+#: Given the partitions lost, returns the records (of any partition) that may be committed before they go.
+PartitionsRevoked = Callable[[set[int]], Sequence[RawRecord[SourceRef]]]
 
 
 class SourceConsumer:
@@ -38,11 +40,11 @@ class SourceConsumer:
         Process settings: the broker, the topics, the batch size and timeout.
     on_assigned, on_revoked
         Called with the source partition numbers this consumer gains or loses (the two topics are
-        co-partitioned: a partition number stands for both sides).  A lost partition (the group moved on
-        without us) is revoked too.
+        co-partitioned: a partition number stands for both sides).  ``on_revoked`` returns the records to
+        commit before the partitions go; a lost partition (the group moved on without us) is revoked too.
     """
 
-    def __init__(self, settings: Settings, on_assigned: PartitionsChanged, on_revoked: PartitionsChanged) -> None:
+    def __init__(self, settings: Settings, on_assigned: PartitionsAssigned, on_revoked: PartitionsRevoked) -> None:
         self.settings = settings
         topics = settings.topics
         self.side_of_topic: dict[str, Side] = {topics.predictions: "prediction", topics.outcomes: "outcome"}
@@ -60,7 +62,7 @@ class SourceConsumer:
             "logger": logging.getLogger("streams.worker.kafka"),
         })
         self._consumer.subscribe(list(self.side_of_topic), on_assign=self._assigned, on_revoke=self._revoked,
-                                 on_lost=self._revoked)
+                                 on_lost=self._lost)
 
     # -- rebalances (called from inside poll) ------------------------------------
 
@@ -77,12 +79,25 @@ class SourceConsumer:
             self._next_offset[(tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else None
         self._on_assigned({tp.partition for tp in mine})
 
-    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        lost = {tp.partition for tp in partitions if tp.topic in self.side_of_topic}
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition], commit: bool = True) -> None:
+        revoked = {tp.partition for tp in partitions if tp.topic in self.side_of_topic}
         for tp in partitions:
             self._next_offset.pop((tp.topic, tp.partition), None)
-        if lost:
-            self._on_revoked(lost)
+        if not revoked:
+            return
+        confirmed = self._on_revoked(revoked)
+        try:
+            if commit:
+                # Synchronously: the next owner starts from the committed offsets.
+                self.commit(confirmed, asynchronous=False)
+        except KafkaException as exc:
+            # Nothing is lost: the next owner reads those records again, and their changelog marks them replayed.
+            log.warning("source consumer: commit on revocation failed: %s", exc)
+
+    def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # The group moved on without us (a session timeout): the partitions may be someone else's already,
+        # so their offsets are not ours to commit.
+        self._revoked(consumer, partitions, commit=False)
 
     # -- reading ---------------------------------------------------------------
 
@@ -111,11 +126,11 @@ class SourceConsumer:
         return RawRecord(self.side_of_topic[topic], message.value(),
                          SourceRef(topic, partition, message.offset(), message.key()), partition)
 
-    def commit(self, records: Sequence[RawRecord[SourceRef]]) -> None:
+    def commit(self, records: Sequence[RawRecord[SourceRef]], asynchronous: bool = True) -> None:
         """Commit past ``records``, whose outputs and changelog position are acknowledged.
 
-        Asynchronously: a commit lost in a crash only means more records read again, and the join's changelog
-        position marks those as replayed (see :mod:`detectors.ingest.join_log`).
+        Asynchronously between steps: a commit lost in a crash only means more records read again, and the
+        join's changelog position marks those as replayed (see :mod:`detectors.ingest.join_log`).
         """
         offsets: dict[tuple[str, int], int] = {}
         for record in records:
@@ -123,7 +138,7 @@ class SourceConsumer:
             offsets[key] = max(offsets.get(key, 0), record.ref.offset + 1)
         if offsets:
             self._consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
-                                  asynchronous=True)
+                                  asynchronous=asynchronous)
 
     # -- what is assigned, and what is unread -----------------------------------
 
