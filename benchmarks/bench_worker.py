@@ -84,6 +84,8 @@ class BrokerRun:
     faust_count: float
     worker: WorkerRun
     two_workers: WorkerRun
+    #: One worker of the ingest role and one of the monitor role: each stage in a process (a core) of its own.
+    split_roles: WorkerRun
     #: Records the worker wrote to the join's changelog (entries, tombstones, resolved lists, positions).
     changelog_records: int
 
@@ -105,15 +107,19 @@ def run_on_broker(bootstrap: str, workload: Workload, n_predictions: int, partit
     # The two workers read the same events from topics of their own: they would otherwise read the single
     # worker's monitor-input batches as well as their own.
     pair = fresh_settings(bootstrap, f"{workload.name}-x2", partitions)
-    ensure_topics(settings)
-    ensure_topics(pair)
+    split = fresh_settings(bootstrap, f"{workload.name}-roles", partitions)
+    for each in (settings, pair, split):
+        ensure_topics(each)
     config = work / f"{settings.app_id}.yaml"
     config.write_text(workload.config())
     single, double = worker_envs(settings, config, work, 1), worker_envs(pair, config, work, 2)
+    roles = [{**env, "DRIFTLINE_WORKER_ROLE": role}
+             for env, role in zip(worker_envs(split, config, work, 2), ("ingest", "monitor"), strict=True)]
     t0 = time.perf_counter()
     produce_backlog(bootstrap, settings.topics, workload, n_predictions)
     produce_s = time.perf_counter() - t0
     produce_backlog(bootstrap, pair.topics, workload, n_predictions)
+    produce_backlog(bootstrap, split.topics, workload, n_predictions)
     watch = any(
         spec.watches_predictions for spec in parse_monitor_config(workload.config()).models.values())
     n_events = 2 * n_predictions
@@ -121,8 +127,9 @@ def run_on_broker(bootstrap: str, workload: Workload, n_predictions: int, partit
     faust_count = faust_count_rate(bootstrap, settings.topics, n_events, work)
     worker = time_workers(single, n_predictions, watch, [work / f"{settings.app_id}.log"])
     two_workers = time_workers(double, n_predictions, watch, [work / f"{pair.app_id}-{i}.log" for i in range(2)])
+    split_roles = time_workers(roles, n_predictions, watch, [work / f"{split.app_id}-{r}.log" for r in ("ingest", "monitor")])
     after = ceiling(bootstrap, settings.topics, n_events)
-    return BrokerRun(produce_s, before, after, faust_count, worker, two_workers,
+    return BrokerRun(produce_s, before, after, faust_count, worker, two_workers, split_roles,
                      sum(end_offsets(bootstrap, settings.join_state_topic, partitions)))
 
 
@@ -187,6 +194,10 @@ def print_table(workload: Workload, n_predictions: int, offline: dict[str, float
         _row("2 driftline workers, one app id: ingest", w2.ingest_rate, mean_ceiling)
         _row(f"2 driftline workers, one app id: end to end ({_monitors(w2, n_predictions)})", w2.rate, mean_ceiling,
              _worker_memory(w2))
+        ws = broker.split_roles
+        _row("--role ingest + --role monitor, 2 processes: ingest", ws.ingest_rate, mean_ceiling)
+        _row(f"--role ingest + --role monitor, 2 processes: end to end ({_monitors(ws, n_predictions)})", ws.rate,
+             mean_ceiling, _worker_memory(ws))
         print(f"ingest / mean ceiling = {w.ingest_rate / broker.mean_ceiling:.3f}; end to end / mean ceiling = "
               f"{w.rate / broker.mean_ceiling:.3f}; last event scored {n_events / w.rate - n_events / w.ingest_rate:.1f} s "
               f"after the last ingest batch; first read placed within {w.start_resolution:.2f} s")
@@ -197,6 +208,7 @@ def print_table(workload: Workload, n_predictions: int, offline: dict[str, float
               f"{broker.changelog_records / n_events:.2f} per event")
         _worker_notes(w, "the worker", n_predictions)
         _worker_notes(w2, "the 2 workers", n_predictions)
+        _worker_notes(ws, "the ingest and monitor processes", n_predictions)
     print(f"offline: {offline['examples']:,} examples scored, {offline['predictions_watched']:,} predictions watched, "
           f"{offline['windows_judged']:,} drift windows judged, {offline['alerts']:,} alerts, "
           f"{offline['triggers']:,} retrain triggers")

@@ -1,6 +1,7 @@
 """The Faust worker: a thin shell that reads raw bytes, calls the pure core and sends results.
 
-Two stages:
+Two stages, both by default; ``DRIFTLINE_WORKER_ROLE`` (``driftline worker --role``) runs one alone, so that
+each gets a core of its own in another process (one Python process runs one thread at a time):
 
 * ``ingest``, a task that runs :class:`~streams.worker.ingest.IngestThread`:
   it reads predictions and outcomes in bulk with confluent-kafka, off faust's
@@ -38,11 +39,14 @@ __all__ = ["create_app"]
 
 
 def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics | None = None) -> faust.App:
-    """Build the worker's Faust app; the monitor config is validated before this is called."""
+    """Build the worker's Faust app, with the stages ``settings.worker_role`` asks for (both by default).
+
+    The monitor config is validated before this is called.
+    """
     metrics = metrics or WorkerMetrics()
-    names = settings.topics
     app = faust.App(
-        settings.app_id,
+        # A worker of the ingest role alone takes no part in the monitor stage's group.
+        settings.app_id if settings.worker_role != "ingest" else f"{settings.app_id}-ingest-only",
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
         topic_partitions=settings.partitions,
@@ -59,6 +63,31 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
         # Faust's own table/recovery machinery is unused for now; keep its logs quiet.
         loghandlers=[],
     )
+    if settings.worker_role != "monitor":
+        _add_ingest(app, settings, config, metrics)
+    if settings.worker_role != "ingest":
+        _add_monitor(app, settings, config, metrics)
+    else:
+        metrics.declare({}, get_args(RejectionKind))
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(metrics.registry), content_type="text/plain; version=0.0.4")
+
+    app.driftline_metrics = metrics  # type: ignore[attr-defined]
+    return app
+
+
+def _add_ingest(app: faust.App, settings: Settings, config: MonitorConfig, metrics: WorkerMetrics) -> None:
+    ingest_thread = IngestThread(settings, config, metrics)
+
+    @app.task
+    async def ingest() -> None:
+        await ingest_thread.run()
+
+
+def _add_monitor(app: faust.App, settings: Settings, config: MonitorConfig, metrics: WorkerMetrics) -> None:
+    names = settings.topics
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     monitor_input = app.topic(names.monitor_input, internal=False, **raw)
     # The monitor state's changelog (see streams.worker.monitor) is declared here only to keep it raw bytes
@@ -70,17 +99,12 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
     state_table = app.Table("monitor-state", partitions=settings.partitions, changelog_topic=state_changelog,
                             help="Monitor state checkpoints")
     monitor_service = MonitorService(settings, config, metrics, Outbox(app), app, state_table)
-    ingest_thread = IngestThread(settings, config, metrics)
     metrics.declare(monitor_service.metric_series(), get_args(RejectionKind))
     metrics.declare_predictions(config)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
         await monitor_service.revoke({tp.partition for tp in revoked if tp.topic == names.monitor_input})
-
-    @app.task
-    async def ingest() -> None:
-        await ingest_thread.run()
 
     @app.agent(monitor_input, concurrency=1)
     async def monitor(stream: faust.StreamT[bytes]) -> None:
@@ -89,10 +113,3 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
     @app.page("/checkpoint")
     async def checkpoint_page(web: Any, request: Any) -> Any:
         return web.json(monitor_service.status())
-
-    @app.page("/metrics")
-    async def metrics_page(web: Any, request: Any) -> Any:
-        return web.bytes(generate_latest(metrics.registry), content_type="text/plain; version=0.0.4")
-
-    app.driftline_metrics = metrics  # type: ignore[attr-defined]
-    return app

@@ -98,12 +98,18 @@ def schemas_export(
 @app.command()
 def worker(
     config: Annotated[Optional[Path], typer.Option(help="Monitor config (default: DRIFTLINE_MONITOR_CONFIG).")] = None,
+    role: Annotated[Optional[str], typer.Option(
+        help="all (default: DRIFTLINE_WORKER_ROLE), ingest or monitor: run one stage, the other in more processes.",
+    )] = None,
 ) -> None:
-    """Run the Faust worker: join, monitor, alert, trigger retrains."""
+    """Run the worker: join, monitor, alert, trigger retrains."""
     from streams.settings import load_settings
     from streams.topics import ensure_topics
 
-    settings = load_settings(**({"monitor_config": config} if config else {}))
+    overrides: dict[str, object] = {"monitor_config": config} if config else {}
+    if role:
+        overrides["worker_role"] = role
+    settings = load_settings(**overrides)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     monitor_config = load_monitor_config(settings.monitor_config)
     # Build the monitors once up front so a bad detector parameter fails here, naming its field.

@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     replication_factor: Annotated[int, Field(ge=1, le=16)] = 1
 
     app_id: str = Field(default="driftline", pattern=r"^[A-Za-z0-9._-]+$")
+    # Which stages a worker runs: both, or one, with the other in more processes of the same app id.
+    worker_role: Literal["all", "ingest", "monitor"] = "all"
     monitor_config: Path = Path("monitors.yaml")
     data_dir: Path = Path(".driftline/worker")
     web_port: Annotated[int, Field(ge=1, le=65535)] = 6066

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -80,10 +80,11 @@ def running_worker(bootstrap: str, tmp_path: Path, config_yaml: str, **settings:
 
 @contextmanager
 def running_workers(
-    bootstrap: str, tmp_path: Path, config_yaml: str, n_workers: int, **settings: str
+    bootstrap: str, tmp_path: Path, config_yaml: str, n_workers: int, roles: Sequence[str] = (), **settings: str
 ) -> Iterator[list[Worker]]:
     """``n_workers`` workers in one consumer group (a fresh topic prefix and app id), each with its own
-    web port, data dir and log; all are stopped at the end, at the same time."""
+    web port, data dir and log (and ``DRIFTLINE_WORKER_ROLE`` from ``roles``, if given); all are stopped at
+    the end, at the same time."""
     run = uuid.uuid4().hex[:10]
     config = tmp_path / f"monitors-{run}.yaml"
     config.write_text(config_yaml)
@@ -97,7 +98,8 @@ def running_workers(
         for i in range(n_workers):
             name = f"worker-{run}" + (f"-{i}" if i else "")
             web_port = free_port()
-            own = {"DRIFTLINE_DATA_DIR": str(tmp_path / name), "DRIFTLINE_WEB_PORT": str(web_port)}
+            own = {"DRIFTLINE_DATA_DIR": str(tmp_path / name), "DRIFTLINE_WEB_PORT": str(web_port),
+                   **({"DRIFTLINE_WORKER_ROLE": roles[i]} if roles else {})}
             log_path = tmp_path / f"{name}.log"
             procs.append(start_worker({**env, **own}, log_path))
             workers.append(Worker(resolved.model_copy(update={"data_dir": Path(own["DRIFTLINE_DATA_DIR"]),
