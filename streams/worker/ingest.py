@@ -31,7 +31,7 @@ from streams.metrics import WorkerMetrics
 from streams.settings import Settings
 from streams.topics import read_partition
 from streams.worker.messages import SourceRef, dead_letter_headers, monitor_batches
-from streams.worker.outbox import ProducerOutbox
+from streams.worker.outbox import OutboxRecord, ProducerOutbox
 from streams.worker.source import SourceConsumer
 from streams.worker.totals import Totals
 
@@ -51,9 +51,14 @@ class IngestService:
     :meth:`step` takes one batch of records; :meth:`tick` expires and announces while the sources are quiet;
     :meth:`assign` and :meth:`revoke` follow the source consumer's rebalances.  All of them run in one thread,
     one at a time.  Each returns the source records that may now be committed: those whose changelog
-    position is acknowledged.  A step's position is sent with the next step's messages (one flush per step,
-    not two: the outputs and entries are still acknowledged before their position is sent, which is all
-    :mod:`detectors.ingest.join_log` asks), so a step's records are committed one step later.
+    position is acknowledged.
+
+    A step's messages are handed to the producer without waiting for them; the next step (after its own
+    bulk read and join, so the round trip overlaps them) waits for their acknowledgement, then sends their
+    positions ahead of its own messages.  So outputs and entries are acknowledged before their position is
+    sent, as :mod:`detectors.ingest.join_log` asks, each changelog partition sees entries, position, next
+    entries in that order, and a step's records are committed two steps later.  At most the two last
+    steps' outputs are sent again after a crash, and the monitor stage drops those it has already scored.
 
     Parameters
     ----------
@@ -90,8 +95,11 @@ class IngestService:
         self._watched_models = {model for model, spec in config.models.items() if spec.watches_predictions}
         self._outbox = outbox
         self._last_announced: datetime | None = None  # the watermark last announced for every source read here
-        # The last step's records: its position is sent, not yet acknowledged.
-        self._unconfirmed: list[RawRecord[SourceRef]] = []
+        # The last step's positions, to send once its messages are acknowledged, and that step's records.
+        self._positions_due: list[OutboxRecord] = []
+        self._due: list[RawRecord[SourceRef]] = []
+        # The records of the step before it: its positions are sent, not yet acknowledged.
+        self._sent: list[RawRecord[SourceRef]] = []
         self._totals = Totals()
 
     # -- steps -----------------------------------------------------------------
@@ -119,9 +127,12 @@ class IngestService:
         return self._send_step([], [])
 
     def finish(self) -> list[RawRecord[SourceRef]]:
-        """Send what is still unsent (the last position) and wait for it: every record read may be committed."""
-        self._outbox.send()
-        confirmed, self._unconfirmed = self._unconfirmed, []
+        """Send what is still unsent (the last positions) and wait for it: every record read may be committed."""
+        self._outbox.wait()
+        self._outbox.dispatch(first=self._positions_due)
+        self._outbox.wait()
+        confirmed = self._sent + self._due
+        self._positions_due, self._due, self._sent = [], [], []
         return confirmed
 
     def assign(self, partitions: Collection[int]) -> None:
@@ -188,15 +199,15 @@ class IngestService:
 
     def _send_step(self, records: Sequence[RawRecord[SourceRef]],
                    read: Sequence[RawRecord[SourceRef]]) -> list[RawRecord[SourceRef]]:
-        """Send a step's outputs with its join changes; once they are acknowledged, queue its positions behind
-        them (join_log's order).  ``records`` moved the positions, ``read`` are all the step read; returns the
-        previous step's records, whose positions the same flush acknowledged."""
+        """Hand a step's outputs and join changes to the producer, behind the previous step's positions, once
+        that step is acknowledged (join_log's order).  ``records`` moved the positions, ``read`` are all the
+        step read; returns the records whose positions are now acknowledged."""
         offsets: dict[int, dict[str, int]] = {}
         for record in records:
             moved = offsets.setdefault(record.partition, {})
             moved[record.side] = max(moved.get(record.side, 0), record.ref.offset + 1)
         changes = self.join.take_changes()
-        positions = []
+        positions: list[OutboxRecord] = []
         for partition in sorted(set(changes) | set(offsets)):
             added, resolved = changes.get(partition, ([], []))
             entries = [(side, pid, r.ref.offset, r.value or b"") for side, pid, r in added]
@@ -204,11 +215,12 @@ class IngestService:
                                       self.join.clocks(partition))  # type: ignore[arg-type]
             for key, value in step.entries:
                 self._outbox.add(self.settings.join_state_topic, key, value, partition=partition)
-            positions += [(partition, key, value) for key, value in step.position]
-        self._outbox.send()
-        confirmed, self._unconfirmed = self._unconfirmed, list(read)
-        for partition, key, value in positions:
-            self._outbox.add(self.settings.join_state_topic, key, value, partition=partition)
+            positions += [(self.settings.join_state_topic, key, value, partition, None) for key, value in step.position]
+        # The previous step's messages, and the positions sent before them, are acknowledged once this returns.
+        self._outbox.wait()
+        confirmed, self._sent = self._sent, self._due
+        self._outbox.dispatch(first=self._positions_due)
+        self._positions_due, self._due = positions, list(read)
         return confirmed
 
     # -- what a step sends -----------------------------------------------------

@@ -10,27 +10,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 import faust
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from streams.settings import Settings
 
-__all__ = ["Outbox", "ProducerOutbox"]
+__all__ = ["Outbox", "OutboxRecord", "ProducerOutbox"]
 
 Headers = list[tuple[str, bytes]]
-_Record = tuple[str, bytes | None, bytes | None, int | None, Headers | None]
+#: (topic, key, value, partition or None for the key's, headers)
+OutboxRecord = tuple[str, bytes | None, bytes | None, int | None, Headers | None]
 
 
 class _Pending:
     def __init__(self) -> None:
-        self._messages: list[_Record] = []
+        self._messages: list[OutboxRecord] = []
 
     def add(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None = None,
             partition: int | None = None) -> None:
         self._messages.append((topic, key, value, partition, headers))
 
-    def _take(self) -> list[_Record]:
+    def _take(self) -> list[OutboxRecord]:
         messages, self._messages = self._messages, []
         return messages
 
@@ -62,12 +64,12 @@ class Outbox(_Pending):
 
 
 class ProducerOutbox(_Pending):
-    """Messages a step produced, handed to librdkafka (which batches them in C) and flushed once per send.
+    """Messages a step produced, handed to librdkafka (which batches them in C) without waiting for them.
 
-    :meth:`send` returns only once every message is acknowledged by the broker, and raises if any was not:
-    the step's source offsets are then never committed, and its changelog position never written, so a
-    restart reads the step again instead of losing it.  Idempotence keeps each partition in the order the
-    messages were added, through retries.
+    :meth:`dispatch` produces what was added; :meth:`wait` returns once every message dispatched so far is
+    acknowledged by the broker, and raises if any was not: the step's source offsets are then never
+    committed, and its changelog position never written, so a restart reads the step again instead of
+    losing it.  Idempotence keeps each partition in the order the messages were dispatched, through retries.
     """
 
     def __init__(self, settings: Settings, flush_seconds: float | None = None) -> None:
@@ -89,8 +91,9 @@ class ProducerOutbox(_Pending):
         if error is not None:
             self._failures.append(error)
 
-    def send(self) -> None:
-        for topic, key, value, partition, headers in self._take():
+    def dispatch(self, first: Sequence[OutboxRecord] = ()) -> None:
+        """Produce ``first``, then every message added since the last dispatch, in that order."""
+        for topic, key, value, partition, headers in [*first, *self._take()]:
             extra = {} if partition is None else {"partition": partition}
             while True:
                 try:
@@ -99,6 +102,9 @@ class ProducerOutbox(_Pending):
                 except BufferError:
                     # librdkafka's queue is full: let it drain into the broker, then try again.
                     self._producer.poll(0.05)
+
+    def wait(self) -> None:
+        """Return once everything dispatched is acknowledged; raise if anything was not."""
         if self._producer.flush(self._flush_seconds) > 0:
             raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "messages not acknowledged in time"))
         if self._failures:

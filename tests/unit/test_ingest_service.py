@@ -24,19 +24,26 @@ T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
 class RecordingOutbox:
-    """Keeps each send's messages, in order, as (topic, key, value)."""
+    """Keeps each dispatch's messages, in order, as (topic, key, value), and how many dispatches are acknowledged."""
 
     def __init__(self) -> None:
         self.pending: list[tuple[str, bytes | None, bytes | None]] = []
-        self.sends: list[list[tuple[str, bytes | None, bytes | None]]] = []
+        self.dispatches: list[list[tuple[str, bytes | None, bytes | None]]] = []
+        #: Per dispatch, how many earlier dispatches were acknowledged when it went out.
+        self.acknowledged_before: list[int] = []
+        self.n_acknowledged = 0
 
     def add(self, topic: str, key: bytes | None, value: bytes | None, headers: object = None,
             partition: int | None = None) -> None:
         self.pending.append((topic, key, value))
 
-    def send(self) -> None:
-        self.sends.append(self.pending)
+    def dispatch(self, first: list[tuple[str, bytes | None, bytes | None, int | None, object]] = ()) -> None:  # type: ignore[assignment]
+        self.acknowledged_before.append(self.n_acknowledged)
+        self.dispatches.append([(topic, key, value) for topic, key, value, _, _ in first] + self.pending)
         self.pending = []
+
+    def wait(self) -> None:
+        self.n_acknowledged = len(self.dispatches)
 
 
 def _pair(i: int, offset: int) -> list[RawRecord[SourceRef]]:
@@ -58,27 +65,27 @@ def _labelled(messages: list[tuple[str, bytes | None, bytes | None]]) -> list[st
             for e in MonitorBatch.model_validate_json(value or b"").labelled]
 
 
-def test_records_are_committed_one_step_later_once_their_position_is_acknowledged() -> None:
+def test_records_are_committed_once_their_position_is_acknowledged_after_their_outputs() -> None:
     outbox = RecordingOutbox()
     service = IngestService(SETTINGS, CONFIG, WorkerMetrics(), outbox)  # type: ignore[arg-type]
-    first, second = _pair(1, offset=0), _pair(2, offset=1)
+    steps = [_pair(i, offset=i) for i in range(3)]
     sources = {("prediction", 0), ("outcome", 0)}
 
-    assert service.step(first, sources, set()) == []
-    # The first send carries the step's output, and its position is only queued behind it.
-    assert _labelled(outbox.sends[0]) == ["p1"] and _positions(outbox.sends[0]) == []
-    assert len(_positions(outbox.pending)) == 1
+    assert service.step(steps[0], sources, set()) == []
+    # Step 0's output goes out with no position: that waits for the output's acknowledgement.
+    assert _labelled(outbox.dispatches[0]) == ["p0"] and _positions(outbox.dispatches[0]) == []
 
-    assert service.step(second, sources, set()) == first
-    # The second send acknowledges the first step's position (it went first) with the second step's output.
-    second_send = outbox.sends[1]
-    assert _positions(second_send) and _labelled(second_send) == ["p2"]
-    position_at = next(i for i, (_, key, _) in enumerate(second_send) if key == POSITION_KEY)
-    output_at = next(i for i, (topic, _, _) in enumerate(second_send) if topic == SETTINGS.topics.labelled)
-    assert position_at < output_at
+    assert service.step(steps[1], sources, set()) == []
+    # Step 1 waited for step 0's dispatch, then sent step 0's position ahead of its own output.
+    assert outbox.acknowledged_before[1] == 1
+    second = outbox.dispatches[1]
+    assert len(_positions(second)) == 1 and _labelled(second) == ["p1"]
+    assert [key for _, key, _ in second].index(POSITION_KEY) < [t for t, _, _ in second].index(SETTINGS.topics.labelled)
 
-    assert service.finish() == second
-    assert _positions(outbox.sends[2]) and service.finish() == []
+    # Step 2's wait acknowledges step 0's position: step 0's records may be committed, not step 1's.
+    assert service.step(steps[2], sources, set()) == steps[0]
+    assert service.finish() == steps[1] + steps[2]
+    assert len(_positions(outbox.dispatches[-1])) == 1 and service.finish() == []
 
 
 def test_a_revocation_hands_back_the_last_step_for_commit_before_forgetting() -> None:
@@ -88,5 +95,5 @@ def test_a_revocation_hands_back_the_last_step_for_commit_before_forgetting() ->
     service.step(records, {("prediction", 0), ("outcome", 0)}, set())
     assert service.join.n_pending == 1
     assert service.revoke({0}) == records
-    assert _positions(outbox.sends[-1]) and service.join.n_pending == 0
+    assert _positions(outbox.dispatches[-1]) and service.join.n_pending == 0
     assert service.join.n_handed_over["prediction"] == 1
