@@ -118,16 +118,18 @@ MAX_BATCH_ITEMS = 1000
 
 
 class MonitorBatch(_Event):
-    """Internal (the monitor-input and labelled topics): one ingest batch's output for one model, or a watermark.
+    """Internal (the monitor-input and labelled topics): one ingest step's items, or a watermark.
 
-    A batch message, keyed by its model, carries that model's predictions and
-    labelled examples in event-time order.  The labelled topic, which the
-    retrainer reads, carries the same batches with only ``labelled`` filled
-    (and no watermarks).  A watermark message (no model) goes
-    to every partition and says, for each source partition ("prediction/3",
-    "outcome/3") its sender reads, that everything up to that event time has
-    been sent: the monitor stage merges the batches of several ingest workers
-    back into one event-time order with it.
+    On the monitor-input topic a batch message carries the predictions and
+    labelled examples of every model of its partition (``model`` unset; a
+    model's partition is the one Kafka's default partitioner gives its name),
+    each model's in event-time order.  The labelled topic, which the retrainer
+    reads, carries one model's labelled examples a message (``model`` set),
+    keyed by the model.  A watermark message (no items) goes to every
+    monitor-input partition and says, for each source partition
+    ("prediction/3", "outcome/3") its sender reads, that everything up to that
+    event time has been sent: the monitor stage merges the batches of several
+    ingest workers back into one event-time order with it.
     """
 
     schema_version: Literal[1] = 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Generic, TypeVar
@@ -89,18 +90,25 @@ class MonitorInputOrder(Generic[Ref]):
         """Items that came after the merged watermark had passed them (so were scored out of order)."""
         return self._predictions.n_late + self._labelled.n_late
 
-    def add(self, batch: MonitorBatch, ref: Ref, wall_time: float | None = None) -> None:
-        """Hold a batch's items, or take in a watermark."""
+    def add(self, batch: MonitorBatch, ref: Ref, wall_time: float | None = None,
+            skip: Collection[str] = ()) -> None:
+        """Hold a batch's items (but those of the models in ``skip``), or take in a watermark.
+
+        A batch may carry several models' items; each item is held under its own model.
+        """
         for source, mark in batch.watermarks.items():
             assert source in self._sources, f"source {source} is not one of the {self.n_partitions} partitions"
             for order in (self._predictions, self._labelled):
                 order.observe(source, mark, wall_time)
-        model = batch.model or ""
         for prediction in batch.predictions:
-            self._predictions.push(prediction.event_time, prediction.prediction_id, Held(ref, model, prediction),
-                                   wall_time)
+            if prediction.model not in skip:
+                self._predictions.push(prediction.event_time, prediction.prediction_id,
+                                       Held(ref, prediction.model, prediction), wall_time)
         for example in batch.labelled:
-            self._labelled.push(example.completed_at, example.prediction.prediction_id, Held(ref, model, example), wall_time)
+            model = example.prediction.model
+            if model not in skip:
+                self._labelled.push(example.completed_at, example.prediction.prediction_id, Held(ref, model, example),
+                                    wall_time)
 
     def release(self, wall_time: float | None = None) -> tuple[list[Held[Ref]], list[Held[Ref]]]:
         """The predictions and the labelled examples every active source has passed, each in event-time order."""

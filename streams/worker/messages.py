@@ -17,6 +17,8 @@ __all__ = [
     "SourceRef",
     "dead_letter_headers",
     "monitor_batches",
+    "murmur2",
+    "partition_of",
     "source_ref",
 ]
 
@@ -47,11 +49,13 @@ class MessageRef(NamedTuple):
     offset: int
 
 
-def monitor_batches(model: str, predictions: Sequence[bytes], labelled: Sequence[bytes]) -> list[bytes]:
-    """One model's share of an ingest batch (its items' JSON) as monitor-input messages, each under ``BATCH_BYTES``.
+def monitor_batches(model: str | None, predictions: Sequence[bytes], labelled: Sequence[bytes]) -> list[bytes]:
+    """A share of an ingest batch (its items' JSON) as messages, each under ``BATCH_BYTES``: one model's (the
+    labelled topic), or, with ``model`` None, those of every model of one monitor-input partition.
 
     The items' JSON is joined by hand: building a MonitorBatch would validate every item once more.
     """
+    head = b"" if model is None else b'"model":%s,' % json.dumps(model).encode()
     messages: list[bytes] = []
     parts: dict[str, list[bytes]] = {"predictions": [], "labelled": []}
     size = 0
@@ -60,7 +64,7 @@ def monitor_batches(model: str, predictions: Sequence[bytes], labelled: Sequence
         nonlocal size
         if parts["predictions"] or parts["labelled"]:
             body = b",".join(b'"%s":[%s]' % (name.encode(), b",".join(items)) for name, items in parts.items())
-            messages.append(b'{"model":%s,%s}' % (json.dumps(model).encode(), body))
+            messages.append(b"{%s%s}" % (head, body))
         parts["predictions"], parts["labelled"], size = [], [], 0
 
     for name, items in (("predictions", predictions), ("labelled", labelled)):
@@ -84,3 +88,36 @@ def dead_letter_headers(ref: SourceRef, rejection: Rejection, stage: str) -> lis
         ("driftline_source_offset", str(ref.offset).encode()),
         ("driftline_dead_lettered_at", datetime.now(timezone.utc).isoformat().encode()),
     ]
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 hash (``Utils.murmur2`` of its Java client), as an unsigned 32-bit number.
+
+    >>> [murmur2(s.encode()) - (1 << 32) * (murmur2(s.encode()) >> 31) for s in ("21", "foobar", "abc")]
+    [-973932308, -790332482, 479470107]
+    """
+    m = 0x5BD1E995
+    h = (0x9747B28C ^ len(data)) & 0xFFFFFFFF
+    whole = len(data) // 4
+    for i in range(whole):
+        k = (int.from_bytes(data[4 * i:4 * i + 4], "little") * m) & 0xFFFFFFFF
+        k = ((k ^ (k >> 24)) * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    tail = data[4 * whole:]
+    if len(tail) == 3:
+        h ^= tail[2] << 16
+    if len(tail) >= 2:
+        h ^= tail[1] << 8
+    if len(tail) >= 1:
+        h = ((h ^ tail[0]) * m) & 0xFFFFFFFF
+    h = ((h ^ (h >> 13)) * m) & 0xFFFFFFFF
+    return h ^ (h >> 15)
+
+
+def partition_of(key: bytes, n_partitions: int) -> int:
+    """The partition Kafka's default partitioner (Java's, librdkafka's ``murmur2_random``) gives ``key``.
+
+    >>> partition_of(b"speech-asr", 4) == partition_of(b"speech-asr", 4), partition_of(b"foobar", 1)
+    (True, 0)
+    """
+    return (murmur2(key) & 0x7FFFFFFF) % n_partitions

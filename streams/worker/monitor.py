@@ -189,11 +189,11 @@ class MonitorService:
             if isinstance(decoded, Rejection):
                 dead.append((RawRecord("prediction", event.value, source_ref(event)), decoded))
                 continue
-            if decoded.model in self.monitors.monitors and not self.checkpointer.arrive(
-                decoded.model, partition, offset, len(decoded.predictions) + len(decoded.labelled)
-            ):
-                continue  # wholly in the restored state
-            self._merge_of(partition).add(decoded, MessageRef(partition, offset), wall)
+            # A message carries the items of every model of its partition: each model's share is judged alone.
+            n_items = Counter(p.model for p in decoded.predictions) + Counter(e.prediction.model for e in decoded.labelled)
+            restored = {model for model, n in n_items.items()
+                        if model in self.monitors.monitors and not self.checkpointer.arrive(model, partition, offset, n)}
+            self._merge_of(partition).add(decoded, MessageRef(partition, offset), wall, skip=restored)
         self.metrics.batch_size.labels("monitor").observe(len(events))
         await self._score(*self._release_all(wall), events=events, dead=dead)
         n_late = self._late_in_dropped_merges + sum(merge.n_late for merge in self._merges.values())

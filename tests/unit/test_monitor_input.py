@@ -74,3 +74,18 @@ def test_a_worker_that_announces_it_has_sent_nothing_yet_is_waited_for() -> None
     # Without the announcement the grace period runs out and worker 2's items come after worker 1's.
     released, n_late = _merge_two_workers(second_announces_early=False)
     assert released[:3] == ["p1", "p3", "p5"] and n_late == 3
+
+
+def test_a_partition_batch_holds_each_item_under_its_own_model_and_skips_restored_models() -> None:
+    items = [PredictionEvent(prediction_id=f"{model}-{i}", model=model, model_version="1",
+                             event_time=T0 + timedelta(seconds=i), prediction="yes")
+             for i in range(3) for model in ("a", "b")]
+    (blob,) = monitor_batches(None, [p.model_dump_json().encode() for p in items], [])
+    batch = TypeAdapter(MonitorBatch).validate_json(blob)
+    assert batch.model is None and batch.predictions == items
+    merge: MonitorInputOrder[str] = MonitorInputOrder(n_partitions=1, idle_seconds=5, wall_time=0.0)
+    merge.add(batch, ref="m1", wall_time=0.0, skip={"a"})
+    merge.add(MonitorBatch(watermarks={"prediction/0": T0 + timedelta(seconds=9), "outcome/0": T0 + timedelta(seconds=9)}),
+              ref="m2", wall_time=0.0)
+    held, _ = merge.release(wall_time=0.0)
+    assert [(h.model, h.item.prediction_id) for h in held] == [("b", "b-0"), ("b", "b-1"), ("b", "b-2")]
