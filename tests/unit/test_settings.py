@@ -48,6 +48,7 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"max_event_bytes": 10}, "DRIFTLINE_MAX_EVENT_BYTES"),
         ({"batch_seconds": 61}, "DRIFTLINE_BATCH_SECONDS"),
         ({"log_level": "LOUD"}, "DRIFTLINE_LOG_LEVEL"),
+        ({"worker_role": "both"}, "DRIFTLINE_WORKER_ROLE"),
         ({"kafka_security_protocol": "TLS"}, "DRIFTLINE_KAFKA_SECURITY_PROTOCOL"),
         ({"topic_prefix": "bad prefix!"}, "DRIFTLINE_TOPIC_PREFIX"),
         ({"app_id": ""}, "DRIFTLINE_APP_ID"),
