@@ -1,10 +1,11 @@
 """The worker's ingest stage: source records in, through :class:`detectors.ingest.stage.JoinStage`, batches out.
 
 Predictions and outcomes (keyed by prediction id, so the two topics are co-partitioned) are read in bulk
-(:class:`~streams.worker.source.SourceConsumer`), decoded and joined; per model, one message with the step's
-predictions and labelled examples goes to the internal monitor-input topic (keyed by model), followed by a
-watermark message to every partition of it; the labelled examples go in batches to the labelled topic for the
-retrainer too; rejects go to the dead-letter topic and expiries to the expired topic.  The events waiting in
+(:class:`~streams.worker.source.SourceConsumer`), decoded and joined; per monitor-input partition, one message
+with the step's predictions and labelled examples of that partition's models goes to the internal monitor-input
+topic, followed by a watermark message to every partition of it; per model, the labelled examples go in a batch
+to the labelled topic for the retrainer too; rejects go to the dead-letter topic and expiries to the expired
+topic.  The events waiting in
 the join for their partner are logged to the join's changelog after every step
 (:mod:`detectors.ingest.join_log`), and read back by whichever worker gets their partition next, after a
 crash or a rebalance.  Everything here runs in the ingest thread (:class:`IngestThread`), never on faust's
