@@ -7,8 +7,8 @@ each gets a core of its own in another process (one Python process runs one thre
   it reads predictions and outcomes in bulk with confluent-kafka, off faust's
   per-message loop (about 200 µs of CPU a message here), and hands them to
   :class:`~streams.worker.ingest.IngestService`: the join
-  (:class:`detectors.ingest.stage.JoinStage`) and its changelog, each model's
-  batches and the watermarks to the internal monitor-input topic, labelled
+  (:class:`detectors.ingest.stage.JoinStage`) and its changelog, a batch per
+  partition and the watermarks to the internal monitor-input topic, labelled
   batches to the retrainer, dead letters and expiries.
 * ``monitor``, a faust agent over the monitor-input topic (one message carries
   up to a thousand items, so faust's per-message cost is divided by that), so
