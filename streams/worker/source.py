@@ -102,7 +102,7 @@ class SourceConsumer:
     # -- reading ---------------------------------------------------------------
 
     def poll(self) -> list[RawRecord[SourceRef]]:
-        """Up to ``batch_size`` source messages, waiting at most ``batch_seconds`` for the first."""
+        """Up to ``batch_size`` source messages, waiting at most ``batch_seconds`` to fill the batch."""
         messages = self._consumer.consume(self.settings.batch_size, self.settings.batch_seconds)
         records = [self._record(m) for m in messages if self._readable(m)]
         for record in records:
