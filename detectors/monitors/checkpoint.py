@@ -86,6 +86,8 @@ class Checkpoint:
     data: dict[tuple[str, str | None], DataMonitor] = field(default_factory=dict)
     #: The monitors of the model's further metrics, by metric.
     metrics: dict[str, ModelMonitor] = field(default_factory=dict)
+    #: Predictions of the model its data monitors have watched (all versions, retired ones too).
+    n_predictions: int = 0
 
 
 def encode_checkpoint(checkpoint: Checkpoint) -> bytes:
@@ -228,7 +230,7 @@ class Checkpointer:
                 recent = self._recent.get(model)
                 out.append(Checkpoint(model, where[0], where[1], monitors.monitors[model],
                                       recent.to_list() if recent else [], segments, monitors.data_monitors_of(model),
-                                      monitors.metric_monitors_of(model)))
+                                      monitors.metric_monitors_of(model), monitors.n_predictions[model]))
         self._dirty.difference_update(chosen)
         if models is None:
             self._last = now

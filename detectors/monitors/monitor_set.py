@@ -200,9 +200,11 @@ class MonitorSet:
     def install(
         self, model: str, monitor: ModelMonitor, segments: Mapping[str, ModelMonitor],
         data: Mapping[tuple[str, str | None], DataMonitor], metrics: Mapping[str, ModelMonitor] | None = None,
+        n_predictions: int = 0,
     ) -> None:
         """Take over a model's restored state (from a checkpoint); its monitors share one retrain gate."""
         self.monitors[model] = monitor
+        self.n_predictions[model] = n_predictions
         for metric, metric_monitor in (metrics or {}).items():
             if (model, metric) in self.metric_monitors:
                 metric_monitor.gate = monitor.gate

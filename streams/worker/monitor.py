@@ -302,7 +302,7 @@ class MonitorService:
                 log.warning("monitor config of %s changed: its checkpoint is not restored", checkpoint.model)
                 continue
             self.monitors.install(checkpoint.model, checkpoint.monitor, checkpoint.segments, checkpoint.data,
-                                  checkpoint.metrics)
+                                  checkpoint.metrics, checkpoint.n_predictions)
             self.checkpointer.restore(checkpoint)
             self.n_restored += 1
             log.warning("restored %s from its checkpoint at monitor-input offset %d (%d examples seen)",

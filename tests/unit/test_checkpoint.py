@@ -164,5 +164,7 @@ models:
     # Pickled together, the model's monitors still share one cooldown.
     assert back.data[("1", None)].gate is back.monitor.gate
     fresh = MonitorSet(config, build_detector)
-    fresh.install("speech-asr", back.monitor, back.segments, back.data)
+    fresh.install("speech-asr", back.monitor, back.segments, back.data, back.metrics, back.n_predictions)
     assert fresh.data_monitors[("speech-asr", "1", None)].gate is fresh.monitors["speech-asr"].gate
+    # The count of predictions watched goes on from the checkpoint, not from zero, after a restart or a move.
+    assert back.n_predictions == 300 and fresh.n_predictions["speech-asr"] == 300
