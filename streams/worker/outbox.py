@@ -52,7 +52,7 @@ class Outbox(_Pending):
         super().__init__()
         self._app = app
         # Tasks sharing an outbox hand their messages to the producer one after another, in the order they
-        # were added: the labelled examples of one model must reach its partition in event-time order.
+        # were added: one model's alerts must reach its partition in the order they were decided.
         self._enqueueing = asyncio.Lock()
 
     async def send(self) -> None:
