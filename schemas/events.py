@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
@@ -108,9 +109,12 @@ class LabelledExample(_Event):
     prediction: PredictionEvent
     outcome: OutcomeEvent
 
-    @property
+    @cached_property
     def completed_at(self) -> datetime:
-        """When the example was complete: the later of its prediction's and its outcome's event times."""
+        """When the example was complete: the later of its prediction's and its outcome's event times.
+
+        Cached: the join, both ordering stages and the monitors ask for it (an example is frozen).
+        """
         return max(self.prediction.event_time, self.outcome.event_time)
 
 

@@ -31,6 +31,7 @@ from schemas.config import MonitorConfig
 from schemas.decoding import RejectionKind
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
+from streams.worker.handoff import BatchHandoff
 from streams.worker.ingest import IngestThread
 from streams.worker.monitor import MonitorService
 from streams.worker.outbox import Outbox
@@ -63,10 +64,13 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
         # Faust's own table/recovery machinery is unused for now; keep its logs quiet.
         loghandlers=[],
     )
+    # With both stages here, the ingest stage hands the monitor-input batches it writes to the monitor stage
+    # decoded (streams.worker.handoff); Kafka still carries them, and is what counts.
+    handoff = BatchHandoff() if settings.worker_role == "all" else None
     if settings.worker_role != "monitor":
-        _add_ingest(app, settings, config, metrics)
+        _add_ingest(app, settings, config, metrics, handoff)
     if settings.worker_role != "ingest":
-        _add_monitor(app, settings, config, metrics)
+        _add_monitor(app, settings, config, metrics, handoff)
     else:
         metrics.declare({}, get_args(RejectionKind))
 
@@ -78,15 +82,17 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
     return app
 
 
-def _add_ingest(app: faust.App, settings: Settings, config: MonitorConfig, metrics: WorkerMetrics) -> None:
-    ingest_thread = IngestThread(settings, config, metrics)
+def _add_ingest(app: faust.App, settings: Settings, config: MonitorConfig, metrics: WorkerMetrics,
+                handoff: BatchHandoff | None) -> None:
+    ingest_thread = IngestThread(settings, config, metrics, handoff)
 
     @app.task
     async def ingest() -> None:
         await ingest_thread.run()
 
 
-def _add_monitor(app: faust.App, settings: Settings, config: MonitorConfig, metrics: WorkerMetrics) -> None:
+def _add_monitor(app: faust.App, settings: Settings, config: MonitorConfig, metrics: WorkerMetrics,
+                 handoff: BatchHandoff | None) -> None:
     names = settings.topics
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     monitor_input = app.topic(names.monitor_input, internal=False, **raw)
@@ -98,7 +104,7 @@ def _add_monitor(app: faust.App, settings: Settings, config: MonitorConfig, metr
     )
     state_table = app.Table("monitor-state", partitions=settings.partitions, changelog_topic=state_changelog,
                             help="Monitor state checkpoints")
-    monitor_service = MonitorService(settings, config, metrics, Outbox(app), app, state_table)
+    monitor_service = MonitorService(settings, config, metrics, Outbox(app), app, state_table, handoff)
     metrics.declare(monitor_service.metric_series(), get_args(RejectionKind))
     metrics.declare_predictions(config)
 

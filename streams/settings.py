@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     # While a source partition is quiet, the join and monitor stages hold what they release this long (wall
     # clock) for it to catch up: when traffic starts, one partition's first fetch may come a batch late.
     order_grace_seconds: Annotated[float, Field(ge=0, le=60)] = 2.0
+    # Once a worker has read every source partition it owns to its end and they have all been quiet this long,
+    # traffic has stopped: what it joined is let through then, not after join_idle_seconds (a stalled partition).
+    order_settle_seconds: Annotated[float, Field(gt=0, le=60)] = 0.5
     max_event_bytes: Annotated[int, Field(ge=256)] = 64 * 1024
     # Messages handled in one step: source messages per bulk read of the ingest stage, monitor-input messages
     # per micro-batch of the monitor stage.

@@ -36,6 +36,10 @@ class EventTimeReorderer(Generic[T]):
     grace_seconds
         While some source is quiet, the watermark lags this long (wall clock) behind the active sources',
         so that a quiet source that starts again, late by less than this, is not overtaken.
+    settle_seconds
+        Once the caller says every source it reads has been read to its end (``caught_up``), and all have
+        been quiet this long, everything held leaves: traffic has stopped, and a producer sending in event-time
+        order sends its next events after all of it.  None: wait out ``idle_seconds`` as when one source stalls.
 
     Examples
     --------
@@ -51,16 +55,20 @@ class EventTimeReorderer(Generic[T]):
     ['a@10']
     """
 
-    def __init__(self, idle_seconds: float = 5.0, max_buffered: int = 100_000, grace_seconds: float = 0.0) -> None:
+    def __init__(self, idle_seconds: float = 5.0, max_buffered: int = 100_000, grace_seconds: float = 0.0,
+                 settle_seconds: float | None = None) -> None:
         if not idle_seconds > 0:
             raise InvalidParameter("idle_seconds", "must be positive")
         if max_buffered < 1:
             raise InvalidParameter("max_buffered", "must be at least 1")
         if not grace_seconds >= 0:
             raise InvalidParameter("grace_seconds", "must not be negative")
+        if settle_seconds is not None and not settle_seconds > 0:
+            raise InvalidParameter("settle_seconds", "must be positive (or None)")
         self.idle_seconds = idle_seconds
         self.max_buffered = max_buffered
         self.grace_seconds = grace_seconds
+        self.settle_seconds = settle_seconds
         self._clocks: dict[Hashable, datetime | None] = {}
         self._last_wall: dict[Hashable, float] = {}
         self._heap: list[tuple[datetime, str, int, float, T]] = []  # (event time, key, seq, pushed at wall time, item)
@@ -131,20 +139,32 @@ class EventTimeReorderer(Generic[T]):
     def _active_clocks(self, wall_time: float | None, busy: Collection[Hashable] = ()) -> list[datetime | None]:
         return [self._clocks[source] for source in self.active_sources(wall_time, busy)]
 
-    def release(self, wall_time: float | None = None, busy: Collection[Hashable] = ()) -> list[T]:
+    def settled(self, wall_time: float | None, caught_up: bool) -> bool:
+        """Whether traffic has stopped: every source read to its end (``caught_up``) and quiet ``settle_seconds``."""
+        if self.settle_seconds is None or wall_time is None or not caught_up:
+            return False
+        return all(wall_time - self._last_wall.get(source, wall_time) >= self.settle_seconds
+                   for source in self._clocks)
+
+    def release(self, wall_time: float | None = None, busy: Collection[Hashable] = (),
+                caught_up: bool = False) -> list[T]:
         """Items the watermark has passed (and any beyond ``max_buffered``), in order.
 
         Sources in ``busy`` (unread messages are waiting on them) count as
-        active however long they have been silent.
+        active however long they have been silent.  ``caught_up``: the caller
+        has read every source to its end, so once they have all been quiet
+        ``settle_seconds`` everything leaves (see :meth:`settled`).
         """
-        active = self._active_clocks(wall_time, busy)
+        settled = self.settled(wall_time, caught_up)
+        active = [] if settled else self._active_clocks(wall_time, busy)
         release_all = not active
         mark = None if release_all or None in active else min(c for c in active if c is not None)
         if self.grace_seconds and wall_time is not None:
             mark = self._steady_mark(None if release_all else mark, wall_time, quiet=len(active) < len(self._clocks))
         # With every source quiet, items still leave only once they have waited the grace period: they came
         # from a source that has yet to announce how far it has got.
-        pushed_before = wall_time - self.grace_seconds if release_all and wall_time is not None else None
+        # (Not once settled: every source has been quiet longer than that, and has delivered all it had.)
+        pushed_before = wall_time - self.grace_seconds if release_all and wall_time is not None and not settled else None
         out = []
         while self._heap and (
             release_all or (mark is not None and self._heap[0][0] <= mark) or len(self._heap) > self.max_buffered

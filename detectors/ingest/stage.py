@@ -80,6 +80,10 @@ class JoinStage(Generic[Ref]):
     grace_seconds
         While a source is quiet, the watermark lags this long (wall clock) behind the active sources', so
         that a quiet partition whose first fetch comes a little late is not overtaken.
+    settle_seconds
+        Once every source has been read to its end (``caught_up``) and quiet this long, the watermark passes
+        everything read: the end of a burst waits this, not ``idle_seconds`` (see
+        :meth:`~detectors.ingest.ordering.EventTimeReorderer.settled`).  None: it waits ``idle_seconds``.
     hold_for_order
         Hold predictions and examples back and release them in event-time order (the backtest).  Without
         it (the worker) they leave at once and only the watermark (:attr:`released_through`) is kept: the
@@ -110,6 +114,7 @@ class JoinStage(Generic[Ref]):
     def __init__(
         self, ttl_seconds: float, max_event_bytes: int, idle_seconds: float = 5.0, max_pending: int = 1_000_000,
         grace_seconds: float = 0.0, hold_for_order: bool = True, log_changes: bool = False,
+        settle_seconds: float | None = None,
     ) -> None:
         self.ttl_seconds = ttl_seconds
         self.hold_for_order = hold_for_order
@@ -123,12 +128,12 @@ class JoinStage(Generic[Ref]):
         self._joiners: dict[int, OutcomeJoiner[Ref]] = {}
         # (Without hold_for_order they hold None: only the watermark is wanted.)
         self._order: EventTimeReorderer[LabelledExample | None] = EventTimeReorderer(
-            idle_seconds, max_pending, grace_seconds
+            idle_seconds, max_pending, grace_seconds, settle_seconds
         )
         # Predictions leave in event-time order too, held by the same source clocks, so that the data monitors
         # see one order however the partitions were read.
         self._prediction_order: EventTimeReorderer[PredictionEvent | None] = EventTimeReorderer(
-            idle_seconds, max_pending, grace_seconds
+            idle_seconds, max_pending, grace_seconds, settle_seconds
         )
         self.n_read: Counter[str] = Counter()
         self.n_processed: Counter[str] = Counter()
@@ -183,12 +188,14 @@ class JoinStage(Generic[Ref]):
         return self._order.n_buffered if self.hold_for_order else 0
 
     def process(
-        self, records: Iterable[RawRecord[Ref]], wall_time: float | None = None, busy: Collection[Source] = ()
+        self, records: Iterable[RawRecord[Ref]], wall_time: float | None = None, busy: Collection[Source] = (),
+        caught_up: bool = False,
     ) -> IngestResult[Ref]:
         """Decode and join one batch; expire what the batch's event times have outdated.
 
         ``busy`` names the (side, partition) sources that still have unread
         messages: they are never treated as quiet (see :meth:`idle`).
+        ``caught_up``: every source this stage reads has been read to its end.
         """
         out: IngestResult[Ref] = IngestResult()
         active: set[tuple[Side, int]] = set()
@@ -221,7 +228,7 @@ class JoinStage(Generic[Ref]):
                 self._emit_joined(joined, out, wall_time)
         if wall_time is not None:
             self._note_activity(active, wall_time)
-        self._release(out, wall_time, busy)
+        self._release(out, wall_time, busy, caught_up)
         self._expire(out)
         return out
 
@@ -314,9 +321,10 @@ class JoinStage(Generic[Ref]):
             self._last_seen.pop((side, partition), None)
             self._earliest.pop((side, partition), None)
 
-    def _release(self, out: IngestResult[Ref], wall_time: float | None, busy: Collection[Source]) -> None:
-        labelled = self._order.release(wall_time, busy)
-        predictions = self._prediction_order.release(wall_time, busy)
+    def _release(self, out: IngestResult[Ref], wall_time: float | None, busy: Collection[Source],
+                 caught_up: bool = False) -> None:
+        labelled = self._order.release(wall_time, busy, caught_up)
+        predictions = self._prediction_order.release(wall_time, busy, caught_up)
         if self.hold_for_order:  # else they left when they came, and these are Nones
             out.labelled = [e for e in labelled if e is not None]
             out.predictions = [p for p in predictions if p is not None]
@@ -333,7 +341,7 @@ class JoinStage(Generic[Ref]):
         return IngestResult(labelled=[e for e in self._order.flush() if e is not None],
                             predictions=[p for p in self._prediction_order.flush() if p is not None])
 
-    def idle(self, wall_time: float, busy: Collection[Source] = ()) -> IngestResult[Ref]:
+    def idle(self, wall_time: float, busy: Collection[Source] = (), caught_up: bool = False) -> IngestResult[Ref]:
         """Let a quiet side's event time run on with the wall clock, and expire.
 
         A side (predictions or outcomes) that has had no event for
@@ -352,7 +360,7 @@ class JoinStage(Generic[Ref]):
                 self._last_seen[(side, partition)] = (wall_time, clock_at_last)
             elif quiet >= self.idle_seconds and clock_at_last is not None:
                 self._joiner(partition).advance(side, clock_at_last + timedelta(seconds=quiet))
-        self._release(out, wall_time, busy)
+        self._release(out, wall_time, busy, caught_up)
         self._expire(out)
         return out
 

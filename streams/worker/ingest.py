@@ -27,11 +27,12 @@ from detectors.ingest.join_log import JoinLog, Rebuilt, rebuild
 from detectors.ingest.merge import NOTHING_SENT, source_name
 from detectors.ingest.stage import IngestResult, JoinStage, RawRecord, Source
 from schemas.config import MonitorConfig
-from schemas.events import SIDES, MonitorBatch
+from schemas.events import SIDES, LabelledExample, MonitorBatch, PredictionEvent
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
 from streams.topics import read_partition
-from streams.worker.messages import SourceRef, dead_letter_headers, monitor_batches, partition_of
+from streams.worker.handoff import BatchHandoff
+from streams.worker.messages import SourceRef, dead_letter_headers, monitor_batches, partition_of, split_batches
 from streams.worker.outbox import OutboxRecord, ProducerOutbox
 from streams.worker.source import SourceConsumer
 from streams.worker.totals import Totals
@@ -84,6 +85,7 @@ class IngestService:
         self.join: JoinStage[SourceRef] = JoinStage(
             settings.join_ttl_seconds, settings.max_event_bytes, settings.join_idle_seconds, settings.join_max_pending,
             settings.order_grace_seconds, hold_for_order=False, log_changes=True,
+            settle_seconds=settings.order_settle_seconds,
         )
         # Every partition holds event time back until it delivers, or stays quiet for join_idle_seconds
         # (as partitions assigned to another worker will).
@@ -121,11 +123,15 @@ class IngestService:
         self._publish(_merged(restored, self.join.process(fresh, wall_time=wall, busy=busy)), wall, owned, busy)
         return self._send_step(fresh, records)
 
-    def tick(self, owned: set[Source], busy: set[Source]) -> list[RawRecord[SourceRef]]:
-        """Expire, release and announce while the sources are quiet (called about every second)."""
+    def tick(self, owned: set[Source], busy: set[Source], caught_up: bool = False) -> list[RawRecord[SourceRef]]:
+        """Expire, release and announce while the sources are quiet (called a few times a second).
+
+        ``caught_up``: every source owned here has been read to its end (the watermark may then pass all of it
+        once they have been quiet ``order_settle_seconds``).
+        """
         wall = time.time()
         restored = self._take_over(wall)
-        self._publish(_merged(restored, self.join.idle(wall, busy=busy)), wall, owned, busy)
+        self._publish(_merged(restored, self.join.idle(wall, busy=busy, caught_up=caught_up)), wall, owned, busy)
         return self._send_step([], [])
 
     def finish(self) -> list[RawRecord[SourceRef]]:
@@ -234,19 +240,28 @@ class IngestService:
         # one its key would be given, and faust's cost per message is paid once for all that partition's models
         # (with a thousand models, a message per model cost the monitor stage about 200 µs an item).
         by_partition: dict[int, tuple[list[bytes], list[bytes]]] = {}
+        items_by_partition: dict[int, tuple[list[PredictionEvent], list[LabelledExample]]] = {}
         labelled_by_model: dict[str, list[bytes]] = {}
         for prediction in out.predictions:
             if prediction.model in self._watched_models:
-                blob = prediction.model_dump_json().encode()
-                by_partition.setdefault(self._partition_of(prediction.model), ([], []))[0].append(blob)
+                partition = self._partition_of(prediction.model)
+                by_partition.setdefault(partition, ([], []))[0].append(prediction.model_dump_json().encode())
+                items_by_partition.setdefault(partition, ([], []))[0].append(prediction)
         for example in out.labelled:
             model = example.prediction.model
+            partition = self._partition_of(model)
             blob = example.model_dump_json().encode()
-            by_partition.setdefault(self._partition_of(model), ([], []))[1].append(blob)
+            by_partition.setdefault(partition, ([], []))[1].append(blob)
+            items_by_partition.setdefault(partition, ([], []))[1].append(example)
             labelled_by_model.setdefault(model, []).append(blob)
         for partition, (predictions, labelled) in sorted(by_partition.items()):
-            for blob in monitor_batches(None, predictions, labelled):
-                outbox.add(names.monitor_input, None, blob, partition=partition)
+            objects, first_p, first_l = items_by_partition[partition], 0, 0
+            for blob, n_p, n_l in split_batches(None, predictions, labelled):
+                # The items as built here, for this process's monitor stage to take instead of decoding them.
+                batch = MonitorBatch.model_construct(predictions=objects[0][first_p:first_p + n_p],
+                                                     labelled=objects[1][first_l:first_l + n_l])
+                outbox.add_decoded(names.monitor_input, blob, partition, batch, n_p + n_l)
+                first_p, first_l = first_p + n_p, first_l + n_l
         for model, labelled in labelled_by_model.items():
             for blob in monitor_batches(model, [], labelled):
                 outbox.add(names.labelled, model.encode(), blob)
@@ -307,19 +322,22 @@ class IngestService:
 
 
 class IngestThread:
-    """The ingest stage's loop, in a thread of its own: read a batch in bulk, step, commit; tick every second.
+    """The ingest stage's loop, in a thread of its own: read a batch in bulk, step, commit; tick a few times a second.
 
     :meth:`run` is the faust task that starts it and waits for it: it stops the loop when the worker stops,
     and re-raises whatever stopped the loop early, which crashes the worker (crash-only recovery: the
     changelogs make a restart safe).
     """
 
-    TICK_SECONDS = 1.0
+    # Often enough that the end of a burst is let through about order_settle_seconds after it.
+    TICK_SECONDS = 0.2
 
-    def __init__(self, settings: Settings, config: MonitorConfig, metrics: WorkerMetrics) -> None:
+    def __init__(self, settings: Settings, config: MonitorConfig, metrics: WorkerMetrics,
+                 handoff: BatchHandoff | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
         self._config = config
+        self._handoff = handoff
         self._stop = threading.Event()
         self._failure: BaseException | None = None
 
@@ -344,7 +362,8 @@ class IngestThread:
             self._failure = exc
 
     def _loop(self) -> None:
-        service = IngestService(self.settings, self._config, self.metrics, ProducerOutbox(self.settings))
+        outbox = ProducerOutbox(self.settings, handoff=self._handoff)
+        service = IngestService(self.settings, self._config, self.metrics, outbox)
         source = SourceConsumer(self.settings, service.assign, service.revoke)
         next_tick = time.monotonic() + self.TICK_SECONDS
         try:
@@ -358,7 +377,7 @@ class IngestThread:
                     self.metrics.observe_lag("ingest", {(source.side_of_topic[t], p): n
                                                         for (t, p), n in source.unread().items()})
                 if time.monotonic() >= next_tick:
-                    source.commit(service.tick(source.owned(), source.busy()))
+                    source.commit(service.tick(source.owned(), source.busy(), source.caught_up()))
                     next_tick = time.monotonic() + self.TICK_SECONDS
         finally:
             # Leaving the group revokes every partition: the last position is acknowledged and committed.

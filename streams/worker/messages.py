@@ -17,6 +17,7 @@ __all__ = [
     "SourceRef",
     "dead_letter_headers",
     "monitor_batches",
+    "split_batches",
     "murmur2",
     "partition_of",
     "source_ref",
@@ -55,8 +56,19 @@ def monitor_batches(model: str | None, predictions: Sequence[bytes], labelled: S
 
     The items' JSON is joined by hand: building a MonitorBatch would validate every item once more.
     """
+    return [message for message, _n_predictions, _n_labelled in split_batches(model, predictions, labelled)]
+
+
+def split_batches(model: str | None, predictions: Sequence[bytes],
+                  labelled: Sequence[bytes]) -> list[tuple[bytes, int, int]]:
+    """:func:`monitor_batches`, each message with how many predictions and labelled examples it carries, in
+    order: the first message has the first items, and so on.
+
+    >>> [(n_p, n_l) for _, n_p, n_l in split_batches("m", [b'{}'] * 3, [b'{}'] * 1500)]
+    [(3, 997), (0, 503)]
+    """
     head = b"" if model is None else b'"model":%s,' % json.dumps(model).encode()
-    messages: list[bytes] = []
+    messages: list[tuple[bytes, int, int]] = []
     parts: dict[str, list[bytes]] = {"predictions": [], "labelled": []}
     size = 0
 
@@ -64,7 +76,7 @@ def monitor_batches(model: str | None, predictions: Sequence[bytes], labelled: S
         nonlocal size
         if parts["predictions"] or parts["labelled"]:
             body = b",".join(b'"%s":[%s]' % (name.encode(), b",".join(items)) for name, items in parts.items())
-            messages.append(b"{%s%s}" % (head, body))
+            messages.append((b"{%s%s}" % (head, body), len(parts["predictions"]), len(parts["labelled"])))
         parts["predictions"], parts["labelled"], size = [], [], 0
 
     for name, items in (("predictions", predictions), ("labelled", labelled)):

@@ -47,6 +47,7 @@ from streams.worker.messages import (
     dead_letter_headers,
     source_ref,
 )
+from streams.worker.handoff import BatchHandoff
 from streams.worker.outbox import Outbox
 from streams.worker.totals import Totals
 
@@ -76,10 +77,12 @@ class MonitorService:
         The Faust app: its consumer's high-water marks, and whether it is stopping or rebalancing.
     state_table
         The monitor-state table; only its changelog's name and what recovery read into it are used.
+    handoff
+        Where this process's ingest stage leaves the batches it wrote, decoded, when it runs here too.
     """
 
     def __init__(self, settings: Settings, config: MonitorConfig, metrics: WorkerMetrics, outbox: Outbox,
-                 app: faust.App, state_table: Any) -> None:
+                 app: faust.App, state_table: Any, handoff: BatchHandoff | None = None) -> None:
         self.settings = settings
         self.topics = settings.topics
         self.metrics = metrics
@@ -88,6 +91,8 @@ class MonitorService:
         self._outbox = outbox
         self._app = app
         self._state_table = state_table
+        # Batches this process's ingest stage wrote, decoded already (None: it runs elsewhere).
+        self._handoff = handoff
         # One merge per monitor-input partition: a partition's models need its own order only, and a watermark
         # read on one partition says nothing of the data still unread on another.
         self._merges: dict[int, MonitorInputOrder[MessageRef]] = {}
@@ -172,6 +177,8 @@ class MonitorService:
             for partition in partitions:
                 self._restored_partitions.discard(partition)
                 self.checkpointer.forget_partition(partition)
+                if self._handoff is not None:
+                    self._handoff.drop(partition)
 
     # -- steps -----------------------------------------------------------------
 
@@ -185,7 +192,9 @@ class MonitorService:
             # Hold the ack (take_events acks once; this reference is released by _write_checkpoint).
             event.message.incref()
             self._held.append(event)
-            decoded = decode(_MONITOR_BATCH, event.value, self._max_bytes)
+            decoded = self._handoff.take(partition, offset, event.value) if self._handoff is not None else None
+            if decoded is None:
+                decoded = decode(_MONITOR_BATCH, event.value, self._max_bytes)
             if isinstance(decoded, Rejection):
                 dead.append((RawRecord("prediction", event.value, source_ref(event)), decoded))
                 continue
@@ -308,6 +317,8 @@ class MonitorService:
             log.warning("restored %s from its checkpoint at monitor-input offset %d (%d examples seen)",
                         checkpoint.model, checkpoint.next_offset, checkpoint.monitor.n_seen)
         self._restored_partitions.add(partition)
+        if self._handoff is not None:
+            self._handoff.want(partition)
 
     async def _write_checkpoint(self, only: set[str] | None = None) -> None:
         """Write the changed models' state, then ack the events it wholly covers (call under the lock).

@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from functools import partial
 
 import faust
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from schemas.events import MonitorBatch
 from streams.settings import Settings
+from streams.worker.handoff import BatchHandoff
 
 __all__ = ["Outbox", "OutboxRecord", "ProducerOutbox"]
 
@@ -72,10 +75,14 @@ class ProducerOutbox(_Pending):
     losing it.  Idempotence keeps each partition in the order the messages were dispatched, through retries.
     """
 
-    def __init__(self, settings: Settings, flush_seconds: float | None = None) -> None:
+    def __init__(self, settings: Settings, flush_seconds: float | None = None,
+                 handoff: BatchHandoff | None = None) -> None:
         super().__init__()
         self._flush_seconds = flush_seconds or settings.broker_request_timeout
         self._failures: list[KafkaError] = []
+        self._handoff = handoff
+        # The decoded form of messages added with add_decoded, by the id of their value (alive until dispatched).
+        self._decoded: dict[int, tuple[MonitorBatch, int]] = {}
         self._producer = Producer({
             **settings.confluent_config(),
             "acks": "all",
@@ -87,17 +94,30 @@ class ProducerOutbox(_Pending):
             "logger": logging.getLogger("streams.worker.kafka"),
         })
 
+    def add_decoded(self, topic: str, value: bytes, partition: int, batch: MonitorBatch, n_items: int) -> None:
+        """Add a monitor-input message, and leave ``batch`` (its decoded form) to the handoff once it is stored."""
+        self.add(topic, None, value, partition=partition)
+        if self._handoff is not None:
+            self._decoded[id(value)] = (batch, n_items)
+
     def _delivered(self, error: KafkaError | None, _message: Message) -> None:
         if error is not None:
             self._failures.append(error)
+
+    def _delivered_decoded(self, batch: MonitorBatch, n_items: int, error: KafkaError | None, message: Message) -> None:
+        self._delivered(error, message)
+        if error is None and self._handoff is not None:
+            self._handoff.put(message.partition(), message.offset(), message.value(), batch, n_items)
 
     def dispatch(self, first: Sequence[OutboxRecord] = ()) -> None:
         """Produce ``first``, then every message added since the last dispatch, in that order."""
         for topic, key, value, partition, headers in [*first, *self._take()]:
             extra = {} if partition is None else {"partition": partition}
+            decoded = self._decoded.pop(id(value), None) if self._decoded else None
+            on_delivery = self._delivered if decoded is None else partial(self._delivered_decoded, *decoded)
             while True:
                 try:
-                    self._producer.produce(topic, value, key, headers=headers, on_delivery=self._delivered, **extra)
+                    self._producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery, **extra)
                     break
                 except BufferError:
                     # librdkafka's queue is full: let it drain into the broker, then try again.

@@ -144,8 +144,8 @@ class SourceConsumer:
 
     def owned(self) -> set[Source]:
         """The (side, partition) sources assigned to this consumer now."""
-        return {(self.side_of_topic[tp.topic], tp.partition) for tp in self._consumer.assignment()
-                if tp.topic in self.side_of_topic}
+        # Kept by the rebalance callbacks (asking librdkafka for its assignment each step cost ~3% of the stage).
+        return {(self.side_of_topic[topic], partition) for topic, partition in self._next_offset}
 
     def unread(self) -> dict[tuple[str, int], int]:
         """Unread messages per assigned (topic, partition): its high-water mark from the last fetch (no request)
@@ -161,6 +161,11 @@ class SourceConsumer:
             if high != OFFSET_INVALID and start != OFFSET_INVALID:
                 unread[(topic, partition)] = max(high - start, 0)
         return unread
+
+    def caught_up(self) -> bool:
+        """Whether every assigned source partition has been fetched and read to its high-water mark."""
+        unread = self.unread()
+        return bool(self._next_offset) and all(unread.get(key) == 0 for key in self._next_offset)
 
     def busy(self) -> set[Source]:
         """The assigned sources with unread messages; the others are left to the join's quiet-period rule."""

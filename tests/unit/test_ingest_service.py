@@ -37,6 +37,9 @@ class RecordingOutbox:
             partition: int | None = None) -> None:
         self.pending.append((topic, key, value))
 
+    def add_decoded(self, topic: str, value: bytes, partition: int, batch: object, n_items: int) -> None:
+        self.add(topic, None, value, partition=partition)
+
     def dispatch(self, first: list[tuple[str, bytes | None, bytes | None, int | None, object]] = ()) -> None:  # type: ignore[assignment]
         self.acknowledged_before.append(self.n_acknowledged)
         self.dispatches.append([(topic, key, value) for topic, key, value, _, _ in first] + self.pending)

@@ -183,3 +183,36 @@ def test_predictions_alone_move_the_watermark_while_a_partition_is_quiet() -> No
         released += [p.prediction_id for p in out.predictions]
     assert released == [f"p{i}" for i in range(8)]  # the watermark as it stood 2 s (wall clock) ago
     assert stage.released_through == datetime(2026, 1, 1, 0, 0, 7, tzinfo=timezone.utc)
+
+
+def test_the_end_of_a_burst_is_let_through_once_every_source_is_read_to_its_end_and_settled() -> None:
+    """A slow partition's clock holds the watermark back; when traffic stops, settle_seconds, not idle_seconds."""
+    t = lambda s: datetime(2026, 1, 1, 0, 0, s, tzinfo=timezone.utc)  # noqa: E731
+    r: EventTimeReorderer[str] = EventTimeReorderer(idle_seconds=5, grace_seconds=2, settle_seconds=0.5)
+    r.observe("slow", t(3), wall_time=10.0)
+    r.observe("fast", t(9), wall_time=10.0)
+    r.push(t(8), "a", "a@8", wall_time=10.0)
+    assert r.release(wall_time=10.0, caught_up=True) == []      # just read: the slow one may have more
+    assert r.release(wall_time=10.4, caught_up=True) == []      # not quiet long enough yet
+    assert r.release(wall_time=10.6, caught_up=False) == []     # quiet, but unread messages wait somewhere
+    assert r.release(wall_time=10.6, caught_up=True) == ["a@8"]  # no grace: everything has been read
+    assert r.released_through == t(9)
+
+
+def test_settling_needs_every_source_quiet_and_is_off_by_default() -> None:
+    t = lambda s: datetime(2026, 1, 1, 0, 0, s, tzinfo=timezone.utc)  # noqa: E731
+    settling: EventTimeReorderer[str] = EventTimeReorderer(idle_seconds=5, settle_seconds=0.5)
+    waiting: EventTimeReorderer[str] = EventTimeReorderer(idle_seconds=5)
+    for r in (settling, waiting):
+        r.observe("slow", t(3), wall_time=10.0)
+        r.observe("fast", t(9), wall_time=11.0)  # spoke 0.2 s ago at 11.2
+        r.push(t(8), "a", "a@8", wall_time=11.0)
+    assert settling.release(wall_time=11.2, caught_up=True) == []
+    assert settling.release(wall_time=11.5, caught_up=True) == ["a@8"]
+    assert waiting.release(wall_time=11.5, caught_up=True) == []   # None: a stall rule only
+    assert waiting.release(wall_time=15.1, caught_up=True) == ["a@8"]  # slow quiet 5 s
+
+
+def test_settle_seconds_must_be_positive() -> None:
+    with pytest.raises(InvalidParameter, match="settle_seconds"):
+        EventTimeReorderer(settle_seconds=0)
