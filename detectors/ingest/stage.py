@@ -21,6 +21,7 @@ from typing import Generic, TypeVar
 
 from pydantic import TypeAdapter
 
+from detectors.exceptions import InvalidParameter
 from detectors.ingest.join import Duplicate, Expired, OutcomeJoiner
 from detectors.ingest.ordering import EventTimeReorderer
 from schemas.decoding import Rejection, decode
@@ -62,6 +63,25 @@ class IngestResult(Generic[Ref]):
     predictions: list[PredictionEvent] = field(default_factory=list)
     dead_letters: list[DeadLetter[Ref]] = field(default_factory=list)
     expired: list[Expired[Ref]] = field(default_factory=list)
+    #: With ``keep_json``, each labelled example's and prediction's JSON, made of the validated source bytes
+    #: (same order as ``labelled`` and ``predictions``): what the worker writes, without dumping them again.
+    labelled_json: list[bytes] = field(default_factory=list)
+    predictions_json: list[bytes] = field(default_factory=list)
+
+    def extended(self, other: IngestResult[Ref]) -> IngestResult[Ref]:
+        """This result followed by ``other``."""
+        return IngestResult(self.labelled + other.labelled, self.predictions + other.predictions,
+                            self.dead_letters + other.dead_letters, self.expired + other.expired,
+                            self.labelled_json + other.labelled_json, self.predictions_json + other.predictions_json)
+
+
+def labelled_json(prediction: bytes, outcome: bytes) -> bytes:
+    """A labelled example's JSON from its two events' validated JSON: what ``model_dump_json`` would mean.
+
+    >>> labelled_json(b'{"prediction_id": "p"}', b'{"actual": 1}')
+    b'{"schema_version":1,"prediction":{"prediction_id": "p"},"outcome":{"actual": 1}}'
+    """
+    return b'{"schema_version":1,"prediction":%s,"outcome":%s}' % (prediction, outcome)
 
 
 class JoinStage(Generic[Ref]):
@@ -91,6 +111,9 @@ class JoinStage(Generic[Ref]):
     log_changes
         Keep, per partition, the events that started and stopped waiting for their partner, for
         :meth:`take_changes` (the worker logs them, see :mod:`detectors.ingest.join_log`).
+    keep_json
+        Fill :attr:`IngestResult.labelled_json` and ``predictions_json`` from the source bytes (it keeps the
+        bytes of waiting events).  Only without ``hold_for_order``: the items leave as they come.
 
     Examples
     --------
@@ -114,9 +137,14 @@ class JoinStage(Generic[Ref]):
     def __init__(
         self, ttl_seconds: float, max_event_bytes: int, idle_seconds: float = 5.0, max_pending: int = 1_000_000,
         grace_seconds: float = 0.0, hold_for_order: bool = True, log_changes: bool = False,
-        settle_seconds: float | None = None,
+        settle_seconds: float | None = None, keep_json: bool = False,
     ) -> None:
+        if keep_json and hold_for_order:
+            raise InvalidParameter("keep_json", "needs hold_for_order=False: held items leave without their JSON")
         self.ttl_seconds = ttl_seconds
+        self.keep_json = keep_json
+        # With keep_json, the source bytes of each waiting event, by (partition, side, prediction id).
+        self._waiting_json: dict[tuple[int, Side, str], bytes] = {}
         self.hold_for_order = hold_for_order
         self.log_changes = log_changes
         self.max_event_bytes = max_event_bytes
@@ -220,12 +248,14 @@ class JoinStage(Generic[Ref]):
                                             event if self.hold_for_order else None, wall_time)
                 if not self.hold_for_order:
                     out.predictions.append(event)
+                    if self.keep_json:
+                        out.predictions_json.append(record.value)  # type: ignore[arg-type]
             if joined is None:
                 self._note_waiting(record, event.prediction_id)
             else:
-                # The other side was waiting, and stops.
+                # The other side was waiting, and stops (its bytes, if kept, go into the example's JSON first).
+                self._emit_joined(joined, out, wall_time, record)
                 self._note_resolved(record.partition, other_side(record.side), event.prediction_id)
-                self._emit_joined(joined, out, wall_time)
         if wall_time is not None:
             self._note_activity(active, wall_time)
         self._release(out, wall_time, busy, caught_up)
@@ -244,19 +274,33 @@ class JoinStage(Generic[Ref]):
             return joiner.add_prediction(event, ref)
         return joiner.add_outcome(event, ref)
 
-    def _emit_joined(self, joined: LabelledExample, out: IngestResult[Ref], wall_time: float | None) -> None:
+    def _emit_joined(self, joined: LabelledExample, out: IngestResult[Ref], wall_time: float | None,
+                     completing: RawRecord[Ref]) -> None:
         self.n_processed["prediction"] += 1
         self.n_processed["outcome"] += 1
         self._order.push(joined.completed_at, joined.prediction.prediction_id, joined if self.hold_for_order else None,
                          wall_time)
         if not self.hold_for_order:
             out.labelled.append(joined)
+            if self.keep_json:
+                waited = self._waiting_json.pop(
+                    (completing.partition, other_side(completing.side), joined.prediction.prediction_id), None)
+                if waited is None:  # (not kept: dump it)
+                    out.labelled_json.append(joined.model_dump_json().encode())
+                elif completing.side == "prediction":
+                    out.labelled_json.append(labelled_json(completing.value, waited))  # type: ignore[arg-type]
+                else:
+                    out.labelled_json.append(labelled_json(waited, completing.value))  # type: ignore[arg-type]
 
     def _note_waiting(self, record: RawRecord[Ref], prediction_id: str) -> None:
+        if self.keep_json:
+            self._waiting_json[(record.partition, record.side, prediction_id)] = record.value  # type: ignore[assignment]
         if self.log_changes:
             self._added.setdefault(record.partition, {})[(record.side, prediction_id)] = record
 
     def _note_resolved(self, partition: int, side: Side, prediction_id: str) -> None:
+        if self.keep_json:
+            self._waiting_json.pop((partition, side, prediction_id), None)
         if not self.log_changes:
             return
         key = (side, prediction_id)
@@ -295,8 +339,10 @@ class JoinStage(Generic[Ref]):
             if isinstance(joined, Duplicate):
                 self._dead_letter(record, Rejection("duplicate", joined.reason), out)
             elif joined is not None:
+                self._emit_joined(joined, out, wall_time, record)
                 self._note_resolved(partition, other_side(record.side), event.prediction_id)
-                self._emit_joined(joined, out, wall_time)
+            elif self.keep_json:
+                self._waiting_json[(partition, record.side, event.prediction_id)] = record.value  # type: ignore[assignment]
         for side, clock in clocks.items():
             if clock is not None:
                 joiner.advance(side, clock)
@@ -317,6 +363,8 @@ class JoinStage(Generic[Ref]):
             self.n_handed_over["outcome"] += joiner.n_pending_outcomes
         self._added.pop(partition, None)
         self._resolved.pop(partition, None)
+        for key in [key for key in self._waiting_json if key[0] == partition]:
+            del self._waiting_json[key]
         for side in SIDES:
             self._last_seen.pop((side, partition), None)
             self._earliest.pop((side, partition), None)

@@ -9,7 +9,9 @@ decoding, when the bytes it reads are the very bytes that were written.
 Kafka stays the only path that counts: the message is still written, acknowledged, read and acked as
 before, and anything not found here (another process wrote it, it was evicted, the worker restarted) is
 decoded from its bytes.  Only partitions the local monitor stage reads are kept, and at most ``max_items``
-items, so an ingest stage running ahead cannot grow it without bound.
+items.  The ingest stage waits (a bounded time) for room before each read: in one process the two stages
+share one interpreter lock, and an ingest stage running ahead would only make the monitor stage decode
+what no longer fits, the slowest way through.
 """
 
 from __future__ import annotations
@@ -38,15 +40,24 @@ class BatchHandoff:
     True
     """
 
-    def __init__(self, max_items: int = 100_000) -> None:
+    def __init__(self, max_items: int = 50_000) -> None:
         self.max_items = max_items
         self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
         # Per partition wanted here, by offset (delivery reports of a partition come in offset order).
         self._batches: dict[int, OrderedDict[int, tuple[bytes, MonitorBatch, int]]] = {}
         self._n_items = 0
         #: Batches taken instead of decoded, and those that were not found (decoded from their bytes).
         self.n_taken = 0
         self.n_missed = 0
+
+    def wait_for_room(self, timeout: float) -> bool:
+        """Wait until fewer than ``max_items`` items are kept, at most ``timeout`` seconds; False if still full.
+
+        Bounded: a monitor stage that stopped reading (a rebalance, a stall) must not stop the ingest stage.
+        """
+        with self._room:
+            return self._room.wait_for(lambda: self._n_items < self.max_items, timeout)
 
     def want(self, partition: int) -> None:
         """The local monitor stage reads this monitor-input partition now."""
@@ -58,6 +69,7 @@ class BatchHandoff:
         with self._lock:
             for _value, _batch, n_items in self._batches.pop(partition, {}).values():
                 self._n_items -= n_items
+            self._room.notify_all()
 
     def put(self, partition: int, offset: int, value: bytes, batch: MonitorBatch, n_items: int) -> None:
         """Keep ``batch``, the decoded form of ``value``, which the broker stored at ``offset``."""
@@ -80,6 +92,7 @@ class BatchHandoff:
                 self._n_items -= entry[2]
                 if first == offset:
                     found = entry
+            self._room.notify_all()
         if found is None or found[0] != value:
             self.n_missed += 1
             return None

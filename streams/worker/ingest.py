@@ -42,9 +42,11 @@ __all__ = ["IngestService", "IngestThread"]
 log = logging.getLogger(__name__)
 
 
-def _merged(first: IngestResult[SourceRef], second: IngestResult[SourceRef]) -> IngestResult[SourceRef]:
-    return IngestResult(first.labelled + second.labelled, first.predictions + second.predictions,
-                        first.dead_letters + second.dead_letters, first.expired + second.expired)
+def _json_of(items: Sequence[PredictionEvent | LabelledExample], kept: list[bytes]) -> list[bytes]:
+    """Each item's JSON: the source bytes the join kept, or (when it kept none) the item dumped."""
+    if len(kept) == len(items):
+        return kept
+    return [item.model_dump_json().encode() for item in items]
 
 
 class IngestService:
@@ -85,7 +87,7 @@ class IngestService:
         self.join: JoinStage[SourceRef] = JoinStage(
             settings.join_ttl_seconds, settings.max_event_bytes, settings.join_idle_seconds, settings.join_max_pending,
             settings.order_grace_seconds, hold_for_order=False, log_changes=True,
-            settle_seconds=settings.order_settle_seconds,
+            settle_seconds=settings.order_settle_seconds, keep_json=True,
         )
         # Every partition holds event time back until it delivers, or stays quiet for join_idle_seconds
         # (as partitions assigned to another worker will).
@@ -120,7 +122,7 @@ class IngestService:
         wall = time.time()
         restored = self._take_over(wall)
         fresh = self._fresh(records)
-        self._publish(_merged(restored, self.join.process(fresh, wall_time=wall, busy=busy)), wall, owned, busy)
+        self._publish(restored.extended(self.join.process(fresh, wall_time=wall, busy=busy)), wall, owned, busy)
         return self._send_step(fresh, records)
 
     def tick(self, owned: set[Source], busy: set[Source], caught_up: bool = False) -> list[RawRecord[SourceRef]]:
@@ -131,7 +133,7 @@ class IngestService:
         """
         wall = time.time()
         restored = self._take_over(wall)
-        self._publish(_merged(restored, self.join.idle(wall, busy=busy, caught_up=caught_up)), wall, owned, busy)
+        self._publish(restored.extended(self.join.idle(wall, busy=busy, caught_up=caught_up)), wall, owned, busy)
         return self._send_step([], [])
 
     def finish(self) -> list[RawRecord[SourceRef]]:
@@ -171,7 +173,7 @@ class IngestService:
             started = time.perf_counter()
             n_records, rebuilt, restored = self._read_back(partition, wall)
             self.join_log.resume(partition, rebuilt)
-            out = _merged(out, restored)
+            out = out.extended(restored)
             if n_records:
                 log.warning("source partition %d: %d waiting events restored from %d changelog records in %.1f s; "
                             "records below offsets %s are skipped", partition, len(rebuilt.pending), n_records,
@@ -235,22 +237,22 @@ class IngestService:
 
     def _publish(self, out: IngestResult[SourceRef], wall_time: float, owned: set[Source], busy: set[Source]) -> None:
         names, outbox = self.topics, self._outbox
-        # Each item is serialised once: a labelled example's JSON goes into the retrainer's batch and the monitors'.
+        # Each item is written as the source bytes it was validated from (JoinStage keep_json), never dumped again;
+        # a labelled example's JSON goes into the retrainer's batch and the monitors'.
         # The monitors get one message per monitor-input partition, not per model: a model's partition is the
         # one its key would be given, and faust's cost per message is paid once for all that partition's models
         # (with a thousand models, a message per model cost the monitor stage about 200 µs an item).
         by_partition: dict[int, tuple[list[bytes], list[bytes]]] = {}
         items_by_partition: dict[int, tuple[list[PredictionEvent], list[LabelledExample]]] = {}
         labelled_by_model: dict[str, list[bytes]] = {}
-        for prediction in out.predictions:
+        for prediction, blob in zip(out.predictions, _json_of(out.predictions, out.predictions_json), strict=True):
             if prediction.model in self._watched_models:
                 partition = self._partition_of(prediction.model)
-                by_partition.setdefault(partition, ([], []))[0].append(prediction.model_dump_json().encode())
+                by_partition.setdefault(partition, ([], []))[0].append(blob)
                 items_by_partition.setdefault(partition, ([], []))[0].append(prediction)
-        for example in out.labelled:
+        for example, blob in zip(out.labelled, _json_of(out.labelled, out.labelled_json), strict=True):
             model = example.prediction.model
             partition = self._partition_of(model)
-            blob = example.model_dump_json().encode()
             by_partition.setdefault(partition, ([], []))[1].append(blob)
             items_by_partition.setdefault(partition, ([], []))[1].append(example)
             labelled_by_model.setdefault(model, []).append(blob)
@@ -331,6 +333,8 @@ class IngestThread:
 
     # Often enough that the end of a burst is let through about order_settle_seconds after it.
     TICK_SECONDS = 0.2
+    # At most this long a wait for the local monitor stage to take the batches handed to it (one read's worth).
+    HANDOFF_WAIT_SECONDS = 1.0
 
     def __init__(self, settings: Settings, config: MonitorConfig, metrics: WorkerMetrics,
                  handoff: BatchHandoff | None = None) -> None:
@@ -368,6 +372,8 @@ class IngestThread:
         next_tick = time.monotonic() + self.TICK_SECONDS
         try:
             while not self._stop.is_set():
+                if self._handoff is not None:
+                    self._handoff.wait_for_room(self.HANDOFF_WAIT_SECONDS)
                 records = source.poll()
                 if records:
                     started = time.perf_counter()

@@ -45,3 +45,16 @@ def test_when_full_the_oldest_are_kept_and_the_skipped_are_released() -> None:
     assert handoff.take(1, 2, b"v2") is None  # it did not fit: decoded from its bytes
     handoff.put(1, 5, b"v5", _batch("a"), n_items=10)  # room again: nothing is held back
     assert handoff.take(1, 5, b"v5") is not None
+
+
+def test_waiting_for_room_ends_when_a_batch_is_taken_or_after_the_timeout() -> None:
+    import threading
+
+    handoff = BatchHandoff(max_items=4)
+    handoff.want(0)
+    handoff.put(0, 1, b"v", _batch("a"), n_items=4)
+    assert handoff.wait_for_room(timeout=0.05) is False  # full, and nobody takes
+    taker = threading.Timer(0.05, lambda: handoff.take(0, 1, b"v"))
+    taker.start()
+    assert handoff.wait_for_room(timeout=5.0) is True
+    taker.join()
