@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from schemas.exceptions import DriftlineError
 
-__all__ = ["IncompleteSettings", "KafkaSecurityError", "LocalKafkaError", "StreamsError", "TopicError", "UnknownScenario"]
+__all__ = ["IncompleteSettings", "KafkaAuthorizationError", "KafkaSecurityError", "LocalKafkaError", "StreamsError", "TopicError", "UnknownScenario"]
 
 
 class StreamsError(DriftlineError):
@@ -20,6 +20,14 @@ class KafkaSecurityError(StreamsError):
 
     The message names the settings to look at and never holds a secret.
     """
+
+
+class KafkaAuthorizationError(KafkaSecurityError):
+    """The broker's ACLs do not let this user do what it asked; ``resource`` names the topic or group."""
+
+    def __init__(self, resource: str, message: str) -> None:
+        self.resource = resource
+        super().__init__(message)
 
 
 class IncompleteSettings(StreamsError, ValueError):
