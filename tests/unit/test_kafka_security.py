@@ -170,3 +170,18 @@ def test_refused_credentials_are_told_once_without_the_password() -> None:
     refused = connection.refusal()
     assert refused is not None and "DRIFTLINE_KAFKA_SASL_USERNAME=svc" in str(refused)
     assert "\n" not in str(refused) and PASSWORD not in str(refused)
+
+
+def test_the_secured_broker_gets_a_certificate_its_ca_verifies_for_loopback_and_private_passwords(
+        pki: dict[str, Path]) -> None:
+    files = SecureBrokerFiles(pki["ca"].parent)
+    broker_cert = files.directory / "broker.crt"
+    verified = subprocess.run(["openssl", "verify", "-x509_strict", "-purpose", "sslserver", "-verify_ip", "127.0.0.1",
+                               "-CAfile", str(files.ca_file), str(broker_cert)], capture_output=True, text=True)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    for secret in ("keystore.password", "ca.key", "broker.key"):
+        assert (files.directory / secret).stat().st_mode & 0o077 == 0, secret
+    props = files.server_properties(9094, 9095)
+    assert props["listeners"] == "SASL_SSL://127.0.0.1:9094,CONTROLLER://127.0.0.1:9095"
+    assert props["authorizer.class.name"].endswith("StandardAuthorizer")
+    assert files.client_settings("127.0.0.1:9094", "driftline")["kafka_ssl_ca_file"] == str(files.ca_file)
