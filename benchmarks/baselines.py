@@ -21,6 +21,7 @@ from pydantic import TypeAdapter
 from schemas.events import OutcomeEvent, PredictionEvent
 from schemas.topics import TopicNames
 from streams.processes import stop_worker
+from streams.settings import load_settings
 
 __all__ = ["ceiling", "faust_count_rate"]
 
@@ -30,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 def ceiling(bootstrap: str, topics: TopicNames, n_messages: int) -> float:
     """Events/s of a bare consumer that reads and validates each event, and does nothing else."""
     adapters = {topics.predictions: TypeAdapter(PredictionEvent), topics.outcomes: TypeAdapter(OutcomeEvent)}
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"ceiling-{uuid.uuid4().hex}",
+    consumer = Consumer({**load_settings(kafka_bootstrap=bootstrap).confluent_config(), "group.id": f"ceiling-{uuid.uuid4().hex}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
     consumer.subscribe(list(adapters))
     seen = 0

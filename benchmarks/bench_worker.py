@@ -59,7 +59,7 @@ HERE = Path(__file__).resolve().parent
 def produce_backlog(bootstrap: str, topics: TopicNames, workload: Workload, n_predictions: int) -> None:
     # Idempotence keeps each partition in production order: without it, a batch retried while a fresh
     # broker elects leaders lands after later batches, and its pairs expire (seen: 4,173 of 20,000).
-    producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "linger.ms": 50,
+    producer = Producer({**load_settings(kafka_bootstrap=bootstrap).confluent_config(), "partitioner": "murmur2_random", "linger.ms": 50,
                          "queue.buffering.max.messages": 500_000, "enable.idempotence": True})
     for chunk in workload.chunks(n_predictions):
         for key, prediction, outcome in chunk:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import faust
 
+from streams.settings import load_settings
+
 BATCH_SIZE = 1000
 BATCH_SECONDS = 0.5
 
@@ -32,9 +34,11 @@ def write_result(out: Path, n_events: int, seconds: float) -> None:
 
 
 def create_app(bootstrap: str, app_id: str, topics: list[str], n_events: int, out: Path) -> faust.App:
+    kafka = load_settings(kafka_bootstrap=bootstrap).kafka_access
     app = faust.App(
         app_id,
-        broker=f"kafka://{bootstrap}",
+        broker=kafka.faust_broker(),
+        broker_credentials=kafka.faust_credentials(),
         store="memory://",
         datadir=str(out.parent / f"{app_id}-data"),
         web_enabled=False,

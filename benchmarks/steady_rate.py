@@ -95,7 +95,7 @@ def produce_steady(bootstrap: str, settings: Settings, workload: SteadyWorkload,
     """Send predictions at ``rate / 2`` a second for ``seconds``, each outcome shortly after its prediction."""
     topics = settings.topics
     # Idempotence keeps each partition in send order; a short linger keeps the events' own latency small.
-    producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "linger.ms": 5,
+    producer = Producer({**settings.confluent_config(), "partitioner": "murmur2_random", "linger.ms": 5,
                          "queue.buffering.max.messages": 1_000_000, "enable.idempotence": True})
     per_second = rate / 2
     stamps, draws, out = UniqueStamps(), workload.draws(), SteadyProduced()
@@ -147,7 +147,7 @@ def ingest_groups(settings: Settings) -> list[str]:
 
 def wait_for_assignment(settings: Settings, timeout: float = 120.0) -> str:
     """Wait until one of the ingest groups holds every source partition, and return it: the worker is reading."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient(settings.confluent_config())
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for group, future in admin.describe_consumer_groups(ingest_groups(settings)).items():
@@ -165,7 +165,7 @@ def wait_for_assignment(settings: Settings, timeout: float = 120.0) -> str:
 
 def committed_lag(settings: Settings) -> tuple[str, int] | None:
     """The ingest group that has committed source offsets, and the source messages past its commits (end - committed)."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient(settings.confluent_config())
     ends = {(topic, p): end for topic in (settings.topics.predictions, settings.topics.outcomes)
             for p, end in enumerate(end_offsets(settings.kafka_bootstrap, topic, settings.partitions))}
     for group in ingest_groups(settings):
@@ -179,7 +179,7 @@ def committed_lag(settings: Settings) -> tuple[str, int] | None:
 
 def create_alerts_topic(settings: Settings) -> None:
     """The alerts topic, made before ``ensure_topics`` does, with the broker's append time as each record's timestamp."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient(settings.confluent_config())
     topic = NewTopic(settings.topics.alerts, num_partitions=settings.partitions,
                      replication_factor=settings.replication_factor,
                      config={"message.timestamp.type": "LogAppendTime"})
@@ -196,7 +196,7 @@ class AlertRecord:
 def read_alerts(settings: Settings, timeout: float = 60.0) -> list[AlertRecord]:
     """Every alert on the alerts topic, with its record's timestamp."""
     ends = end_offsets(settings.kafka_bootstrap, settings.topics.alerts, settings.partitions)
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"{settings.app_id}-alerts-reader",
+    consumer = Consumer({**settings.confluent_config(), "group.id": f"{settings.app_id}-alerts-reader",
                          "enable.auto.commit": False})
     consumer.assign([TopicPartition(settings.topics.alerts, p, OFFSET_BEGINNING) for p in range(settings.partitions)])
     records: list[AlertRecord] = []

@@ -46,7 +46,7 @@ def worker_env(settings: Settings, config: Path, data_dir: Path) -> dict[str, st
 
 def end_offsets(bootstrap: str, topic: str, partitions: int) -> list[int]:
     """Each partition's high-water mark (compaction does not lower it)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"count-{uuid.uuid4().hex}"})
+    consumer = Consumer({**load_settings(kafka_bootstrap=bootstrap).confluent_config(), "group.id": f"count-{uuid.uuid4().hex}"})
     try:
         return [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)]
     finally:

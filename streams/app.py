@@ -45,10 +45,12 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
     The monitor config is validated before this is called.
     """
     metrics = metrics or WorkerMetrics()
+    kafka = settings.kafka_access
     app = faust.App(
         # A worker of the ingest role alone takes no part in the monitor stage's group.
         settings.app_id if settings.worker_role != "ingest" else f"{settings.app_id}-ingest-only",
-        broker=f"kafka://{settings.kafka_bootstrap}",
+        broker=kafka.faust_broker(),
+        broker_credentials=kafka.faust_credentials(),
         store="memory://",
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,

@@ -25,21 +25,40 @@ app.add_typer(schemas_app, name="schemas")
 DEFAULT_KAFKA_DIR = Path(".driftline/kafka")
 
 
-def _local_kafka(data_dir: Path, port: int):  # type: ignore[no-untyped-def]
+def _local_kafka(data_dir: Path, port: int, secure: bool = False):  # type: ignore[no-untyped-def]
     from streams.localkafka import LocalKafka
 
-    return LocalKafka(data_dir=data_dir, port=port)
+    # A data dir once started secured stays so: its users, CA and ACLs live there.
+    secured_before = LocalKafka(data_dir=data_dir, secure=True).secrets.ca_file.exists()
+    return LocalKafka(data_dir=data_dir, port=port, secure=secure or secured_before)
 
 
 @kafka_app.command("start")
 def kafka_start(
     port: Annotated[int, typer.Option(help="PLAINTEXT port on 127.0.0.1 (the controller takes port+1).")] = 9092,
     data_dir: Annotated[Path, typer.Option(help="Storage, config, pid and log of the broker.")] = DEFAULT_KAFKA_DIR,
+    secure: Annotated[bool, typer.Option(
+        help="SASL_SSL on the port instead of PLAINTEXT: SCRAM-SHA-512 users, a private CA, ACLs (use a data dir of its own).",
+    )] = False,
 ) -> None:
     """Resolve the broker jars with Maven (once), format storage (once) and start the broker."""
-    kafka = _local_kafka(data_dir, port)
+    kafka = _local_kafka(data_dir, port, secure)
     kafka.start()
     typer.echo(f"Kafka is up at {kafka.bootstrap} (pid {kafka.pid()}, log {kafka.log_file})")
+    if secure:
+        _print_secure_environment(kafka)
+
+
+def _print_secure_environment(kafka) -> None:  # type: ignore[no-untyped-def]
+    """The variables that connect a Driftline process as the ``driftline`` user; the password stays in its file."""
+    from streams.secure_broker import CLIENT_USER
+
+    settings = kafka.client_settings()
+    typer.echo("Connect as the driftline user (topics and groups starting with 'driftline') with:")
+    for field, value in settings.items():
+        if field == "kafka_sasl_password":
+            value = f"$(cat {kafka.secrets.password_file(CLIENT_USER)})"
+        typer.echo(f"  export DRIFTLINE_{field.upper()}={value}")
 
 
 @kafka_app.command("stop")

@@ -21,6 +21,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from schemas.events import Alert, OutcomeEvent, PredictionEvent
 from schemas.topics import TopicNames
+from streams.exceptions import KafkaAuthorizationError
 
 __all__ = ["AlertSubscriber", "LoggerStats", "PredictionLogger"]
 
@@ -169,6 +170,7 @@ class AlertSubscriber:
         self, config: dict[str, Any], group_id: str, topics: TopicNames | None = None, from_beginning: bool = False
     ) -> None:
         self.topics = topics or TopicNames()
+        self.group_id = group_id
         self._consumer = Consumer(
             {**config, "group.id": group_id, "auto.offset.reset": "earliest" if from_beginning else "latest",
              "logger": log}
@@ -176,18 +178,30 @@ class AlertSubscriber:
         self._consumer.subscribe([self.topics.alerts])
 
     def poll(self, timeout: float = 1.0) -> Alert | None:
-        """The next alert, or None if none came within ``timeout``."""
+        """The next alert, or None if none came within ``timeout``.
+
+        Raises :class:`~streams.exceptions.KafkaAuthorizationError`, naming the topic or group, when the
+        broker's ACLs forbid reading: waiting would never bring an alert.
+        """
         message = self._consumer.poll(timeout)
         if message is None:
             return None
-        if message.error():
-            log.warning("alert subscriber: %s", message.error())
+        error = message.error()
+        if error is not None:
+            self._raise_if_forbidden(error)
+            log.warning("alert subscriber: %s", error)
             return None
         try:
             return _ALERT.validate_json(message.value())
         except ValidationError as exc:
             log.warning("alert subscriber: skipped a malformed alert at offset %s: %s", message.offset(), exc)
             return None
+
+    def _raise_if_forbidden(self, error: KafkaError) -> None:
+        if error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+            raise KafkaAuthorizationError(self.topics.alerts, f"not authorized to read topic {self.topics.alerts}: {error.str()}")
+        if error.code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
+            raise KafkaAuthorizationError(self.group_id, f"not authorized to use consumer group {self.group_id}: {error.str()}")
 
     def __iter__(self) -> Iterator[Alert]:
         while True:

@@ -20,6 +20,8 @@ from importlib import resources
 from pathlib import Path
 
 from streams.exceptions import LocalKafkaError
+from streams.secure_broker import ADMIN_USER, CLIENT_PREFIX, CLIENT_USER, SecureBrokerFiles, grant_prefix
+from streams.settings import load_settings
 
 __all__ = ["DEFAULT_KAFKA_VERSION", "LocalKafka"]
 
@@ -64,6 +66,11 @@ class LocalKafka:
         unless ``controller_port`` is given.
     cache_dir
         Where resolved jars are kept, per Kafka version, across runs.
+    secure
+        Serve one SASL_SSL listener on ``port`` instead of PLAINTEXT: SCRAM-SHA-512 users, a private CA and
+        ACLs (see :mod:`streams.secure_broker`); :meth:`client_settings` says how to connect.
+    extra_users
+        With ``secure``, SCRAM users made beside ``admin`` and ``driftline``, with no ACLs of their own.
     """
 
     data_dir: Path
@@ -72,10 +79,23 @@ class LocalKafka:
     version: str = DEFAULT_KAFKA_VERSION
     cache_dir: Path = Path.home() / ".cache" / "driftline" / "kafka"
     heap: str = "512m"
+    secure: bool = False
+    extra_users: tuple[str, ...] = ()
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def secrets(self) -> SecureBrokerFiles:
+        """The secured mode's CA, keystore and passwords."""
+        return SecureBrokerFiles(self.data_dir / "secrets")
+
+    def client_settings(self, user: str = CLIENT_USER) -> dict[str, str]:
+        """Driftline settings (field names, as for :func:`streams.settings.load_settings`) to connect as ``user``."""
+        if not self.secure:
+            return {"kafka_bootstrap": self.bootstrap}
+        return self.secrets.client_settings(self.bootstrap, user)
 
     @property
     def libs_dir(self) -> Path:
@@ -134,7 +154,10 @@ class LocalKafka:
             "auto.create.topics.enable": "false",
             "num.partitions": "1",
         }
+        if self.secure:
+            props.update(self.secrets.server_properties(self.port, cport))
         path = self.data_dir / "server.properties"
+        path.touch(mode=0o600, exist_ok=True)  # it holds the keystore's and the admin's passwords in secure mode
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         return path
 
@@ -165,11 +188,14 @@ class LocalKafka:
             socket.create_connection(("127.0.0.1", self.port), timeout=timeout).close()
         except OSError:
             return False
-        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
+        admin = AdminClient({**self._admin_config(), "log_level": 0})
         try:
             return bool(admin.list_topics(timeout=timeout).brokers)
         except KafkaException:
             return False
+
+    def _admin_config(self) -> dict[str, object]:
+        return load_settings(**self.client_settings(ADMIN_USER)).confluent_config()
 
     def start(self, timeout: float = 90.0) -> None:
         """Format storage if needed, start the broker detached, and wait until it answers."""
@@ -179,25 +205,37 @@ class LocalKafka:
             raise LocalKafkaError(f"a broker (pid {self.pid()}) is running from {self.data_dir} but does not answer")
         java = self._java()
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.secure:
+            self.secrets.make_certificates(_require("openssl", "install OpenSSL (Debian: apt-get install openssl)"))
         config = self._write_config()
         classpath = self._classpath()
         log4j = self._log4j()
         if not (self.data_dir / "logs" / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
-            # "--cluster-id=" joined: an id that starts with "-" (one in 64) would be read as an option.
-            fmt = subprocess.run(
-                [java, "-cp", classpath, log4j, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
-                 "-c", str(config)],
-                capture_output=True, text=True,
-            )
-            if fmt.returncode != 0:
-                raise LocalKafkaError(f"formatting KRaft storage failed: {fmt.stderr.strip() or fmt.stdout.strip()}")
+            self._format(java, classpath, log4j, config)
         cmd = [java, f"-Xms{self.heap}", "-Xmx1g", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
                "-Djava.awt.headless=true", log4j, "-cp", classpath, "kafka.Kafka", str(config)]
         with open(self.log_file, "ab") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True)
         self.pid_file.write_text(str(proc.pid))
+        self._wait_until_ready(proc, timeout)
+        if self.secure:
+            grant_prefix(self._admin_config(), CLIENT_USER, CLIENT_PREFIX)
+
+    def _format(self, java: str, classpath: str, log4j: str, config: Path) -> None:
+        cluster_id = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+        # SCRAM users go in with the storage (KIP-900), so the broker can authenticate its own first connection.
+        users = self.secrets.scram_arguments((CLIENT_USER, *self.extra_users)) if self.secure else []
+        # "--cluster-id=" joined: an id that starts with "-" (one in 64) would be read as an option.
+        fmt = subprocess.run(
+            [java, "-cp", classpath, log4j, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
+             "-c", str(config), *users],
+            capture_output=True, text=True,
+        )
+        if fmt.returncode != 0:
+            raise LocalKafkaError(f"formatting KRaft storage failed: {fmt.stderr.strip() or fmt.stdout.strip()}")
+
+    def _wait_until_ready(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.exceptions import ConfigError
 from schemas.topics import TopicNames
+from streams.exceptions import IncompleteSettings
+from streams.kafka_security import KafkaAccess
 
 __all__ = ["Settings", "load_settings"]
 
@@ -17,13 +20,23 @@ __all__ = ["Settings", "load_settings"]
 class Settings(BaseSettings):
     """Everything a Driftline process needs to know about its surroundings."""
 
-    model_config = SettingsConfigDict(env_prefix="DRIFTLINE_", frozen=True, extra="forbid")
+    # Inputs are kept out of validation errors: a rejected value may be a password.
+    model_config = SettingsConfigDict(env_prefix="DRIFTLINE_", frozen=True, extra="forbid", hide_input_in_errors=True)
 
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
+    # TLS (SSL and SASL_SSL): the CA that signed the brokers' certificates (default: the system's CAs), and a
+    # client certificate with its key for brokers that ask for one (mutual TLS).
+    kafka_ssl_ca_file: Path | None = None
+    kafka_ssl_cert_file: Path | None = None
+    kafka_ssl_key_file: Path | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    # Whether a broker's certificate must name the host it is reached by: what stops a man in the middle.
+    # Turn it off only for brokers reached by an address their certificate does not list.
+    kafka_ssl_endpoint_identification: bool = True
 
     topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$")
     partitions: Annotated[int, Field(ge=1, le=1024)] = 4
@@ -78,9 +91,19 @@ class Settings(BaseSettings):
                 "broker_request_timeout must be at least broker_session_timeout "
                 f"({self.broker_request_timeout} < {self.broker_session_timeout})"
             )
-        if (self.kafka_sasl_mechanism is None) != (self.kafka_sasl_username is None):
-            raise ValueError("kafka_sasl_mechanism and kafka_sasl_username go together")
         return self
+
+    @model_validator(mode="after")
+    def _kafka_security_complete(self) -> Settings:
+        problems = self.kafka_access.problems()
+        if problems:
+            raise IncompleteSettings(problems)
+        return self
+
+    @property
+    def kafka_access(self) -> KafkaAccess:
+        """How this process's Kafka clients connect: librdkafka config, faust broker URLs and credentials."""
+        return KafkaAccess(self)
 
     @property
     def topics(self) -> TopicNames:
@@ -101,14 +124,23 @@ class Settings(BaseSettings):
         """The retrainer's consumer group: its own, never the worker's."""
         return self.retrainer_group_id or f"{self.app_id}-retrainer"
 
-    def confluent_config(self) -> dict[str, str]:
-        """librdkafka client settings for the confluent-kafka clients."""
-        conf = {"bootstrap.servers": self.kafka_bootstrap, "security.protocol": self.kafka_security_protocol}
-        if self.kafka_sasl_mechanism is not None:
-            conf["sasl.mechanism"] = self.kafka_sasl_mechanism
-            conf["sasl.username"] = self.kafka_sasl_username or ""
-            conf["sasl.password"] = self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else ""
-        return conf
+    def confluent_config(self) -> dict[str, Any]:
+        """librdkafka's connection and security settings for a confluent-kafka client (see :class:`KafkaAccess`)."""
+        return self.kafka_access.librdkafka()
+
+
+def _variable(field: str) -> str:
+    return "DRIFTLINE_" + field.upper()
+
+
+def _problems(error: ErrorDetails) -> list[tuple[str, str]]:
+    """The ``(variable, message)`` pairs of one validation error: a rule over several fields names each field."""
+    cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, IncompleteSettings):
+        return [(_variable(field), rule) for field, rule in cause.problems]
+    if error["loc"]:
+        return [(_variable(".".join(str(part) for part in error["loc"])), error["msg"])]
+    return [("settings", error["msg"])]
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -116,5 +148,4 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = [("DRIFTLINE_" + ".".join(str(p) for p in err["loc"]).upper() if err["loc"] else "settings", err["msg"]) for err in exc.errors()]
-        raise ConfigError("settings", problems) from exc
+        raise ConfigError("settings", [p for err in exc.errors() for p in _problems(err)]) from exc

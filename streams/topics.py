@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streams.exceptions import TopicError
+from streams.exceptions import KafkaSecurityError, TopicError
 from streams.settings import Settings
 
-__all__ = ["TopicSpec", "ensure_topics", "read_partition", "topic_specs"]
+__all__ = ["TopicSpec", "connect_admin", "ensure_topics", "read_partition", "topic_specs"]
+
+# Errors no retry mends: librdkafka would go on reconnecting (and logging) with the same credentials forever.
+_REFUSED = {KafkaError._AUTHENTICATION: "refused the credentials of DRIFTLINE_KAFKA_SASL_USERNAME={user}",
+            KafkaError._SSL: "failed the TLS handshake (check DRIFTLINE_KAFKA_SSL_CA_FILE and the client certificate)"}
 
 
 @dataclass(frozen=True)
@@ -48,18 +53,55 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
+class _Connection:
+    """An admin client that remembers the errors librdkafka reports while it tries to connect."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.errors: list[KafkaError] = []
+        # Quiet: every error it meets comes back through error_cb and into the message raised.
+        self.admin = AdminClient({**settings.confluent_config(), "error_cb": self.errors.append, "log_level": 0})
+
+    def refusal(self) -> KafkaSecurityError | None:
+        for error in self.errors:
+            if error.code() in _REFUSED:
+                what = _REFUSED[error.code()].format(user=self.settings.kafka_sasl_username)
+                return KafkaSecurityError(f"Kafka at {self.settings.kafka_bootstrap} {what}: {error.str()}")
+        return None
+
+    def list_topics(self, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.admin.list_topics(timeout=min(1.0, timeout)).topics
+            except KafkaException as exc:
+                self.admin.poll(0)  # serves error_cb
+                refused = self.refusal()
+                if refused is not None:
+                    raise refused from exc
+                if time.monotonic() >= deadline:
+                    last = f" (last error: {self.errors[-1].str()})" if self.errors else ""
+                    raise TopicError(f"cannot reach Kafka at {self.settings.kafka_bootstrap}: {exc}{last}") from exc
+
+
+def connect_admin(settings: Settings, timeout: float = 30.0) -> tuple[AdminClient, dict[str, Any]]:
+    """An admin client that has reached the cluster, and the cluster's topics.
+
+    Refused credentials or a failed TLS handshake raise :class:`KafkaSecurityError` at the first attempt, so
+    that a process started with a wrong password stops at once with one line saying so, rather than retrying.
+    """
+    connection = _Connection(settings)
+    return connection.admin, connection.list_topics(timeout)
+
+
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     """Create the topics that are missing; return their names.
 
     A topic that exists with another partition count is an error, because the
     worker would otherwise crash-loop on faust's PartitionsMismatch.
     """
-    admin = AdminClient(settings.confluent_config())
+    admin, existing = connect_admin(settings, timeout)
     specs = topic_specs(settings)
-    try:
-        existing = admin.list_topics(timeout=timeout).topics
-    except KafkaException as exc:
-        raise TopicError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from exc
     for spec in specs:
         meta = existing.get(spec.name)
         if meta is not None and len(meta.partitions) != spec.partitions:

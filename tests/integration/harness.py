@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, ConsumerGroupState, KafkaException, Message
 from confluent_kafka.admin import AdminClient
-from pydantic import TypeAdapter
+from pydantic import SecretStr, TypeAdapter
 
 from schemas.events import LabelledExample, MonitorBatch
 from schemas.topics import TopicNames
@@ -66,6 +66,22 @@ def worker_env(bootstrap: str, run: str, config_path: Path, app: str = "driftlin
     }
 
 
+def kafka_environment(settings: Settings) -> dict[str, str]:
+    """The ``DRIFTLINE_KAFKA_*`` variables that connect a subprocess to Kafka as ``settings`` do, secrets included."""
+    env = {}
+    for field in type(settings).model_fields:
+        value = getattr(settings, field)
+        if field.startswith("kafka_") and value is not None:
+            value = value.get_secret_value() if isinstance(value, SecretStr) else value
+            env[f"DRIFTLINE_{field.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
+
+
+def _client_config(bootstrap: str, client_config: Mapping[str, object] | None) -> dict[str, object]:
+    """``client_config`` (a secured broker's), or the plaintext one of ``bootstrap``."""
+    return dict(client_config) if client_config is not None else load_settings(kafka_bootstrap=bootstrap).confluent_config()
+
+
 def settings_of(env: dict[str, str]) -> Settings:
     """The settings a worker started with ``env`` runs with."""
     return load_settings(**{k.removeprefix("DRIFTLINE_").lower(): v for k, v in env.items()})
@@ -110,13 +126,14 @@ def running_workers(
             list(pool.map(stop_worker, procs))
 
 
-def assigned_partitions(bootstrap: str, group_id: str, topic: str) -> list[set[int]]:
+def assigned_partitions(bootstrap: str, group_id: str, topic: str,
+                        client_config: Mapping[str, object] | None = None) -> list[set[int]]:
     """The partitions of ``topic`` each member of the consumer group ``group_id`` holds now (one set per member).
 
     Empty while the group is rebalancing or has no members.
     """
     # log_level 4: without it librdkafka reports "Purging 1 unserved events" at every close.
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
+    admin = AdminClient({**_client_config(bootstrap, client_config), "log_level": 4})
     try:
         group = admin.describe_consumer_groups([group_id], request_timeout=5)[group_id].result()
     except KafkaException:
@@ -128,10 +145,12 @@ def assigned_partitions(bootstrap: str, group_id: str, topic: str) -> list[set[i
 
 
 def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 60.0,
-               count: Callable[[Message], int] = lambda _message: 1) -> list[Message]:
+               count: Callable[[Message], int] = lambda _message: 1,
+               client_config: Mapping[str, object] | None = None) -> list[Message]:
     """Every message on ``topic`` from the beginning, once ``expected`` items have come (``count`` says how many
-    a message holds: one by default) or the timeout passes."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex}",
+    a message holds: one by default) or the timeout passes; ``client_config`` connects to a secured broker."""
+    # The group's name starts as Driftline's own do, so a secured broker's ACLs for them let it read.
+    consumer = Consumer({**_client_config(bootstrap, client_config), "group.id": f"driftline-reader-{uuid.uuid4().hex}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
     consumer.subscribe([topic])
     messages: list[Message] = []

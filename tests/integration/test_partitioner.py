@@ -8,6 +8,7 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from streams.settings import load_settings
 from streams.worker.messages import partition_of
 
 pytestmark = pytest.mark.integration
@@ -15,9 +16,9 @@ pytestmark = pytest.mark.integration
 
 def test_partition_of_matches_the_kafka_partitioner(kafka_bootstrap: str) -> None:
     topic, n_partitions = f"partitioner-{uuid.uuid4().hex[:8]}", 7
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin = AdminClient(load_settings(kafka_bootstrap=kafka_bootstrap).confluent_config())
     admin.create_topics([NewTopic(topic, n_partitions, 1)])[topic].result()
-    producer = Producer({"bootstrap.servers": kafka_bootstrap, "partitioner": "murmur2_random"})
+    producer = Producer({**load_settings(kafka_bootstrap=kafka_bootstrap).confluent_config(), "partitioner": "murmur2_random"})
     placed: dict[bytes, int] = {}
     keys = [f"models1000-{i:04d}".encode() for i in range(200)] + [b"speech-asr", b"a", b"ab", b"abc"]
     for key in keys:

@@ -35,7 +35,7 @@ from streams.serving import ModelServer
 from streams.settings import Settings, load_settings
 from streams.topics import ensure_topics
 from streams.worker.messages import monitor_batches
-from tests.integration.harness import read_topic, running_worker
+from tests.integration.harness import kafka_environment, read_topic, running_worker
 
 pytestmark = pytest.mark.integration
 
@@ -83,7 +83,7 @@ def running_retrainer(settings: Settings, config_path: Path, data_dir: Path, log
                       group: str | None = None, replay_examples: int | None = None) -> Iterator[RetrainerProc]:
     web_port = free_port()
     env = {
-        "DRIFTLINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        **kafka_environment(settings),
         "DRIFTLINE_TOPIC_PREFIX": settings.topic_prefix,
         "DRIFTLINE_APP_ID": settings.app_id,
         "DRIFTLINE_PARTITIONS": str(settings.partitions),
