@@ -47,7 +47,7 @@ from streams.worker.messages import (
     dead_letter_headers,
     source_ref,
 )
-from streams.worker.handoff import BatchHandoff
+from streams.worker.handoff import BatchHandoff, handoff_key
 from streams.worker.outbox import Outbox
 from streams.worker.totals import Totals
 
@@ -192,7 +192,10 @@ class MonitorService:
             # Hold the ack (take_events acks once; this reference is released by _write_checkpoint).
             event.message.incref()
             self._held.append(event)
-            decoded = self._handoff.take(partition, offset, event.value) if self._handoff is not None else None
+            decoded = None
+            if self._handoff is not None:
+                decoded = self._handoff.take(partition, handoff_key(event.message.headers), event.value)
+            self.metrics.monitor_input_batches.labels("decoded" if decoded is None else "handed").inc()
             if decoded is None:
                 decoded = decode(_MONITOR_BATCH, event.value, self._max_bytes)
             if isinstance(decoded, Rejection):

@@ -11,14 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from functools import partial
 
 import faust
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from schemas.events import MonitorBatch
 from streams.settings import Settings
-from streams.worker.handoff import BatchHandoff
+from streams.worker.handoff import HANDOFF_HEADER, BatchHandoff
 
 __all__ = ["Outbox", "OutboxRecord", "ProducerOutbox"]
 
@@ -81,8 +80,6 @@ class ProducerOutbox(_Pending):
         self._flush_seconds = flush_seconds or settings.broker_request_timeout
         self._failures: list[KafkaError] = []
         self._handoff = handoff
-        # The decoded form of messages added with add_decoded, by the id of their value (alive until dispatched).
-        self._decoded: dict[int, tuple[MonitorBatch, int]] = {}
         self._producer = Producer({
             **settings.confluent_config(),
             "acks": "all",
@@ -95,29 +92,21 @@ class ProducerOutbox(_Pending):
         })
 
     def add_decoded(self, topic: str, value: bytes, partition: int, batch: MonitorBatch, n_items: int) -> None:
-        """Add a monitor-input message, and leave ``batch`` (its decoded form) to the handoff once it is stored."""
-        self.add(topic, None, value, partition=partition)
-        if self._handoff is not None:
-            self._decoded[id(value)] = (batch, n_items)
+        """Add a monitor-input message, and leave ``batch``, its decoded form, to the handoff (if any)."""
+        key = self._handoff.put(partition, value, batch, n_items) if self._handoff is not None else None
+        self.add(topic, None, value, None if key is None else [(HANDOFF_HEADER, key)], partition=partition)
 
     def _delivered(self, error: KafkaError | None, _message: Message) -> None:
         if error is not None:
             self._failures.append(error)
 
-    def _delivered_decoded(self, batch: MonitorBatch, n_items: int, error: KafkaError | None, message: Message) -> None:
-        self._delivered(error, message)
-        if error is None and self._handoff is not None:
-            self._handoff.put(message.partition(), message.offset(), message.value(), batch, n_items)
-
     def dispatch(self, first: Sequence[OutboxRecord] = ()) -> None:
         """Produce ``first``, then every message added since the last dispatch, in that order."""
         for topic, key, value, partition, headers in [*first, *self._take()]:
             extra = {} if partition is None else {"partition": partition}
-            decoded = self._decoded.pop(id(value), None) if self._decoded else None
-            on_delivery = self._delivered if decoded is None else partial(self._delivered_decoded, *decoded)
             while True:
                 try:
-                    self._producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery, **extra)
+                    self._producer.produce(topic, value, key, headers=headers, on_delivery=self._delivered, **extra)
                     break
                 except BufferError:
                     # librdkafka's queue is full: let it drain into the broker, then try again.
