@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -11,7 +12,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from streams.exceptions import TopicError
 from streams.settings import Settings
 
-__all__ = ["TopicSpec", "ensure_topics", "read_partition", "topic_specs"]
+__all__ = ["TopicSpec", "ensure_topics", "faust_topic_specs", "read_partition", "retrainer_topic_specs", "topic_specs"]
 
 
 @dataclass(frozen=True)
@@ -48,14 +49,34 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
-def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
-    """Create the topics that are missing; return their names.
+def faust_topic_specs(settings: Settings) -> list[TopicSpec]:
+    """The worker's faust topics: its leader-election topic, and (with a monitor stage) its state changelog.
+
+    Faust would declare them itself, but only once it starts; made here, the start-up gate can wait for the
+    broker to list them before faust subscribes (a broker still loading answers without them).  Their shapes
+    are the ones faust declares (see streams.app).
+    """
+    specs = [TopicSpec(f"{settings.faust_app_id}-__assignor-__leader", 1, {})]
+    if settings.worker_role != "ingest":
+        specs.append(TopicSpec(f"{settings.app_id}-monitor-state-changelog", settings.partitions,
+                               {"cleanup.policy": "compact"}))
+    return specs
+
+
+def retrainer_topic_specs(settings: Settings) -> list[TopicSpec]:
+    """The topics the retrainer reads and writes."""
+    names = {settings.topics.labelled, settings.topics.retrain, settings.topics.models}
+    return [spec for spec in topic_specs(settings) if spec.name in names]
+
+
+def ensure_topics(settings: Settings, timeout: float = 30.0, extra: Sequence[TopicSpec] = ()) -> list[str]:
+    """Create the topics that are missing (Driftline's, and ``extra``); return their names.
 
     A topic that exists with another partition count is an error, because the
     worker would otherwise crash-loop on faust's PartitionsMismatch.
     """
     admin = AdminClient(settings.confluent_config())
-    specs = topic_specs(settings)
+    specs = [*topic_specs(settings), *extra]
     try:
         existing = admin.list_topics(timeout=timeout).topics
     except KafkaException as exc:

@@ -28,6 +28,7 @@ from detectors.ingest.merge import NOTHING_SENT, source_name
 from detectors.ingest.stage import IngestResult, JoinStage, RawRecord, Source
 from schemas.config import MonitorConfig
 from schemas.events import SIDES, MonitorBatch
+from streams.health.liveness import StageTracker
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
 from streams.topics import read_partition
@@ -316,10 +317,13 @@ class IngestThread:
 
     TICK_SECONDS = 1.0
 
-    def __init__(self, settings: Settings, config: MonitorConfig, metrics: WorkerMetrics) -> None:
+    def __init__(self, settings: Settings, config: MonitorConfig, metrics: WorkerMetrics,
+                 tracker: StageTracker | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
         self._config = config
+        topics = settings.topics
+        self.tracker = tracker or StageTracker("ingest", settings.ingest_group, (topics.predictions, topics.outcomes))
         self._stop = threading.Event()
         self._failure: BaseException | None = None
 
@@ -345,7 +349,17 @@ class IngestThread:
 
     def _loop(self) -> None:
         service = IngestService(self.settings, self._config, self.metrics, ProducerOutbox(self.settings))
-        source = SourceConsumer(self.settings, service.assign, service.revoke)
+        sides = self.tracker.topics
+
+        def on_assigned(partitions: set[int]) -> None:
+            self.tracker.add((topic, p) for topic in sides for p in partitions)
+            service.assign(partitions)
+
+        def on_revoked(partitions: set[int]) -> list[RawRecord[SourceRef]]:
+            self.tracker.remove((topic, p) for topic in sides for p in partitions)
+            return service.revoke(partitions)
+
+        source = SourceConsumer(self.settings, on_assigned, on_revoked)
         next_tick = time.monotonic() + self.TICK_SECONDS
         try:
             while not self._stop.is_set():
