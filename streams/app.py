@@ -22,6 +22,7 @@ Agent concurrency stays 1: faust-streaming #606 loses messages above it.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, get_args
 
 import faust
@@ -29,6 +30,7 @@ from prometheus_client import generate_latest
 
 from schemas.config import MonitorConfig
 from schemas.decoding import RejectionKind
+from streams.health.ratelimit import install_repeated_line_filter
 from streams.health.liveness import HealthState, StageTracker, WatchdogThread
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
@@ -36,7 +38,15 @@ from streams.worker.ingest import IngestThread
 from streams.worker.monitor import MonitorService
 from streams.worker.outbox import Outbox
 
-__all__ = ["create_app", "start_watchdog"]
+__all__ = ["DriftlineWorker", "create_app", "start_watchdog"]
+
+
+class DriftlineWorker(faust.Worker):
+    """faust's worker, with the Kafka clients' repeated error lines rate-limited on the handlers it sets up."""
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        super().on_setup_root_logger(logger, level)
+        install_repeated_line_filter()
 
 
 def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics | None = None) -> faust.App:

@@ -134,13 +134,11 @@ def worker(
     MonitorSet(monitor_config, build_detector)
     _start_up(settings, [*topic_specs(settings), *faust_topic_specs(settings)])
 
-    import faust
-
-    from streams.app import create_app, start_watchdog
+    from streams.app import DriftlineWorker, create_app, start_watchdog
 
     faust_app = create_app(settings, monitor_config)
     start_watchdog(faust_app, settings)
-    faust.Worker(faust_app, loglevel=settings.log_level.lower()).execute_from_commandline()
+    DriftlineWorker(faust_app, loglevel=settings.log_level.lower()).execute_from_commandline()
 
 
 @app.command()

@@ -76,7 +76,8 @@ def ensure_topics(settings: Settings, timeout: float = 30.0, extra: Sequence[Top
     worker would otherwise crash-loop on faust's PartitionsMismatch.
     """
     admin = AdminClient(settings.confluent_config())
-    specs = [*topic_specs(settings), *extra]
+    # One spec per name: librdkafka crashes the process (SIGSEGV) when a CreateTopics request names a topic twice.
+    specs = list({spec.name: spec for spec in [*topic_specs(settings), *extra]}.values())
     try:
         existing = admin.list_topics(timeout=timeout).topics
     except KafkaException as exc:

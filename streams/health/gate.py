@@ -118,8 +118,7 @@ class ReadinessGate:
 
     def _admin_list_topics(self, timeout: float) -> dict[str, int]:
         if self._admin is None:
-            self._admin = AdminClient({**self.settings.confluent_config(),
-                                       "logger": logging.getLogger("streams.kafka.gate")})
+            self._admin = AdminClient(self.settings.confluent_config())
         metadata = self._admin.list_topics(timeout=timeout)
         if not metadata.brokers:
             raise KafkaException("no broker in the metadata answer")

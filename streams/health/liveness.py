@@ -102,17 +102,30 @@ class KafkaProbe:
     """Asks the broker, with an admin client of its own, whether it answers and where each stage stands."""
 
     def __init__(self, settings: Settings) -> None:
-        self._admin = AdminClient({**settings.confluent_config(), "logger": logging.getLogger("streams.kafka.probe")})
+        self._config = settings.confluent_config()
+        self._admin = AdminClient(self._config)
+        self.last_error: str | None = None  # why the last look had no views
 
-    def look(self, trackers: Sequence[StageTracker]) -> tuple[bool, list[StageView]]:
-        """``(broker answers, a view per stage)``; no views when it does not (or cannot say where groups are)."""
+    def look(self, trackers: Sequence[StageTracker]) -> tuple[bool, list[StageView] | None]:
+        """``(broker answers, a view per stage)``; the views are ``None`` when the broker cannot say where the
+        groups stand (it does not answer, or its group coordinator is still loading after a restart)."""
         try:
             if not self._admin.list_topics(timeout=PROBE_TIMEOUT).brokers:
-                return False, []
-            return True, [self._view(tracker) for tracker in trackers]
+                self.last_error = "no broker in the metadata answer"
+                return False, None
         except KafkaException as exc:
-            log.debug("probe failed: %s", exc)
-            return False, []
+            self.last_error = f"no metadata: {exc.args[0]}"
+            return False, None
+        try:
+            views = [self._view(tracker) for tracker in trackers]
+        except KafkaException as exc:
+            self.last_error = f"no group offsets: {exc.args[0]}"
+            # Seen after a broker restart: librdkafka's admin client kept timing out on group offsets for 30 s
+            # and more while a new one answered at once.
+            self._admin = AdminClient(self._config)
+            return True, None
+        self.last_error = None
+        return True, views
 
     def _view(self, tracker: StageTracker) -> StageView:
         assigned = tracker.assigned
@@ -141,11 +154,17 @@ class HealthState:
     def __init__(self, trackers: Sequence[StageTracker]) -> None:
         self.trackers = list(trackers)
         self.broker_up: bool | None = None  # unknown until the first probe
+        self.probe_error: str | None = None
         self.tripped: str | None = None
+        self.judged = False  # whether the last probe saw where every stage stands
         self._stages: dict[str, dict[str, Any]] = {t.stage: {} for t in trackers}
 
-    def record(self, broker_up: bool, views: Sequence[StageView], watchdog: Watchdog, now: float) -> None:
-        self.broker_up = broker_up
+    def record(self, broker_up: bool, views: Sequence[StageView] | None, watchdog: Watchdog, now: float,
+               probe_error: str | None = None) -> None:
+        """What one probe saw (``views`` ``None``: the broker could not say where the groups stand)."""
+        self.broker_up, self.probe_error = broker_up, probe_error
+        self.judged = views is not None
+        views = views or []
         for view in views:
             self._stages[view.stage] = {"unread_messages": view.unread,
                                         "seconds_without_progress": round(watchdog.seconds_without_progress(view.stage, now), 1)}
@@ -165,15 +184,23 @@ class HealthState:
         """Liveness: alive unless the watchdog has tripped (it is then about to exit)."""
         ok = self.tripped is None
         return ok, {"status": "ok" if ok else "stuck", "reason": self.tripped, "broker_up": self.broker_up,
-                    "stages": self._stage_states()}
+                    "probe_error": self.probe_error, "stages": self._stage_states()}
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
-        """Readiness: the broker answers and every stage holds partitions."""
+        """Readiness: the broker answers, says where the groups stand, and every stage holds partitions."""
         waiting = [t.stage for t in self.trackers if not t.assigned]
-        ready = self.tripped is None and bool(self.broker_up) and not waiting
-        reason = None if ready else ("the broker does not answer" if not self.broker_up else
-                                     self.tripped or "no partitions assigned to " + ", ".join(waiting))
-        return ready, {"ready": ready, "reason": reason, "broker_up": self.broker_up, "stages": self._stage_states()}
+        if self.tripped is not None:
+            reason: str | None = self.tripped
+        elif not self.broker_up:
+            reason = "the broker does not answer"
+        elif not self.judged:
+            reason = f"the broker cannot say where the groups stand ({self.probe_error})"
+        elif waiting:
+            reason = "no partitions assigned to " + ", ".join(waiting)
+        else:
+            reason = None
+        return reason is None, {"ready": reason is None, "reason": reason, "broker_up": self.broker_up,
+                                "probe_error": self.probe_error, "stages": self._stage_states()}
 
 
 class WatchdogThread:
@@ -217,14 +244,16 @@ class WatchdogThread:
 
     def check(self) -> str | None:
         """One probe and one decision; returns the reason when it exits."""
-        up, views = self._probe.look(self.trackers)
+        up, looked = self._probe.look(self.trackers)
+        views = looked or []
         now = time.monotonic()
         change = self._status.update(up, now)
         if change is not None:
             log.warning("%s", change)
         self.metrics.broker_up.set(1 if up else 0)
-        reason = self.watchdog.observe(now, up, views)
-        self.state.record(up, views, self.watchdog, now)
+        # Without views the stages cannot be judged: their clocks stand still, as during an outage.
+        reason = self.watchdog.observe(now, looked is not None, views)
+        self.state.record(up, looked, self.watchdog, now, self._probe.last_error)
         for view in views:
             self.metrics.unread.labels(view.stage).set(view.unread)
             self.metrics.assigned.labels(view.stage).set(len(view.assigned))

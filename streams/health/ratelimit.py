@@ -66,7 +66,7 @@ class RepeatedLineFilter(logging.Filter):
         if n_dropped:
             record.msg = f"{record.getMessage()} ({n_dropped} more like it in the last " \
                          f"{self.limiter.period_seconds:.0f} s)"
-            record.args = None
+            record.args = ()
         return True
 
     def _applies_to(self, name: str) -> bool:

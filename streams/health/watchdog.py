@@ -76,7 +76,14 @@ class Watchdog:
         self._clocks: dict[str, _StageClock] = {}
 
     def observe(self, now: float, broker_up: bool, views: Sequence[StageView]) -> str | None:
-        """Take one look at every stage; return why to exit, or ``None`` to go on."""
+        """Take one look at every stage; return why to exit, or ``None`` to go on.
+
+        With ``broker_up`` false (``views`` may then be empty) every clock restarts: nothing is judged.
+        """
+        if not broker_up:
+            for clock in self._clocks.values():
+                clock.assigned_at = clock.progress_at = now
+            self._started_at = now
         reasons = [reason for view in views if (reason := self._judge(now, broker_up, view)) is not None]
         if not reasons or not self.timeout_seconds:
             return None
