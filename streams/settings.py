@@ -59,7 +59,9 @@ class Settings(BaseSettings):
     # Static group membership (group.instance.id) for the ingest stage's and the monitor stage's consumers: a
     # restarted process with the same id gets its partitions back at once, without waiting out the session
     # timeout.  Must be unique per running process and stable across its restarts (a pod's or host's name);
-    # two processes with one id fence each other.  Unset: dynamic membership.
+    # two processes with one id fence each other.  Unset: dynamic membership.  EXPERIMENTAL, not adopted:
+    # measured with benchmarks/kill_handover.py, a worker restarted after kill -9 with the same id scored
+    # nothing within 120 s (dynamic membership: its first batch 30 s after the kill, one session timeout).
     instance_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]+$", max_length=200)
     # Start-up readiness gate: how long to wait for the broker to answer and list every topic the process
     # needs, with its partition count, before failing with the names of what is missing.
