@@ -22,6 +22,7 @@ Agent concurrency stays 1: faust-streaming #606 loses messages above it.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, get_args
 
 import faust
@@ -29,6 +30,8 @@ from prometheus_client import generate_latest
 
 from schemas.config import MonitorConfig
 from schemas.decoding import RejectionKind
+from streams.health.ratelimit import install_repeated_line_filter
+from streams.health.liveness import HealthState, StageTracker, WatchdogThread
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
 from streams.worker.handoff import BatchHandoff
@@ -36,7 +39,15 @@ from streams.worker.ingest import IngestThread
 from streams.worker.monitor import MonitorService
 from streams.worker.outbox import Outbox
 
-__all__ = ["create_app"]
+__all__ = ["DriftlineWorker", "create_app", "start_watchdog"]
+
+
+class DriftlineWorker(faust.Worker):
+    """faust's worker, with the Kafka clients' repeated error lines rate-limited on the handlers it sets up."""
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        super().on_setup_root_logger(logger, level)
+        install_repeated_line_filter()
 
 
 def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics | None = None) -> faust.App:
@@ -46,9 +57,9 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
     """
     metrics = metrics or WorkerMetrics()
     kafka = settings.kafka_access
+    trackers: list[StageTracker] = []
     app = faust.App(
-        # A worker of the ingest role alone takes no part in the monitor stage's group.
-        settings.app_id if settings.worker_role != "ingest" else f"{settings.app_id}-ingest-only",
+        settings.faust_app_id,
         broker=kafka.faust_broker(),
         broker_credentials=kafka.faust_credentials(),
         store="memory://",
@@ -62,6 +73,8 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
         broker_session_timeout=settings.broker_session_timeout,
         broker_request_timeout=settings.broker_request_timeout,
         consumer_auto_offset_reset="earliest",
+        # Static membership (see Settings.instance_id): a restart with the same id takes its partitions back at once.
+        consumer_group_instance_id=settings.instance_id,
         producer_acks=-1,
         # Faust's own table/recovery machinery is unused for now; keep its logs quiet.
         loghandlers=[],
@@ -70,9 +83,9 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
     # decoded (streams.worker.handoff); Kafka still carries them, and is what counts.
     handoff = BatchHandoff() if settings.worker_role == "all" else None
     if settings.worker_role != "monitor":
-        _add_ingest(app, settings, config, metrics, handoff)
+        trackers.append(_add_ingest(app, settings, config, metrics, handoff))
     if settings.worker_role != "ingest":
-        _add_monitor(app, settings, config, metrics, handoff)
+        trackers.append(_add_monitor(app, settings, config, metrics, handoff))
     else:
         metrics.declare({}, get_args(RejectionKind))
 
@@ -80,22 +93,57 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
     async def metrics_page(web: Any, request: Any) -> Any:
         return web.bytes(generate_latest(metrics.registry), content_type="text/plain; version=0.0.4")
 
+    health = HealthState(trackers)
+    metrics.health.declare(t.stage for t in trackers)
+    _add_health_pages(app, health)
     app.driftline_metrics = metrics  # type: ignore[attr-defined]
+    app.driftline_health = health  # type: ignore[attr-defined]
     return app
 
 
+def start_watchdog(app: faust.App, settings: Settings) -> WatchdogThread:
+    """Start the watchdog of an app made by :func:`create_app` (it exits the process when a stage is stuck)."""
+    watchdog = WatchdogThread(settings, app.driftline_health, app.driftline_metrics.health)  # type: ignore[attr-defined]
+    watchdog.start()
+    return watchdog
+
+
+def _add_health_pages(app: faust.App, health: HealthState) -> None:
+    # 503 when not alive / not ready: what a compose healthcheck (curl -f) or a Kubernetes probe reads.
+    @app.page("/health")
+    async def health_page(web: Any, request: Any) -> Any:
+        ok, state = health.health()
+        return web.json(state, status=200 if ok else 503)
+
+    @app.page("/ready")
+    async def ready_page(web: Any, request: Any) -> Any:
+        ready, state = health.ready()
+        return web.json(state, status=200 if ready else 503)
+
+
+def _last_batch_of(metrics: WorkerMetrics, stage: str) -> Any:
+    return lambda: metrics.registry.get_sample_value("driftline_last_batch_timestamp_seconds", {"stage": stage})
+
+
 def _add_ingest(app: faust.App, settings: Settings, config: MonitorConfig, metrics: WorkerMetrics,
-                handoff: BatchHandoff | None) -> None:
-    ingest_thread = IngestThread(settings, config, metrics, handoff)
+                handoff: BatchHandoff | None) -> StageTracker:
+    topics = settings.topics
+    tracker = StageTracker("ingest", settings.ingest_group, (topics.predictions, topics.outcomes),
+                           last_batch=_last_batch_of(metrics, "ingest"))
+    ingest_thread = IngestThread(settings, config, metrics, tracker, handoff)
 
     @app.task
     async def ingest() -> None:
         await ingest_thread.run()
 
+    return tracker
+
 
 def _add_monitor(app: faust.App, settings: Settings, config: MonitorConfig, metrics: WorkerMetrics,
-                 handoff: BatchHandoff | None) -> None:
+                 handoff: BatchHandoff | None) -> StageTracker:
     names = settings.topics
+    tracker = StageTracker("monitor", settings.faust_app_id, (names.monitor_input,),
+                           last_batch=_last_batch_of(metrics, "monitor"))
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     monitor_input = app.topic(names.monitor_input, internal=False, **raw)
     # The monitor state's changelog (see streams.worker.monitor) is declared here only to keep it raw bytes
@@ -112,7 +160,13 @@ def _add_monitor(app: faust.App, settings: Settings, config: MonitorConfig, metr
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
+        tracker.remove((tp.topic, tp.partition) for tp in revoked)
         await monitor_service.revoke({tp.partition for tp in revoked if tp.topic == names.monitor_input})
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(app: faust.App, assigned: Any, **kwargs: Any) -> None:
+        # Faust's rebalances are eager: this is the whole new assignment.
+        tracker.set_assignment((tp.topic, tp.partition) for tp in assigned)
 
     @app.agent(monitor_input, concurrency=1)
     async def monitor(stream: faust.StreamT[bytes]) -> None:
@@ -121,3 +175,5 @@ def _add_monitor(app: faust.App, settings: Settings, config: MonitorConfig, metr
     @app.page("/checkpoint")
     async def checkpoint_page(web: Any, request: Any) -> Any:
         return web.json(monitor_service.status())
+
+    return tracker

@@ -89,9 +89,10 @@ def kafka_status(
 def topics_create() -> None:
     """Create Driftline's topics (idempotent), with DRIFTLINE_PARTITIONS partitions."""
     from streams.settings import load_settings
-    from streams.topics import ensure_topics
+    from streams.topics import ensure_topics, faust_topic_specs
 
-    created = ensure_topics(load_settings())
+    settings = load_settings()
+    created = ensure_topics(settings, extra=faust_topic_specs(settings))
     typer.echo("created: " + ", ".join(created) if created else "all topics exist")
 
 
@@ -114,6 +115,21 @@ def schemas_export(
         typer.echo(f"wrote {path}")
 
 
+def _start_up(settings, specs) -> None:  # type: ignore[no-untyped-def]
+    """Quieter Kafka logs, then the readiness gate: the broker answers, the topics exist, the broker lists them."""
+    from streams.health.gate import ReadinessGate
+    from streams.health.ratelimit import install_repeated_line_filter
+    from streams.topics import ensure_topics
+
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_repeated_line_filter()
+    gate = ReadinessGate(settings, {spec.name: spec.partitions for spec in specs})
+    gate.wait(require_topics=False)
+    ensure_topics(settings, extra=specs)
+    waited = gate.wait()
+    logging.getLogger("streams.cli").info("start-up: the broker lists all %d topics (waited %.1f s)", len(specs), waited)
+
+
 @app.command()
 def worker(
     config: Annotated[Optional[Path], typer.Option(help="Monitor config (default: DRIFTLINE_MONITOR_CONFIG).")] = None,
@@ -123,27 +139,25 @@ def worker(
 ) -> None:
     """Run the worker: join, monitor, alert, trigger retrains."""
     from streams.settings import load_settings
-    from streams.topics import ensure_topics
+    from streams.topics import faust_topic_specs, topic_specs
 
     overrides: dict[str, object] = {"monitor_config": config} if config else {}
     if role:
         overrides["worker_role"] = role
     settings = load_settings(**overrides)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     monitor_config = load_monitor_config(settings.monitor_config)
     # Build the monitors once up front so a bad detector parameter fails here, naming its field.
     from detectors.monitors.monitor_set import MonitorSet
     from detectors.registry import build_detector
 
     MonitorSet(monitor_config, build_detector)
-    ensure_topics(settings)
+    _start_up(settings, [*topic_specs(settings), *faust_topic_specs(settings)])
 
-    import faust
-
-    from streams.app import create_app
+    from streams.app import DriftlineWorker, create_app, start_watchdog
 
     faust_app = create_app(settings, monitor_config)
-    faust.Worker(faust_app, loglevel=settings.log_level.lower()).execute_from_commandline()
+    start_watchdog(faust_app, settings)
+    DriftlineWorker(faust_app, loglevel=settings.log_level.lower()).execute_from_commandline()
 
 
 @app.command()
@@ -186,11 +200,10 @@ def retrainer(
 ) -> None:
     """Run the retrainer: learn online from labelled examples, answer retrain triggers, publish model versions."""
     from streams.retrainer_app import run_retrainer
-    from streams.topics import ensure_topics
+    from streams.topics import retrainer_topic_specs
 
     settings, learners = _retrainer_setup(config)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    ensure_topics(settings)
+    _start_up(settings, retrainer_topic_specs(settings))
     run_retrainer(settings, learners)
 
 

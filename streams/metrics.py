@@ -18,6 +18,7 @@ from detectors.monitors.data_monitor import (
 from detectors.monitors.monitor_set import MonitorSet
 from schemas.config import ModelSpec, MonitorConfig
 from schemas.events import SIDES, PredictionEvent
+from streams.health.liveness import HealthMetrics
 
 __all__ = ["WorkerMetrics"]
 
@@ -214,6 +215,7 @@ class WorkerMetrics:
         self.drift_reference_filled = per_model(
             "driftline_drift_reference_filled_ratio", "Share of the current version's reference window filled; "
             "drift tests judge nothing before 1 (a new version starts at 0).")
+        self.health = HealthMetrics(r)
         self._data_series: dict[str, _DataSeries] = {}
         self._n_watched: Tally[str] = Tally()
 

@@ -63,7 +63,7 @@ from functools import partial
 from typing import Any
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, Message, Producer, TopicPartition
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import TypeAdapter
 
 from retrainer.champions import Retrainer
@@ -73,6 +73,8 @@ from retrainer.registry import ModelRegistry
 from schemas.decoding import Rejection, decode
 from schemas.events import MonitorBatch, ModelVersion, RetrainTrigger
 from streams.cloudevents import cloudevents_headers
+from streams.health.liveness import HealthMetrics, HealthState, StageTracker, WatchdogThread
+from streams.health.web import HealthServer
 from streams.settings import Settings
 
 __all__ = [
@@ -87,6 +89,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+# librdkafka's lines go through Python logging (not stderr), where an outage's repeats are rate-limited.
+_kafka_log = logging.getLogger("streams.kafka.retrainer")
 _LABELLED = TypeAdapter(MonitorBatch)
 _TRIGGER = TypeAdapter(RetrainTrigger)
 CLOUDEVENTS_SOURCE = "urn:driftline:retrainer"
@@ -206,6 +210,7 @@ class RetrainerMetrics:
                                ["topic", "reason"], registry=r)
         self.versions_published = Counter("driftline_model_versions_published", "Model-version records published.", ["model", "status"], registry=r)
         self.publish_failures = Counter("driftline_model_versions_publish_failures", "Model-version messages the broker did not take.", registry=r)
+        self.health = HealthMetrics(r)
         self._current: dict[str, str] = {}
 
     def set_current(self, model: str, version: str | None) -> None:
@@ -256,8 +261,12 @@ class RetrainerService:
         self._positions: dict[tuple[str, int], int] = {}
         self._waiting_at: dict[str, tuple[int, int]] = {}
         self._producer = Producer({**settings.confluent_config(), "acks": "all", "enable.idempotence": True,
-                                   "partitioner": "murmur2_random"})
+                                   "partitioner": "murmur2_random", "logger": _kafka_log})
         self._consumer: Consumer | None = None
+        # Its progress is judged on the labelled topic only: a trigger waiting for data keeps the retrain
+        # topic's committed offset behind on purpose (see the module docstring).
+        self.tracker = StageTracker("retrainer", settings.retrainer_group, (self.topics.labelled, self.topics.retrain),
+                                    watched=(self.topics.labelled,))
 
     # -- Kafka plumbing ------------------------------------------------------
 
@@ -266,6 +275,7 @@ class RetrainerService:
         if labelled and self.settings.retrainer_replay_examples:
             self._rewind(consumer, labelled)
         consumer.assign(partitions)
+        self.tracker.set_assignment((tp.topic, tp.partition) for tp in partitions)
 
     def _rewind(self, consumer: Consumer, labelled: list[TopicPartition]) -> None:
         """Start each labelled partition ``retrainer_replay_examples`` examples before its committed offset."""
@@ -315,6 +325,7 @@ class RetrainerService:
         return counts
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.tracker.remove((tp.topic, tp.partition) for tp in partitions)
         self._commit()
         for tp in partitions:
             self._positions.pop((tp.topic, tp.partition), None)
@@ -371,6 +382,8 @@ class RetrainerService:
     def handle(self, messages: Sequence[Message], now: datetime) -> list[ModelVersion]:
         """Route one batch of messages to the core; returns the records to publish."""
         records: list[ModelVersion] = []
+        if messages:
+            self.tracker.note_batch()
         for message in messages:
             if message.error():
                 log.warning("consumer error: %s", message.error())
@@ -445,6 +458,7 @@ class RetrainerService:
             "enable.auto.commit": False,
             # A challenger can take seconds to train; the loop never blocks longer than that.
             "max.poll.interval.ms": 300_000,
+            "logger": _kafka_log,
         })
         self._consumer = consumer
         self.republish_registry()
@@ -474,9 +488,8 @@ class RetrainerService:
 
 
 def run_retrainer(settings: Settings, config: RetrainerConfig) -> None:
-    """Serve metrics, run the service until SIGTERM or SIGINT."""
+    """Serve metrics and health, watch the service, run it until SIGTERM or SIGINT."""
     metrics = RetrainerMetrics()
-    start_http_server(settings.retrainer_web_port, addr=settings.web_host, registry=metrics.registry)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -486,6 +499,10 @@ def run_retrainer(settings: Settings, config: RetrainerConfig) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     service = RetrainerService(settings, config, metrics)
+    health = HealthState([service.tracker])
+    metrics.health.declare([service.tracker.stage])
+    HealthServer(settings.web_host, settings.retrainer_web_port, metrics.registry, health).start()
+    WatchdogThread(settings, health, metrics.health).start()
     log.info("retrainer: group %s, data in %s, learners for %s, metrics on :%d",
              settings.retrainer_group, settings.retrainer_data_dir, ", ".join(config.learners) or "no model",
              settings.retrainer_web_port)

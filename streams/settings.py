@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -72,6 +72,20 @@ class Settings(BaseSettings):
     checkpoint_seconds: Annotated[float, Field(gt=0, le=3600)] = 10.0
     # Prediction ids remembered per model to drop examples re-published by a restarted ingest stage.
     checkpoint_dedupe_ids: Annotated[int, Field(ge=0, le=1_000_000)] = 5000
+    # Static group membership (group.instance.id) for the ingest stage's and the monitor stage's consumers: a
+    # restarted process with the same id gets its partitions back at once, without waiting out the session
+    # timeout.  Must be unique per running process and stable across its restarts (a pod's or host's name);
+    # two processes with one id fence each other.  Unset: dynamic membership.  EXPERIMENTAL, not adopted:
+    # measured with benchmarks/kill_handover.py, a worker restarted after kill -9 with the same id scored
+    # nothing within 120 s (dynamic membership: its first batch 30 s after the kill, one session timeout).
+    instance_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]+$", max_length=200)
+    # Start-up readiness gate: how long to wait for the broker to answer and list every topic the process
+    # needs, with its partition count, before failing with the names of what is missing.
+    startup_wait_seconds: Annotated[float, Field(gt=0, le=3600)] = 120.0
+    # The watchdog: a process with no partitions assigned, or with unread messages on them and no offset
+    # committed, for this long exits non-zero for its supervisor to restart it (crash-only recovery; the
+    # changelogs make a restart safe).  Default: four session timeouts.  0 turns it off.
+    watchdog_seconds: Annotated[float, Field(ge=0, le=86400)] | None = None
 
     # The retrainer service (``driftline retrainer``) and the apps that serve its models.
     retrainer_data_dir: Path = Path(".driftline/retrainer")
@@ -82,6 +96,19 @@ class Settings(BaseSettings):
     # and history buffers; whole batches are replayed, so it can be up to one batch more (0: no replay).
     retrainer_replay_examples: Annotated[int, Field(ge=0, le=10_000_000)] = 5_000
     retrainer_poll_seconds: Annotated[float, Field(gt=0, le=60)] = 0.5
+
+    @field_validator("watchdog_seconds")
+    @classmethod
+    def _watchdog_outlasts_a_rebalance(cls, value: float | None, info: ValidationInfo) -> float | None:
+        # A surviving worker legitimately waits a session timeout for a dead peer's partitions, and the monitor
+        # stage commits only at checkpoints: a shorter watchdog would restart healthy workers.
+        session = info.data.get("broker_session_timeout", 30.0)
+        checkpoint = info.data.get("checkpoint_seconds", 10.0)
+        floor = 2 * max(session, checkpoint)
+        if value and value < floor:
+            raise ValueError(f"must be 0 (off) or at least twice the longer of broker_session_timeout and "
+                             f"checkpoint_seconds ({floor:g} s), not {value:g}")
+        return value
 
     @model_validator(mode="after")
     def _timeouts_fit(self) -> Settings:
@@ -104,6 +131,19 @@ class Settings(BaseSettings):
     def kafka_access(self) -> KafkaAccess:
         """How this process's Kafka clients connect: librdkafka config, faust broker URLs and credentials."""
         return KafkaAccess(self)
+
+    @property
+    def watchdog_timeout(self) -> float:
+        """Seconds the watchdog allows without partitions or progress (0: never trips)."""
+        if self.watchdog_seconds is not None:
+            return self.watchdog_seconds
+        return 4 * max(self.broker_session_timeout, self.checkpoint_seconds)
+
+    @property
+    def faust_app_id(self) -> str:
+        """The faust app (and consumer group) id: a worker of the ingest role alone takes no part in the monitor
+        stage's group."""
+        return self.app_id if self.worker_role != "ingest" else f"{self.app_id}-ingest-only"
 
     @property
     def topics(self) -> TopicNames:

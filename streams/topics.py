@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +13,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from streams.exceptions import KafkaSecurityError, TopicError
 from streams.settings import Settings
 
-__all__ = ["TopicSpec", "connect_admin", "ensure_topics", "read_partition", "topic_specs"]
+__all__ = ["TopicSpec", "connect_admin", "ensure_topics", "faust_topic_specs", "read_partition",
+           "retrainer_topic_specs", "topic_specs"]
 
 # Errors no retry mends: librdkafka would go on reconnecting (and logging) with the same credentials forever.
 _REFUSED = {KafkaError._AUTHENTICATION: "refused the credentials of DRIFTLINE_KAFKA_SASL_USERNAME={user}",
@@ -94,14 +96,35 @@ def connect_admin(settings: Settings, timeout: float = 30.0) -> tuple[AdminClien
     return connection.admin, connection.list_topics(timeout)
 
 
-def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
-    """Create the topics that are missing; return their names.
+def faust_topic_specs(settings: Settings) -> list[TopicSpec]:
+    """The worker's faust topics: its leader-election topic, and (with a monitor stage) its state changelog.
+
+    Faust would declare them itself, but only once it starts; made here, the start-up gate can wait for the
+    broker to list them before faust subscribes (a broker still loading answers without them).  Their shapes
+    are the ones faust declares (see streams.app).
+    """
+    specs = [TopicSpec(f"{settings.faust_app_id}-__assignor-__leader", 1, {})]
+    if settings.worker_role != "ingest":
+        specs.append(TopicSpec(f"{settings.app_id}-monitor-state-changelog", settings.partitions,
+                               {"cleanup.policy": "compact"}))
+    return specs
+
+
+def retrainer_topic_specs(settings: Settings) -> list[TopicSpec]:
+    """The topics the retrainer reads and writes."""
+    names = {settings.topics.labelled, settings.topics.retrain, settings.topics.models}
+    return [spec for spec in topic_specs(settings) if spec.name in names]
+
+
+def ensure_topics(settings: Settings, timeout: float = 30.0, extra: Sequence[TopicSpec] = ()) -> list[str]:
+    """Create the topics that are missing (Driftline's, and ``extra``); return their names.
 
     A topic that exists with another partition count is an error, because the
     worker would otherwise crash-loop on faust's PartitionsMismatch.
     """
     admin, existing = connect_admin(settings, timeout)
-    specs = topic_specs(settings)
+    # One spec per name: librdkafka crashes the process (SIGSEGV) when a CreateTopics request names a topic twice.
+    specs = list({spec.name: spec for spec in [*topic_specs(settings), *extra]}.values())
     for spec in specs:
         meta = existing.get(spec.name)
         if meta is not None and len(meta.partitions) != spec.partitions:

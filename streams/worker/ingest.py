@@ -17,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
 from datetime import datetime
 
 from detectors.ingest.join_log import JoinLog, Rebuilt, rebuild
@@ -28,6 +30,7 @@ from detectors.ingest.merge import NOTHING_SENT, source_name
 from detectors.ingest.stage import IngestResult, JoinStage, RawRecord, Source
 from schemas.config import MonitorConfig
 from schemas.events import SIDES, LabelledExample, MonitorBatch, PredictionEvent
+from streams.health.liveness import StageTracker
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
 from streams.topics import read_partition
@@ -37,7 +40,10 @@ from streams.worker.outbox import OutboxRecord, ProducerOutbox
 from streams.worker.source import SourceConsumer
 from streams.worker.totals import Totals
 
-__all__ = ["IngestService", "IngestThread"]
+__all__ = ["EXIT_STAGE_FAILED", "IngestService", "IngestThread"]
+
+#: The worker's exit status when its ingest stage failed (the watchdog's, for a stuck stage, is 70).
+EXIT_STAGE_FAILED = 71
 
 log = logging.getLogger(__name__)
 
@@ -327,8 +333,8 @@ class IngestThread:
     """The ingest stage's loop, in a thread of its own: read a batch in bulk, step, commit; tick a few times a second.
 
     :meth:`run` is the faust task that starts it and waits for it: it stops the loop when the worker stops,
-    and re-raises whatever stopped the loop early, which crashes the worker (crash-only recovery: the
-    changelogs make a restart safe).
+    and when something stopped the loop early it exits the process with :data:`EXIT_STAGE_FAILED`
+    (crash-only recovery: the changelogs make a restart safe; ``exit`` is replaceable for tests).
     """
 
     # Often enough that the end of a burst is let through about order_settle_seconds after it.
@@ -337,11 +343,15 @@ class IngestThread:
     HANDOFF_WAIT_SECONDS = 1.0
 
     def __init__(self, settings: Settings, config: MonitorConfig, metrics: WorkerMetrics,
-                 handoff: BatchHandoff | None = None) -> None:
+                 tracker: StageTracker | None = None, handoff: BatchHandoff | None = None,
+                 exit: Callable[[int], Any] = os._exit) -> None:
         self.settings = settings
+        self._exit = exit
         self.metrics = metrics
         self._config = config
         self._handoff = handoff
+        topics = settings.topics
+        self.tracker = tracker or StageTracker("ingest", settings.ingest_group, (topics.predictions, topics.outcomes))
         self._stop = threading.Event()
         self._failure: BaseException | None = None
 
@@ -356,6 +366,10 @@ class IngestThread:
             # At most one bulk read plus one step: it leaves the group cleanly, its last step acknowledged.
             await asyncio.to_thread(thread.join)
         if self._failure is not None:
+            # Crash-only: a failed stage stops the process, whose supervisor restarts it (the changelogs make that
+            # safe).  Raising into faust only crashed the app: the process stayed up and consumed nothing.
+            log.critical("the ingest stage failed (%s); exiting with status %d", self._failure, EXIT_STAGE_FAILED)
+            self._exit(EXIT_STAGE_FAILED)
             raise self._failure
 
     def _guarded(self) -> None:
@@ -368,7 +382,17 @@ class IngestThread:
     def _loop(self) -> None:
         outbox = ProducerOutbox(self.settings, handoff=self._handoff)
         service = IngestService(self.settings, self._config, self.metrics, outbox)
-        source = SourceConsumer(self.settings, service.assign, service.revoke)
+        sides = self.tracker.topics
+
+        def on_assigned(partitions: set[int]) -> None:
+            self.tracker.add((topic, p) for topic in sides for p in partitions)
+            service.assign(partitions)
+
+        def on_revoked(partitions: set[int]) -> list[RawRecord[SourceRef]]:
+            self.tracker.remove((topic, p) for topic in sides for p in partitions)
+            return service.revoke(partitions)
+
+        source = SourceConsumer(self.settings, on_assigned, on_revoked)
         next_tick = time.monotonic() + self.TICK_SECONDS
         try:
             while not self._stop.is_set():

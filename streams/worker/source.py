@@ -25,6 +25,8 @@ from streams.worker.messages import SourceRef
 __all__ = ["SourceConsumer"]
 
 log = logging.getLogger(__name__)
+# The client's transient errors go with librdkafka's own lines, which repeat during an outage and are rate-limited.
+kafka_log = logging.getLogger("streams.worker.kafka")
 
 PartitionsAssigned = Callable[[set[int]], None]
 #: Given the partitions lost, returns the records (of any partition) that may be committed before they go.
@@ -60,6 +62,9 @@ class SourceConsumer:
             "auto.offset.reset": "earliest",
             "session.timeout.ms": int(settings.broker_session_timeout * 1000),
             "logger": logging.getLogger("streams.worker.kafka"),
+            # Static membership (see Settings.instance_id): the faust consumer's group is another, so one id
+            # serves both.
+            **({"group.instance.id": settings.instance_id} if settings.instance_id else {}),
         })
         self._consumer.subscribe(list(self.side_of_topic), on_assign=self._assigned, on_revoke=self._revoked,
                                  on_lost=self._lost)
@@ -118,7 +123,7 @@ class SourceConsumer:
             raise KafkaException(error)
         if error.code() != KafkaError._PARTITION_EOF:
             # Transient (a broker restarting, a leader moving): librdkafka retries by itself.
-            log.warning("source consumer: %s", error)
+            kafka_log.warning("source consumer: %s", error)
         return False
 
     def _record(self, message: Message) -> RawRecord[SourceRef]:

@@ -128,7 +128,7 @@ def test_alert_and_recording_rules_pass_promtool() -> None:
     names = {r.get("alert") for f in files for g in yaml.safe_load(f.read_text())["groups"] for r in g["rules"]}
     assert {"DriftlineModelAlertOpen", "DriftlineDeadLetterSpike", "DriftlineConsumptionStalled",
             "DriftlineWorkerDown", "DriftlineWorkerAbsent", "DriftlineDataAlertOpen",
-            "DriftlineLabelCoverageCollapsed"} <= names
+            "DriftlineLabelCoverageCollapsed", "DriftlineNoProgressWithLag"} <= names
 
 
 def _rules() -> list[dict]:  # type: ignore[type-arg]
@@ -243,6 +243,61 @@ tests:
 
 def test_prediction_side_rules_behave_under_promtool_test_rules(tmp_path: Path) -> None:
     """Outcomes stopping fires the coverage alert; sampled labels, idle history and silent models do not."""
+    _promtool_test_rules(tmp_path, PREDICTION_RULE_TESTS)
+
+
+NO_PROGRESS_RULE_TESTS = """
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      # stuck: messages wait, nothing is committed
+      - series: 'driftline_unread_messages{instance="w1", stage="monitor"}'
+        values: '250x40'
+      - series: 'driftline_committed_messages_total{instance="w1", stage="monitor"}'
+        values: '0x40'
+      # busy but moving: lag, and commits every minute
+      - series: 'driftline_unread_messages{instance="w2", stage="ingest"}'
+        values: '900x40'
+      - series: 'driftline_committed_messages_total{instance="w2", stage="ingest"}'
+        values: '0+500x40'
+      # idle: nothing to read
+      - series: 'driftline_unread_messages{instance="w3", stage="ingest"}'
+        values: '0x40'
+      - series: 'driftline_committed_messages_total{instance="w3", stage="ingest"}'
+        values: '0x40'
+      # crash-looping: restarted every 4 minutes (a gap, the counter back at 0), never commits
+      - series: 'driftline_unread_messages{instance="w4", stage="retrainer"}'
+        values: '40 40 40 _ 40 40 40 _ 40 40 40 _ 40 40 40 _ 40 40 40 _ 40 40 40 _ 40 40 40 _ 40 40 40 _ 40 40 40 _ 40 40 40'
+      - series: 'driftline_committed_messages_total{instance="w4", stage="retrainer"}'
+        values: '0 0 0 _ 0 0 0 _ 0 0 0 _ 0 0 0 _ 0 0 0 _ 0 0 0 _ 0 0 0 _ 0 0 0 _ 0 0 0 _ 0 0 0'
+      # recovers at minute 20: commits again
+      - series: 'driftline_unread_messages{instance="w5", stage="monitor"}'
+        values: '300x40'
+      - series: 'driftline_committed_messages_total{instance="w5", stage="monitor"}'
+        values: '0x20 0+100x20'
+    alert_rule_test:
+      - {eval_time: 4m, alertname: DriftlineNoProgressWithLag, exp_alerts: []}  # pending: for 5m
+      - eval_time: 15m
+        alertname: DriftlineNoProgressWithLag
+        exp_alerts:
+          - exp_labels: {severity: critical, instance: w1, stage: monitor}
+          - exp_labels: {severity: critical, instance: w4, stage: retrainer}
+          - exp_labels: {severity: critical, instance: w5, stage: monitor}
+      - eval_time: 25m
+        alertname: DriftlineNoProgressWithLag
+        exp_alerts:
+          - exp_labels: {severity: critical, instance: w1, stage: monitor}
+          - exp_labels: {severity: critical, instance: w4, stage: retrainer}
+"""
+
+
+def test_no_progress_rule_fires_on_a_stuck_or_crash_looping_stage_only(tmp_path: Path) -> None:
+    """Lag with no commit for minutes fires (across restarts too); a busy, an idle or a recovered stage does not."""
+    _promtool_test_rules(tmp_path, NO_PROGRESS_RULE_TESTS)
+
+
+def _promtool_test_rules(tmp_path: Path, tests_yaml: str) -> None:
     groups = [yaml.safe_load(f.read_text()) for f in sorted(RULES.glob("*.yml"))]
     for doc in groups:  # promtool compares rendered annotations too; the expressions are what is tested here
         for group in doc["groups"]:
@@ -252,7 +307,7 @@ def test_prediction_side_rules_behave_under_promtool_test_rules(tmp_path: Path) 
     for i, doc in enumerate(groups):
         rule_files.append(str(tmp_path / f"rules_{i}.yml"))
         Path(rule_files[-1]).write_text(yaml.safe_dump(doc))
-    tests = yaml.safe_load(PREDICTION_RULE_TESTS)
+    tests = yaml.safe_load(tests_yaml)
     tests["rule_files"] = rule_files
     (tmp_path / "tests.yml").write_text(yaml.safe_dump(tests))
     result = subprocess.run([_tool("promtool"), "test", "rules", str(tmp_path / "tests.yml")],
@@ -293,6 +348,9 @@ def test_compose_file_parses_with_docker_compose_and_has_the_stack() -> None:
         assert services[name]["depends_on"]["topics"]["condition"] == "service_completed_successfully"
         assert services[name]["environment"]["DRIFTLINE_KAFKA_BOOTSTRAP"] == "kafka:19092"
     assert services["topics"]["depends_on"]["kafka"]["condition"] == "service_healthy"
+    for name, port_variable in (("worker", "DRIFTLINE_WEB_PORT"), ("retrainer", "DRIFTLINE_RETRAINER_WEB_PORT")):
+        check = " ".join(services[name]["healthcheck"]["test"])
+        assert f"127.0.0.1:{services[name]['environment'][port_variable]}/ready" in check, check
 
     targets = {t for j in yaml.safe_load((DEPLOY / "prometheus/prometheus.yml").read_text())["scrape_configs"]
                for c in j["static_configs"] for t in c["targets"]}
