@@ -13,7 +13,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from streams.exceptions import KafkaSecurityError, TopicError
 from streams.settings import Settings
 
-__all__ = ["TopicSpec", "connect_admin", "ensure_topics", "faust_topic_specs", "read_partition",
+__all__ = ["AdminConnection", "TopicSpec", "connect_admin", "ensure_topics", "faust_topic_specs", "read_partition",
            "retrainer_topic_specs", "topic_specs"]
 
 # Errors no retry mends: librdkafka would go on reconnecting (and logging) with the same credentials forever.
@@ -55,7 +55,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
-class _Connection:
+class AdminConnection:
     """An admin client that remembers the errors librdkafka reports while it tries to connect."""
 
     def __init__(self, settings: Settings) -> None:
@@ -70,6 +70,17 @@ class _Connection:
                 what = _REFUSED[error.code()].format(user=self.settings.kafka_sasl_username)
                 return KafkaSecurityError(f"Kafka at {self.settings.kafka_bootstrap} {what}: {error.str()}")
         return None
+
+    def metadata(self, timeout: float) -> Any:
+        """One metadata request; refused credentials raise :class:`KafkaSecurityError`, anything else KafkaException."""
+        try:
+            return self.admin.list_topics(timeout=timeout)
+        except KafkaException as exc:
+            self.admin.poll(0)  # serves error_cb
+            refused = self.refusal()
+            if refused is not None:
+                raise refused from exc
+            raise
 
     def list_topics(self, timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -92,7 +103,7 @@ def connect_admin(settings: Settings, timeout: float = 30.0) -> tuple[AdminClien
     Refused credentials or a failed TLS handshake raise :class:`KafkaSecurityError` at the first attempt, so
     that a process started with a wrong password stops at once with one line saying so, rather than retrying.
     """
-    connection = _Connection(settings)
+    connection = AdminConnection(settings)
     return connection.admin, connection.list_topics(timeout)
 
 

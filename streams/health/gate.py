@@ -15,11 +15,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 
 from streams.exceptions import TopicError
 from streams.health.ratelimit import RateLimiter
 from streams.settings import Settings
+from streams.topics import AdminConnection
 
 __all__ = ["GateVerdict", "ReadinessGate", "judge_metadata"]
 
@@ -84,7 +84,7 @@ class ReadinessGate:
         self.expected = dict(expected)
         self._list_topics = list_topics or self._admin_list_topics
         self._clock, self._sleep = clock, sleep
-        self._admin: AdminClient | None = None
+        self._admin: AdminConnection | None = None
         self._log_limiter = RateLimiter(self.LOG_SECONDS)
 
     def wait(self, require_topics: bool = True) -> float:
@@ -118,8 +118,9 @@ class ReadinessGate:
 
     def _admin_list_topics(self, timeout: float) -> dict[str, int]:
         if self._admin is None:
-            self._admin = AdminClient(self.settings.confluent_config())
-        metadata = self._admin.list_topics(timeout=timeout)
+            self._admin = AdminConnection(self.settings)
+        # Refused credentials are not a broker still loading: they raise at once (KafkaSecurityError).
+        metadata = self._admin.metadata(timeout)
         if not metadata.brokers:
             raise KafkaException("no broker in the metadata answer")
         return {name: len(topic.partitions) for name, topic in metadata.topics.items() if topic.error is None}

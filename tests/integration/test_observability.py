@@ -59,7 +59,8 @@ FIRES_AFTER_WORKER_STOPS = {"DriftlineWorkerDown"}
 # Dashboard annotations that mark a promotion: this scenario's coin-flip predictions give the retrainer
 # nothing to learn, so there may be none (tests/integration/test_retrain_loop.py covers promotions).
 SHOWN_ONLY_AFTER_A_PROMOTION = {"driftline-model / annotation Challenger promoted"}
-SILENT_ON_A_HEALTHY_WORKER = {"DriftlineConsumptionStalled", "DriftlineWorkerAbsent", "DriftlineLabelCoverageCollapsed"}
+SILENT_ON_A_HEALTHY_WORKER = {"DriftlineConsumptionStalled", "DriftlineWorkerAbsent", "DriftlineLabelCoverageCollapsed",
+                              "DriftlineNoProgressWithLag"}
 # Rules on retrainer metrics; with a retrainer running, their expressions must evaluate and their selectors have data.
 RETRAINER_RULES = {"DriftlineChallengersKeepLosing", "DriftlineRetrainTriggerUnhandled"}
 N_EVENTS, N_GARBAGE, N_ORPHANS = 6000, 200, 3
