@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from detectors.monitors.signed_state import MIN_KEY_BYTES
 from schemas.exceptions import ConfigError
 from schemas.topics import TopicNames
 from streams.exceptions import IncompleteSettings
@@ -72,6 +73,10 @@ class Settings(BaseSettings):
     checkpoint_seconds: Annotated[float, Field(gt=0, le=3600)] = 10.0
     # Prediction ids remembered per model to drop examples re-published by a restarted ingest stage.
     checkpoint_dedupe_ids: Annotated[int, Field(ge=0, le=1_000_000)] = 5000
+    # The secret that signs the monitor-state checkpoints (HMAC-SHA-256): a checkpoint is unpickled only once its
+    # signature matches.  Unset, a key is generated into data_dir/state.key (0600) and reused; workers that share
+    # an app id must share one key, or each rejects (and cold-starts) the others' checkpoints after a rebalance.
+    state_key: Annotated[SecretStr, Field(min_length=MIN_KEY_BYTES)] | None = None
 
     # The retrainer service (``driftline retrainer``) and the apps that serve its models.
     retrainer_data_dir: Path = Path(".driftline/retrainer")
