@@ -24,9 +24,8 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 import faust
-from pydantic import TypeAdapter
 
-from detectors.ingest.merge import Held, MonitorInputOrder
+from detectors.ingest.merge import Held, MonitorInputOrder, decode_monitor_input
 from detectors.ingest.stage import RawRecord
 from detectors.monitors.checkpoint import Checkpointer
 from detectors.monitors.episodes import MonitorResult
@@ -34,8 +33,8 @@ from detectors.monitors.monitor_set import MonitorSet
 from detectors.monitors.performance_monitor import ModelMonitor
 from detectors.registry import build_detector
 from schemas.config import MonitorConfig
-from schemas.decoding import Rejection, decode
-from schemas.events import LabelledExample, MonitorBatch, PredictionEvent
+from schemas.decoding import Rejection
+from schemas.events import LabelledExample, PredictionEvent
 from streams.cloudevents import cloudevents_headers
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
@@ -55,7 +54,6 @@ from streams.worker.totals import Totals
 __all__ = ["MonitorService"]
 
 log = logging.getLogger(__name__)
-_MONITOR_BATCH = TypeAdapter(MonitorBatch)
 Dead = tuple[RawRecord[SourceRef], Rejection]
 
 
@@ -196,7 +194,7 @@ class MonitorService:
             self._held.append(event)
             decoded = self._handoff.take(partition, offset, event.value) if self._handoff is not None else None
             if decoded is None:
-                decoded = decode(_MONITOR_BATCH, event.value, self._max_bytes)
+                decoded = decode_monitor_input(event.value, self._max_bytes, self.settings.partitions)
             if isinstance(decoded, Rejection):
                 dead.append((RawRecord("prediction", event.value, source_ref(event)), decoded))
                 continue
