@@ -116,6 +116,12 @@ class WorkerMetrics:
             "driftline_events_replayed", "Events read again after a restart or a rebalance and skipped: the join's "
             "changelog shows they were handled before.", ["source"], registry=r,
         )
+        # Apart from driftline_events_dead_lettered_total, so that in = processed + dead-lettered + expired still
+        # holds per source: these were never source events (a foreign producer's garbage on our own topics).
+        self.internal_dead_lettered = Counter(
+            "driftline_internal_dead_lettered", "Messages on an internal topic (monitor-input) sent to the dead-letter "
+            "topic: not written by Driftline.", ["topic", "reason"], registry=r,
+        )
         self.state_rejected = Counter(
             "driftline_state_rejected", "Records of a changelog (the monitor state's, the join's) refused on restore "
             "and never loaded: unsigned, a signature that does not match, or undecodable. Their state starts cold.",
@@ -244,6 +250,8 @@ class WorkerMetrics:
             self.events_replayed.labels(source)
             for kind in reject_kinds:
                 self.events_dead_lettered.labels(source, kind)
+        for kind in reject_kinds:
+            self.internal_dead_lettered.labels("monitor-input", kind)
         for model, (metric, detectors) in models.items():
             self.examples.labels(model)
             self.examples_rejected.labels(model)

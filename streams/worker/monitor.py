@@ -289,6 +289,7 @@ class MonitorService:
         for record, rejection in dead:
             outbox.add(names.deadletter, record.ref.key, record.value,
                        dead_letter_headers(record.ref, rejection, "monitor"))
+            metrics.internal_dead_lettered.labels("monitor-input", rejection.kind).inc()
         if result.n_unmonitored:
             metrics.examples_unmonitored.inc(result.n_unmonitored)
         for model in self.monitors.monitors:
