@@ -41,7 +41,9 @@ def worker_env(settings: Settings, config: Path, data_dir: Path) -> dict[str, st
     return {"DRIFTLINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "DRIFTLINE_TOPIC_PREFIX": settings.topic_prefix,
             "DRIFTLINE_APP_ID": settings.app_id, "DRIFTLINE_MONITOR_CONFIG": str(config),
             "DRIFTLINE_DATA_DIR": str(data_dir), "DRIFTLINE_WEB_PORT": str(free_port()),
-            "DRIFTLINE_PARTITIONS": str(settings.partitions)}
+            "DRIFTLINE_PARTITIONS": str(settings.partitions),
+            # Workers of one app id share the key that signs their checkpoints (README: set one shared key).
+            "DRIFTLINE_STATE_KEY": f"benchmark state key of {settings.app_id}"}
 
 
 def end_offsets(bootstrap: str, topic: str, partitions: int) -> list[int]:

@@ -13,7 +13,17 @@ from datetime import datetime
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+import re
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+)
 
 __all__ = [
     "Alert",
@@ -36,8 +46,12 @@ MAX_FEATURES = 256
 MAX_CLASSES = 1000
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+# A pattern's "$" also matches before a final newline in Python's re (which jsonschema uses), not in pydantic's
+# Rust regex nor in ECMA-262, which JSON Schema specifies: "not" says so for every validator.
+_NO_NEWLINE = {"not": {"pattern": "\n"}}
 # Names become Prometheus label values and Kafka keys: keep them short and tame.
-Name = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"),
+                 Field(json_schema_extra=_NO_NEWLINE)]
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 ShortText = Annotated[str, StringConstraints(max_length=1024)]
 FeatureName = Annotated[str, StringConstraints(min_length=1, max_length=128)]
@@ -45,6 +59,42 @@ FeatureValue = bool | int | FiniteFloat | ShortText | None
 # A label or a regression target: a class name, a class index, a flag or a number.
 Label = bool | int | FiniteFloat | Annotated[str, StringConstraints(min_length=1, max_length=256)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+
+#: RFC 3339's date-time, which JSON Schema's "date-time" format names, its offset required and its letters upper-case
+#: (as the rfc3339-validator package that jsonschema uses wants them).  pydantic alone also takes "2026-01-01 09:00Z",
+#: "+0000" offsets and times without seconds, which standard validators refuse.
+RFC3339_DATE_TIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+_RFC3339 = re.compile(RFC3339_DATE_TIME)
+
+
+def _rfc3339_text(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    if not _RFC3339.fullmatch(value):
+        raise ValueError("not an RFC 3339 date-time with a time zone, e.g. 2026-01-01T09:00:00Z")
+    # Parsed here (C code, a third of a microsecond): past a validator the value is Python, where strict mode
+    # takes no str.  Beyond 6 digits, fractions of a second are cut, as Python's datetime holds no more.
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError(f"not a valid date-time: {exc}") from None
+
+
+def _json_integer(value: Any) -> Any:
+    # JSON Schema's "integer" is any number with no fractional part (1.0 too), but never true or false; strict
+    # pydantic would take true (True == 1 in Python) for Literal[1] and refuse 1.0.
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not a boolean")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+#: An event time: timezone-aware, and written in RFC 3339 (as JSON Schema's "date-time" and Python's isoformat()).
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text), WithJsonSchema(
+    {"type": "string", "format": "date-time", "pattern": RFC3339_DATE_TIME, **_NO_NEWLINE})]
+Version1 = Annotated[Literal[1], BeforeValidator(_json_integer)]
+Count = Annotated[int, Field(ge=0), BeforeValidator(_json_integer)]
 
 #: The two sides of the join: a prediction, and its outcome (the ground truth).
 Side = Literal["prediction", "outcome"]
@@ -81,11 +131,11 @@ class PredictionEvent(_Event):
     ('asr', 21.5, 1)
     """
 
-    schema_version: Literal[1] = 1
+    schema_version: Version1 = 1
     prediction_id: Identifier
     model: Name
     model_version: Name
-    event_time: AwareDatetime
+    event_time: Timestamp
     features: Annotated[dict[FeatureName, FeatureValue], Field(max_length=MAX_FEATURES)] = Field(default_factory=dict)
     prediction: Label
     probabilities: Annotated[dict[Annotated[str, StringConstraints(min_length=1, max_length=256)], Probability], Field(max_length=MAX_CLASSES)] | None = None
@@ -96,16 +146,16 @@ class PredictionEvent(_Event):
 class OutcomeEvent(_Event):
     """The ground truth for one earlier prediction, which may arrive first."""
 
-    schema_version: Literal[1] = 1
+    schema_version: Version1 = 1
     prediction_id: Identifier
-    event_time: AwareDatetime
+    event_time: Timestamp
     actual: Label
 
 
 class LabelledExample(_Event):
     """A prediction joined with its outcome: what monitors and the retrainer learn from."""
 
-    schema_version: Literal[1] = 1
+    schema_version: Version1 = 1
     prediction: PredictionEvent
     outcome: OutcomeEvent
 
@@ -136,17 +186,17 @@ class MonitorBatch(_Event):
     ingest workers back into one event-time order with it.
     """
 
-    schema_version: Literal[1] = 1
+    schema_version: Version1 = 1
     model: Name | None = None
     predictions: Annotated[list[PredictionEvent], Field(max_length=MAX_BATCH_ITEMS)] = Field(default_factory=list)
     labelled: Annotated[list[LabelledExample], Field(max_length=MAX_BATCH_ITEMS)] = Field(default_factory=list)
-    watermarks: Annotated[dict[Annotated[str, StringConstraints(max_length=64)], AwareDatetime], Field(max_length=10_000)] = Field(default_factory=dict)
+    watermarks: Annotated[dict[Annotated[str, StringConstraints(max_length=64)], Timestamp], Field(max_length=10_000)] = Field(default_factory=dict)
 
 
 class Alert(_Event):
     """A monitor's verdict on one model, fired once and resolved once per episode."""
 
-    schema_version: Literal[1] = 1
+    schema_version: Version1 = 1
     alert_id: Identifier
     status: AlertStatus
     kind: AlertKind
@@ -159,7 +209,7 @@ class Alert(_Event):
     feature: FeatureName | None = Field(default=None, description="The feature a drift, outlier or trend alert is about.")
     statistic: FiniteFloat
     threshold: FiniteFloat
-    event_time: AwareDatetime = Field(description="Event time of the event that triggered this status change.")
+    event_time: Timestamp = Field(description="Event time of the event that triggered this status change.")
     episode_id: Identifier = Field(description="Shared by the fired alert and the resolved alert that closes it.")
     message: ShortText
 
@@ -167,30 +217,30 @@ class Alert(_Event):
 class RetrainTrigger(_Event):
     """A request to the retrainer to train a challenger for one model."""
 
-    schema_version: Literal[1] = 1
+    schema_version: Version1 = 1
     trigger_id: Identifier
     model: Name
     reason: RetrainReason
     alert_ids: Annotated[list[Identifier], Field(max_length=100)] = Field(default_factory=list)
-    data_from: AwareDatetime = Field(description="Train on examples with event time at or after this.")
-    event_time: AwareDatetime
+    data_from: Timestamp = Field(description="Train on examples with event time at or after this.")
+    event_time: Timestamp
     message: ShortText = ""
 
 
 class ModelVersion(_Event):
     """One registered version of a model and its lineage."""
 
-    schema_version: Literal[1] = 1
+    schema_version: Version1 = 1
     model: Name
     version: Name
     status: Literal["candidate", "promoted", "rejected", "rolled_back"]
     parent_version: Name | None = None
     trigger_id: Identifier | None = None
     alert_ids: Annotated[list[Identifier], Field(max_length=100)] = Field(default_factory=list)
-    created_at: AwareDatetime
-    data_from: AwareDatetime | None = None
-    data_to: AwareDatetime | None = None
-    n_examples: Annotated[int, Field(ge=0)] = 0
+    created_at: Timestamp
+    data_from: Timestamp | None = None
+    data_to: Timestamp | None = None
+    n_examples: Count = 0
     metrics: Annotated[dict[Name, FiniteFloat], Field(max_length=64)] = Field(default_factory=dict)
     artifact_uri: ShortText | None = None
     sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = None

@@ -38,6 +38,7 @@ from streams.worker.handoff import BatchHandoff
 from streams.worker.ingest import IngestThread
 from streams.worker.monitor import MonitorService
 from streams.worker.outbox import Outbox
+from streams.worker.state import MonitorState, state_signer
 
 __all__ = ["DriftlineWorker", "create_app", "start_watchdog"]
 
@@ -152,9 +153,10 @@ def _add_monitor(app: faust.App, settings: Settings, config: MonitorConfig, metr
         f"{settings.app_id}-monitor-state-changelog", partitions=settings.partitions, compacting=True, deleting=False,
         internal=True, allow_empty=True, acks=False, maxsize=131_072, **raw,
     )
-    state_table = app.Table("monitor-state", partitions=settings.partitions, changelog_topic=state_changelog,
-                            help="Monitor state checkpoints")
-    monitor_service = MonitorService(settings, config, metrics, Outbox(app), app, state_table, handoff)
+    state = MonitorState(state_signer(settings), metrics)
+    state.table = app.Table("monitor-state", partitions=settings.partitions, changelog_topic=state_changelog,
+                            help="Monitor state checkpoints", on_changelog_event=state.on_changelog_event)
+    monitor_service = MonitorService(settings, config, metrics, Outbox(app), app, state, handoff)
     metrics.declare(monitor_service.metric_series(), get_args(RejectionKind))
     metrics.declare_predictions(config)
 

@@ -14,6 +14,7 @@ import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
@@ -41,6 +42,11 @@ class LoggerStats:
     @property
     def n_in_flight(self) -> int:
         return self.n_accepted - self.n_delivered - self.n_failed
+
+
+def _wire_value(value: object) -> str:
+    # str() of a datetime has a space where RFC 3339 (the contract's date-time) wants a "T".
+    return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
 class PredictionLogger:
@@ -106,8 +112,8 @@ class PredictionLogger:
             elif isinstance(event, BaseModel):
                 raise TypeError(f"expected a {kind.__name__}, got a {type(event).__name__}")
             else:
-                # Dicts are read as the wire format (ISO times as strings), as from json.loads.
-                valid = kind.model_validate_json(json.dumps(event, default=str))
+                # Dicts are read as the wire format (RFC 3339 times as strings), as from json.loads.
+                valid = kind.model_validate_json(json.dumps(event, default=_wire_value))
             value = valid.model_dump_json().encode()
             if len(value) > self.max_event_bytes:
                 raise ValueError(f"event of {len(value)} bytes exceeds max_event_bytes={self.max_event_bytes}")

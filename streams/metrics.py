@@ -8,7 +8,7 @@ from collections import Counter as Tally
 from collections.abc import Mapping, Callable, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
@@ -16,6 +16,7 @@ from detectors.monitors.data_monitor import (
     ESTIMATED, FEATURE_DRIFT, NEW_CATEGORY, OUTLIERS, PREDICTION_DRIFT, TREND, DataMonitor,
 )
 from detectors.monitors.monitor_set import MonitorSet
+from detectors.monitors.signed_state import StateRejectionKind
 from schemas.config import ModelSpec, MonitorConfig
 from schemas.events import SIDES, PredictionEvent
 from streams.health.liveness import HealthMetrics
@@ -26,6 +27,8 @@ __all__ = ["WorkerMetrics"]
 _Key = tuple[str, str, str]
 # DataMonitor records no statistic for these monitors (their alarms are per event); no gauge is declared for them.
 _NO_STATISTIC = frozenset({OUTLIERS, TREND})
+# The reasons a changelog record is refused on restore, per state: the join's records carry no signature.
+STATE_REJECTIONS = {"monitor": get_args(StateRejectionKind), "join": ("undecodable",)}
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,17 @@ class WorkerMetrics:
         self.events_replayed = Counter(
             "driftline_events_replayed", "Events read again after a restart or a rebalance and skipped: the join's "
             "changelog shows they were handled before.", ["source"], registry=r,
+        )
+        # Apart from driftline_events_dead_lettered_total, so that in = processed + dead-lettered + expired still
+        # holds per source: these were never source events (a foreign producer's garbage on our own topics).
+        self.internal_dead_lettered = Counter(
+            "driftline_internal_dead_lettered", "Messages on an internal topic (monitor-input) sent to the dead-letter "
+            "topic: not written by Driftline.", ["topic", "reason"], registry=r,
+        )
+        self.state_rejected = Counter(
+            "driftline_state_rejected", "Records of a changelog (the monitor state's, the join's) refused on restore "
+            "and never loaded: unsigned, a signature that does not match, or undecodable. Their state starts cold.",
+            ["state", "reason"], registry=r,
         )
         self.late = Counter(
             "driftline_events_late", "Examples and predictions that reached an ordering stage after its watermark "
@@ -229,6 +243,9 @@ class WorkerMetrics:
         """
         for stage in ("ingest", "monitor"):
             self.late.labels(stage)
+        for state, reasons in STATE_REJECTIONS.items():
+            for reason in reasons:
+                self.state_rejected.labels(state, reason)
         for source in SIDES:
             self.events_read.labels(source)
             self.events_processed.labels(source)
@@ -238,6 +255,8 @@ class WorkerMetrics:
             self.events_replayed.labels(source)
             for kind in reject_kinds:
                 self.events_dead_lettered.labels(source, kind)
+        for kind in reject_kinds:
+            self.internal_dead_lettered.labels("monitor-input", kind)
         for model, (metric, detectors) in models.items():
             self.examples.labels(model)
             self.examples_rejected.labels(model)

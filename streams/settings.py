@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from detectors.monitors.signed_state import MIN_KEY_BYTES
 from schemas.exceptions import ConfigError
 from schemas.topics import TopicNames
 from streams.exceptions import IncompleteSettings
@@ -86,6 +87,10 @@ class Settings(BaseSettings):
     # committed, for this long exits non-zero for its supervisor to restart it (crash-only recovery; the
     # changelogs make a restart safe).  Default: four session timeouts.  0 turns it off.
     watchdog_seconds: Annotated[float, Field(ge=0, le=86400)] | None = None
+    # The secret that signs the monitor-state checkpoints (HMAC-SHA-256): a checkpoint is unpickled only once its
+    # signature matches.  Unset, a key is generated into data_dir/state.key (0600) and reused; workers that share
+    # an app id must share one key, or each rejects (and cold-starts) the others' checkpoints after a rebalance.
+    state_key: Annotated[SecretStr, Field(min_length=MIN_KEY_BYTES)] | None = None
 
     # The retrainer service (``driftline retrainer``) and the apps that serve its models.
     retrainer_data_dir: Path = Path(".driftline/retrainer")

@@ -54,11 +54,15 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Annotated, TypeVar
 
-from schemas.events import Side
+from pydantic import AwareDatetime, BaseModel, Field, TypeAdapter, ValidationError
+
+from schemas.events import SIDES, Side
 
 __all__ = ["POSITION_KEY", "JoinLog", "PendingEntry", "Rebuilt", "Step", "entry_key", "rebuild"]
 
+T = TypeVar("T")
 Key = tuple[Side, str]
 Record = tuple[bytes, bytes | None]
 
@@ -73,11 +77,6 @@ def entry_key(side: Side, prediction_id: str) -> bytes:
     b'outcome/p-9'
     """
     return f"{side}/{prediction_id}".encode()
-
-
-def _parse_key(key: bytes) -> Key:
-    side, _, prediction_id = key.decode().partition("/")
-    return side, prediction_id  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -113,6 +112,8 @@ class Rebuilt:
     seq: int = -1
     #: Keys resolved by that step: the next step writes their tombstones.
     resolved: list[Key] = field(default_factory=list)
+    #: Records left out, not written by this code (a foreign producer's): their keys and why.
+    refused: list[tuple[bytes | None, str]] = field(default_factory=list)
 
     def is_replayed(self, side: str, offset: int) -> bool:
         """Whether a source record read again is already reflected in this state (so must be skipped)."""
@@ -173,34 +174,90 @@ class JoinLog:
         return Step(entries, [(POSITION_KEY, json.dumps(position).encode())])
 
 
+class _Position(BaseModel, frozen=True):
+    seq: Annotated[int, Field(ge=0)]
+    next_offsets: dict[Side, Annotated[int, Field(ge=0)]]
+    clocks: dict[Side, AwareDatetime | None]
+
+
+class _Resolved(BaseModel, frozen=True):
+    seq: int
+    keys: list[tuple[Side, str]]
+
+
+class _EntryHeader(BaseModel, frozen=True):
+    seq: Annotated[int, Field(ge=0)]
+    offset: Annotated[int, Field(ge=0)]
+
+
+_POSITION, _RESOLVED, _HEADER = TypeAdapter(_Position), TypeAdapter(_Resolved), TypeAdapter(_EntryHeader)
+
+
+class _Refused(ValueError):
+    """A changelog record this code did not write: a foreign producer's, or another version's."""
+
+
+def _parsed(adapter: TypeAdapter[T], blob: bytes, what: str) -> T:
+    try:
+        return adapter.validate_json(blob)
+    except ValidationError as exc:
+        raise _Refused(f"{what}: {exc.errors(include_url=False)[0]['msg']}") from exc
+
+
+def _pending_entry(key: bytes, value: bytes) -> tuple[_EntryHeader, PendingEntry]:
+    try:
+        side, _, prediction_id = key.decode().partition("/")
+    except UnicodeDecodeError as exc:
+        raise _Refused("entry key is not UTF-8") from exc
+    if side not in SIDES or not prediction_id:
+        raise _Refused("key is neither position, resolved/<n> nor <side>/<prediction id>")
+    header, _, raw = value.partition(b"\n")
+    meta = _parsed(_HEADER, header, "entry header")
+    return meta, PendingEntry(side, prediction_id, meta.offset, raw)
+
+
 def rebuild(records: Iterable[Record]) -> Rebuilt:
-    """A partition's state from its changelog records, in offset order (compacted or not)."""
+    """A partition's state from its changelog records, in offset order (compacted or not).
+
+    Records this code did not write (a foreign producer's garbage) are left out and listed in ``refused``; a
+    refused position record leaves nothing to trust, so the partition starts empty.
+    """
     latest: dict[bytes, bytes | None] = {}
+    refused: list[tuple[bytes | None, str]] = []
     for key, value in records:
-        latest[key] = value
+        if key is None:
+            refused.append((key, "record without a key"))
+        else:
+            latest[key] = value
     position_blob = latest.pop(POSITION_KEY, None)
     if position_blob is None:
-        return Rebuilt()
-    position = json.loads(position_blob)
+        return Rebuilt(refused=refused)
+    try:
+        position = _parsed(_POSITION, position_blob, "position")
+    except _Refused as exc:
+        return Rebuilt(refused=[*refused, (POSITION_KEY, str(exc))])
     resolved: set[Key] = set()
     for key in [k for k in latest if k.startswith(_RESOLVED_PREFIX)]:
-        chunk = json.loads(latest.pop(key) or b'{"seq": -1}')
-        if chunk["seq"] == position["seq"]:  # earlier steps' keys have their tombstones written
-            resolved.update((side, pid) for side, pid in chunk["keys"])
-    out = Rebuilt(
-        next_offsets={side: int(o) for side, o in position["next_offsets"].items()},
-        clocks={side: datetime.fromisoformat(c) if c else None for side, c in position["clocks"].items()},
-        seq=int(position["seq"]),
-        resolved=sorted(resolved),
-    )
+        blob = latest.pop(key)
+        try:
+            chunk = _parsed(_RESOLVED, blob, "resolved keys") if blob else None
+        except _Refused as exc:
+            refused.append((key, str(exc)))
+            continue
+        if chunk is not None and chunk.seq == position.seq:  # earlier steps' keys have their tombstones written
+            resolved.update(chunk.keys)
+    out = Rebuilt(next_offsets={str(side): o for side, o in position.next_offsets.items()},
+                  clocks={str(side): c for side, c in position.clocks.items()}, seq=position.seq,
+                  resolved=sorted(resolved), refused=refused)
     for key, value in latest.items():
         if value is None:
             continue
-        side, pid = _parse_key(key)
-        header, _, raw = value.partition(b"\n")
-        meta = json.loads(header)
-        if meta["seq"] > out.seq or (side, pid) in resolved:
-            continue  # logged by a step the crash cut short, or resolved by the last step
-        out.pending.append(PendingEntry(side, pid, int(meta["offset"]), raw))
+        try:
+            meta, entry = _pending_entry(key, value)
+        except _Refused as exc:
+            refused.append((key, str(exc)))
+            continue
+        if meta.seq <= out.seq and (entry.side, entry.prediction_id) not in resolved:
+            out.pending.append(entry)  # else logged by a step the crash cut short, or resolved by the last step
     out.pending.sort(key=lambda e: (e.side, e.offset))
     return out

@@ -8,10 +8,13 @@ from datetime import datetime, timezone
 from typing import Generic, TypeVar
 
 from detectors.ingest.ordering import EventTimeReorderer
+from pydantic import TypeAdapter
+
 from detectors.ingest.stage import Source
+from schemas.decoding import Rejection, decode
 from schemas.events import SIDES, LabelledExample, MonitorBatch, PredictionEvent
 
-__all__ = ["NOTHING_SENT", "Held", "MonitorInputOrder", "source_name"]
+__all__ = ["NOTHING_SENT", "Held", "MonitorInputOrder", "decode_monitor_input", "source_name"]
 
 Ref = TypeVar("Ref")
 
@@ -28,6 +31,31 @@ def source_name(source: Source) -> str:
     """
     side, partition = source
     return f"{side}/{partition}"
+
+
+_MONITOR_BATCH = TypeAdapter(MonitorBatch)
+
+
+def decode_monitor_input(raw: bytes | None, max_bytes: int, n_partitions: int) -> MonitorBatch | Rejection:
+    """A monitor-input message, or why it is refused: the schema, and watermarks of this deployment's sources only.
+
+    The topic is ours, but anyone allowed to produce to it can write there; a watermark of a source partition
+    that does not exist would otherwise stop the merge.
+
+    >>> list(decode_monitor_input(b'{"watermarks": {"prediction/1": "2026-01-01T00:00:00Z"}}', 1024, 2).watermarks)
+    ['prediction/1']
+    >>> print(decode_monitor_input(b'{"watermarks": {"prediction/7": "2026-01-01T00:00:00Z"}}', 1024, 2).reason)
+    watermarks: 'prediction/7' is not a source partition (sides prediction and outcome, partitions 0 to 1)
+    """
+    decoded = decode(_MONITOR_BATCH, raw, max_bytes)
+    if isinstance(decoded, Rejection):
+        return decoded
+    known = {source_name((side, p)) for p in range(n_partitions) for side in SIDES}
+    unknown = sorted(set(decoded.watermarks) - known)
+    if unknown:
+        return Rejection("schema", f"watermarks: {unknown[0]!r} is not a source partition (sides "
+                                   f"{' and '.join(SIDES)}, partitions 0 to {n_partitions - 1})")
+    return decoded
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,9 @@ Items arrive in messages but are scored later, once the watermarks pass them
 (:class:`~detectors.ingest.merge.MonitorInputOrder`); ``next_offset`` stays at the
 oldest message with an item still waiting, so a crash never loses one.
 
+Each record is signed (:mod:`detectors.monitors.signed_state`) and its signature checked before it is
+unpickled: the changelog is a Kafka topic, and a pickle from anyone else could run code in the worker.
+
 Everything here is pure and has no Kafka in it.
 """
 
@@ -32,6 +35,7 @@ from dataclasses import dataclass, field
 from detectors.monitors.data_monitor import DataMonitor
 from detectors.monitors.monitor_set import MonitorSet
 from detectors.monitors.performance_monitor import ModelMonitor
+from detectors.monitors.signed_state import StateRejection, StateSigner
 
 __all__ = ["Checkpoint", "Checkpointer", "RecentIds", "decode_checkpoint", "encode_checkpoint"]
 
@@ -90,20 +94,30 @@ class Checkpoint:
     n_predictions: int = 0
 
 
-def encode_checkpoint(checkpoint: Checkpoint) -> bytes:
-    """Bytes for the state table: a format tag and the compressed pickle."""
-    return _MAGIC + zlib.compress(pickle.dumps(checkpoint, protocol=pickle.HIGHEST_PROTOCOL))
+def encode_checkpoint(checkpoint: Checkpoint, signer: StateSigner) -> bytes:
+    """Bytes for the state table: the compressed pickle behind a format tag, signed under the model's name."""
+    payload = _MAGIC + zlib.compress(pickle.dumps(checkpoint, protocol=pickle.HIGHEST_PROTOCOL))
+    return signer.sign(checkpoint.model.encode(), payload)
 
 
-def decode_checkpoint(blob: bytes | None) -> Checkpoint | None:
-    """The checkpoint in ``blob``, or None if it is missing or not in a format this code wrote."""
-    if not blob or not blob.startswith(_MAGIC):
-        return None
+def decode_checkpoint(blob: bytes | None, signer: StateSigner, record_key: bytes | None) -> Checkpoint | StateRejection:
+    """The checkpoint in ``blob`` (the value of ``record_key``), or why it is refused.
+
+    The signature is checked first: the bytes of a record without a valid one are never decompressed,
+    let alone unpickled.
+    """
+    payload = signer.verify(record_key, blob)
+    if isinstance(payload, StateRejection):
+        return payload
+    if not payload.startswith(_MAGIC):
+        return StateRejection("undecodable", "signed, but not a checkpoint")
     try:
-        checkpoint = pickle.loads(zlib.decompress(blob[len(_MAGIC):]))
-    except Exception:  # a corrupt or incompatible checkpoint means a cold start, not a crash loop
-        return None
-    return checkpoint if isinstance(checkpoint, Checkpoint) else None
+        checkpoint = pickle.loads(zlib.decompress(payload[len(_MAGIC):]))
+    except Exception as exc:  # signed by us, yet unreadable (another version's classes): a cold start, not a crash loop
+        return StateRejection("undecodable", f"signed, but cannot be loaded: {type(exc).__name__}")
+    if not isinstance(checkpoint, Checkpoint) or checkpoint.model.encode() != record_key:
+        return StateRejection("undecodable", "signed, but not the checkpoint of its key's model")
+    return checkpoint
 
 
 class Checkpointer:

@@ -194,11 +194,20 @@ class IngestService:
         # runs in the ingest thread, and librdkafka keeps the group's heartbeats going meanwhile.
         records = read_partition(self.settings, self.settings.join_state_topic, partition)
         rebuilt = rebuild(records)
+        if rebuilt.refused:
+            self._report_refused(partition, rebuilt.refused)
         waiting = [RawRecord(e.side, e.value, SourceRef(self._topic_of_side[e.side], partition, e.offset,
                                                         e.prediction_id.encode()), partition)
                    for e in rebuilt.pending]
         restored = self.join.restore(partition, waiting, rebuilt.clocks, wall)  # type: ignore[arg-type]
         return len(records), rebuilt, restored
+
+    def _report_refused(self, partition: int, refused: Sequence[tuple[bytes | None, str]]) -> None:
+        # One line per rebuild, however many there are: a flood of garbage must not flood the log too.
+        self.metrics.state_rejected.labels("join", "undecodable").inc(len(refused))
+        key, reason = refused[0]
+        log.warning("%s[%d]: %d records not written by Driftline left out of the join's state, e.g. key %.80r: %s",
+                    self.settings.join_state_topic, partition, len(refused), key, reason)
 
     def _fresh(self, records: Sequence[RawRecord[SourceRef]]) -> list[RawRecord[SourceRef]]:
         """The records the join's changelog does not hold yet; those it does (read again) are only counted."""

@@ -24,18 +24,17 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 import faust
-from pydantic import TypeAdapter
 
-from detectors.ingest.merge import Held, MonitorInputOrder
+from detectors.ingest.merge import Held, MonitorInputOrder, decode_monitor_input
 from detectors.ingest.stage import RawRecord
-from detectors.monitors.checkpoint import Checkpointer, decode_checkpoint, encode_checkpoint
+from detectors.monitors.checkpoint import Checkpointer
 from detectors.monitors.episodes import MonitorResult
 from detectors.monitors.monitor_set import MonitorSet
 from detectors.monitors.performance_monitor import ModelMonitor
 from detectors.registry import build_detector
 from schemas.config import MonitorConfig
-from schemas.decoding import Rejection, decode
-from schemas.events import LabelledExample, MonitorBatch, PredictionEvent
+from schemas.decoding import Rejection
+from schemas.events import LabelledExample, PredictionEvent
 from streams.cloudevents import cloudevents_headers
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
@@ -49,12 +48,12 @@ from streams.worker.messages import (
 )
 from streams.worker.handoff import BatchHandoff, handoff_key
 from streams.worker.outbox import Outbox
+from streams.worker.state import MonitorState
 from streams.worker.totals import Totals
 
 __all__ = ["MonitorService"]
 
 log = logging.getLogger(__name__)
-_MONITOR_BATCH = TypeAdapter(MonitorBatch)
 Dead = tuple[RawRecord[SourceRef], Rejection]
 
 
@@ -75,14 +74,15 @@ class MonitorService:
         Where alerts, triggers, dead letters and checkpoints go; sent before a step ends.
     app
         The Faust app: its consumer's high-water marks, and whether it is stopping or rebalancing.
-    state_table
-        The monitor-state table; only its changelog's name and what recovery read into it are used.
+    state
+        The monitor-state table (its changelog's name and what recovery read into it), and how its records are
+        signed and verified.
     handoff
         Where this process's ingest stage leaves the batches it wrote, decoded, when it runs here too.
     """
 
     def __init__(self, settings: Settings, config: MonitorConfig, metrics: WorkerMetrics, outbox: Outbox,
-                 app: faust.App, state_table: Any, handoff: BatchHandoff | None = None) -> None:
+                 app: faust.App, state: MonitorState, handoff: BatchHandoff | None = None) -> None:
         self.settings = settings
         self.topics = settings.topics
         self.metrics = metrics
@@ -90,7 +90,7 @@ class MonitorService:
         self.checkpointer = Checkpointer(settings.checkpoint_seconds, settings.checkpoint_dedupe_ids)
         self._outbox = outbox
         self._app = app
-        self._state_table = state_table
+        self._state = state
         # Batches this process's ingest stage wrote, decoded already (None: it runs elsewhere).
         self._handoff = handoff
         # One merge per monitor-input partition: a partition's models need its own order only, and a watermark
@@ -197,7 +197,7 @@ class MonitorService:
                 decoded = self._handoff.take(partition, handoff_key(event.message.headers), event.value)
             self.metrics.monitor_input_batches.labels("decoded" if decoded is None else "handed").inc()
             if decoded is None:
-                decoded = decode(_MONITOR_BATCH, event.value, self._max_bytes)
+                decoded = decode_monitor_input(event.value, self._max_bytes, self.settings.partitions)
             if isinstance(decoded, Rejection):
                 dead.append((RawRecord("prediction", event.value, source_ref(event)), decoded))
                 continue
@@ -292,6 +292,7 @@ class MonitorService:
         for record, rejection in dead:
             outbox.add(names.deadletter, record.ref.key, record.value,
                        dead_letter_headers(record.ref, rejection, "monitor"))
+            metrics.internal_dead_lettered.labels("monitor-input", rejection.kind).inc()
         if result.n_unmonitored:
             metrics.examples_unmonitored.inc(result.n_unmonitored)
         for model in self.monitors.monitors:
@@ -303,10 +304,7 @@ class MonitorService:
     # -- checkpoints -----------------------------------------------------------
 
     def _restore_partition(self, partition: int) -> None:
-        for blob in list(self._state_table.data.values()):
-            checkpoint = decode_checkpoint(blob)
-            if checkpoint is None or checkpoint.partition != partition:
-                continue
+        for checkpoint in self._state.checkpoints(partition):  # verified: refused records are counted there
             current = self.monitors.monitors.get(checkpoint.model)
             if current is None:
                 continue
@@ -330,10 +328,10 @@ class MonitorService:
         model's state after each alert cost a fifth of the worker's time with 1,000 models.
         """
         snapshots = self.checkpointer.snapshot(self.monitors, time.time(), only)
-        topic = self._state_table.changelog_topic.get_topic_name()
+        topic = self._state.topic
         # Encoded before any await: the monitors must not change between snapshot and bytes.
         for c in snapshots:
-            self._outbox.add(topic, c.model.encode(), encode_checkpoint(c), partition=c.partition)
+            self._outbox.add(topic, c.model.encode(), self._state.encode(c), partition=c.partition)
         written = {c.model: c.next_offset for c in snapshots}
         seen = {c.model: c.monitor.n_seen for c in snapshots}
         done: list[Any] = []

@@ -62,6 +62,8 @@ def worker_env(bootstrap: str, run: str, config_path: Path, app: str = "driftlin
         "DRIFTLINE_APP_ID": f"{app}-{run}",
         "DRIFTLINE_MONITOR_CONFIG": str(config_path),
         "DRIFTLINE_BATCH_SECONDS": "0.2",
+        # One key for every worker of the run, as the README asks: each verifies the others' checkpoints.
+        "DRIFTLINE_STATE_KEY": f"test state key of run {run}",
         **{f"DRIFTLINE_{k.upper()}": v for k, v in settings.items()},
     }
 

@@ -6,6 +6,7 @@ import yaml
 
 from detectors.monitors.checkpoint import Checkpoint, Checkpointer, RecentIds, decode_checkpoint, encode_checkpoint
 from detectors.monitors.monitor_set import MonitorSet
+from detectors.monitors.signed_state import StateRejection, StateSigner
 from detectors.registry import build_detector
 from schemas.config import MonitorConfig
 from schemas.events import LabelledExample
@@ -13,6 +14,13 @@ from streams.scenarios import SpeechScenario
 from tests.speech_monitors import SPEECH_MONITORS
 
 CONFIG = MonitorConfig.model_validate(yaml.safe_load(SPEECH_MONITORS))
+SIGNER = StateSigner(b"a test key of 32 bytes, no more.")
+
+
+def _round_trip(snap: Checkpoint) -> Checkpoint:
+    back = decode_checkpoint(encode_checkpoint(snap, SIGNER), SIGNER, snap.model.encode())
+    assert isinstance(back, Checkpoint), back
+    return back
 
 
 def _examples(n: int = 4000, change_at: int = 2000) -> list[LabelledExample]:
@@ -29,13 +37,19 @@ def test_recent_ids_are_bounded_and_drop_repeats() -> None:
 def test_encode_decode_round_trip_and_garbage() -> None:
     monitors = MonitorSet(CONFIG, build_detector)
     monitors.observe(_examples(300))
-    blob = encode_checkpoint(Checkpoint("speech-asr", 2, 300, monitors.monitors["speech-asr"], ["x"]))
-    back = decode_checkpoint(blob)
-    assert back is not None and (back.model, back.partition, back.next_offset, back.recent_ids) == ("speech-asr", 2, 300, ["x"])
+    blob = encode_checkpoint(Checkpoint("speech-asr", 2, 300, monitors.monitors["speech-asr"], ["x"]), SIGNER)
+    back = decode_checkpoint(blob, SIGNER, b"speech-asr")
+    assert isinstance(back, Checkpoint)
+    assert (back.model, back.partition, back.next_offset, back.recent_ids) == ("speech-asr", 2, 300, ["x"])
     assert back.monitor.n_seen == 300 and back.monitor.spec == monitors.monitors["speech-asr"].spec
-    assert decode_checkpoint(None) is None
-    assert decode_checkpoint(b"not a checkpoint") is None
-    assert decode_checkpoint(blob[:20]) is None
+    kinds = [getattr(decode_checkpoint(bad, SIGNER, key), "kind", None) for key, bad in [
+        (b"speech-asr", None), (None, blob), (b"speech-asr", b"not a checkpoint"), (b"speech-asr", blob[:20]),
+        (b"other-model", blob),  # a valid record replayed under another model's key
+        (b"speech-asr", SIGNER.sign(b"speech-asr", b"signed, not a checkpoint")),
+    ]]
+    assert kinds == ["undecodable", "undecodable", "unsigned", "bad_signature", "bad_signature", "undecodable"]
+    assert decode_checkpoint(blob, StateSigner(b"another worker's key, not shared"), b"speech-asr") == \
+        StateRejection("bad_signature", "signature does not match (another state key, or forged)")
 
 
 def test_arrive_skips_replayed_messages_and_admit_drops_duplicate_ids() -> None:
@@ -109,11 +123,8 @@ def test_a_restored_monitor_alerts_exactly_as_an_uninterrupted_one() -> None:
     before = run(first, cp, 0, 21, score_only=50)  # message 20: half scored when the checkpoint is taken
     [snap] = cp.snapshot(first, now=0.0)
     assert snap.next_offset == 20
-    blob = encode_checkpoint(snap)
-
     second = MonitorSet(CONFIG, build_detector)
-    restored = decode_checkpoint(blob)
-    assert restored is not None
+    restored = _round_trip(snap)
     second.install("speech-asr", restored.monitor, restored.segments, restored.data)
     cp2 = Checkpointer(10, 5000)
     cp2.restore(restored)
@@ -140,8 +151,8 @@ models:
         cp.arrive("speech-asr", 0, offset, 1)
         cp.admit("speech-asr", offset, example.prediction.prediction_id)
     [snap] = cp.snapshot(monitors, now=0.0)
-    back = decode_checkpoint(encode_checkpoint(snap))
-    assert back is not None and sorted(back.segments) == ["s0", "s1"]
+    back = _round_trip(snap)
+    assert sorted(back.segments) == ["s0", "s1"]
     assert [back.segments[s].n_seen for s in ("s0", "s1")] == [200, 200]
 
 
@@ -159,8 +170,8 @@ models:
     cp = Checkpointer(10, 10)
     cp.arrive("speech-asr", 0, 0, 0)
     [snap] = cp.snapshot(monitors, now=0.0)
-    back = decode_checkpoint(encode_checkpoint(snap))
-    assert back is not None and list(back.data) == [("1", None)] and back.data[("1", None)].n_seen == 300
+    back = _round_trip(snap)
+    assert list(back.data) == [("1", None)] and back.data[("1", None)].n_seen == 300
     # Pickled together, the model's monitors still share one cooldown.
     assert back.data[("1", None)].gate is back.monitor.gate
     fresh = MonitorSet(config, build_detector)

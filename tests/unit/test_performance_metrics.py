@@ -174,6 +174,7 @@ def test_a_time_window_needs_min_samples_and_judges_a_quiet_model() -> None:
 def test_further_metrics_alert_on_their_own_thresholds_and_travel_in_checkpoints() -> None:
     """Fraud watched on recall and precision: false positives triple after the change, recall holds."""
     from detectors.monitors.checkpoint import Checkpointer, decode_checkpoint, encode_checkpoint
+    from detectors.monitors.signed_state import StateRejection, StateSigner
 
     rng = np.random.default_rng(5)
     config = parse_monitor_config(
@@ -198,8 +199,9 @@ def test_further_metrics_alert_on_their_own_thresholds_and_travel_in_checkpoints
     cp = Checkpointer(10, 10)
     cp.arrive("m", 0, 0, 0)
     [snap] = cp.snapshot(monitors, now=0.0)
-    back = decode_checkpoint(encode_checkpoint(snap))
-    assert back is not None and list(back.metrics) == ["precision"]
+    signer = StateSigner(b"a test key of 32 bytes, no more.")
+    back = decode_checkpoint(encode_checkpoint(snap, signer), signer, b"m")
+    assert not isinstance(back, StateRejection) and list(back.metrics) == ["precision"]
     fresh = MonitorSet(config, build_detector)
     fresh.install("m", back.monitor, back.segments, back.data, back.metrics)
     rest = fresh.observe(examples[8000:]).alerts
