@@ -228,6 +228,15 @@ class OutcomeJoiner(Generic[Ref]):
         self._joined.add(prediction.prediction_id, example.completed_at)
         return example
 
+    @property
+    def joined_ids(self) -> IdsWithinHorizon:
+        """The ids joined within the TTL (for the duplicate check)."""
+        return self._joined
+
+    def adopt_joined(self, ids: IdsWithinHorizon) -> None:
+        """Take over the ids an earlier joiner of this partition had joined (see JoinStage.forget)."""
+        self._joined = ids
+
     def advance(self, side: Side, now: datetime) -> None:
         """Move one side's clock forward to ``now``, e.g. while the stream is idle; never backwards."""
         self._tick(side, now)

@@ -143,6 +143,10 @@ class JoinLog:
         self._owed[partition] = list(rebuilt.resolved)
         self._next_offsets[partition] = dict(rebuilt.next_offsets)
 
+    def seq(self, partition: int) -> int:
+        """The sequence number of the last step logged for ``partition`` here (-1: none)."""
+        return self._seq.get(partition, -1)
+
     def forget(self, partition: int) -> None:
         """The partition went to another worker, which rebuilds it from the changelog."""
         for state in (self._seq, self._owed, self._next_offsets):

@@ -22,7 +22,7 @@ from typing import Generic, TypeVar
 from pydantic import TypeAdapter
 
 from detectors.exceptions import InvalidParameter
-from detectors.ingest.join import Duplicate, Expired, OutcomeJoiner
+from detectors.ingest.join import Duplicate, Expired, IdsWithinHorizon, OutcomeJoiner
 from detectors.ingest.ordering import EventTimeReorderer
 from schemas.decoding import Rejection, decode
 from schemas.events import SIDES, LabelledExample, OutcomeEvent, PredictionEvent, Side, other_side
@@ -355,8 +355,12 @@ class JoinStage(Generic[Ref]):
         joiner = self._joiner(partition)
         return {side: joiner.clock(side) for side in SIDES}
 
-    def forget(self, partition: int) -> None:
-        """Drop a partition another worker takes over (it restores the waiting events from the changelog)."""
+    def forget(self, partition: int) -> IdsWithinHorizon | None:
+        """Drop a partition another worker takes over (it restores the waiting events from the changelog).
+
+        Returns the ids it had joined: the changelog does not hold them, so if the partition comes back here
+        with nothing logged in between, :meth:`remember_joined` lets a producer's duplicate still be caught.
+        """
         joiner = self._joiners.pop(partition, None)
         if joiner is not None:
             self.n_handed_over["prediction"] += joiner.n_pending_predictions
@@ -365,6 +369,11 @@ class JoinStage(Generic[Ref]):
         self._resolved.pop(partition, None)
         for key in [key for key in self._waiting_json if key[0] == partition]:
             del self._waiting_json[key]
+        return None if joiner is None else joiner.joined_ids
+
+    def remember_joined(self, partition: int, ids: IdsWithinHorizon) -> None:
+        """Ids this stage joined on ``partition`` before it last forgot it (nothing was joined there since)."""
+        self._joiner(partition).adopt_joined(ids)
         for side in SIDES:
             self._last_seen.pop((side, partition), None)
             self._earliest.pop((side, partition), None)

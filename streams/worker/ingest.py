@@ -25,6 +25,7 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any
 from datetime import datetime
 
+from detectors.ingest.join import IdsWithinHorizon
 from detectors.ingest.join_log import JoinLog, Rebuilt, rebuild
 from detectors.ingest.merge import NOTHING_SENT, source_name
 from detectors.ingest.stage import IngestResult, JoinStage, RawRecord, Source
@@ -103,6 +104,8 @@ class IngestService:
         self._rebuilt: dict[int, Rebuilt] = {}
         # Assigned source partitions whose changelog is still to be read back (before their next step).
         self._to_take_over: set[int] = set()
+        # Per source partition revoked here: the last step it logged, and the ids its join had joined.
+        self._left: dict[int, tuple[int, IdsWithinHorizon]] = {}
         self._watched_models = {model for model, spec in config.models.items() if spec.watches_predictions}
         self._outbox = outbox
         self._last_announced: datetime | None = None  # the watermark last announced for every source read here
@@ -163,7 +166,9 @@ class IngestService:
         """
         confirmed = self.finish()
         for partition in partitions:
-            self.join.forget(partition)
+            joined = self.join.forget(partition)
+            if joined is not None:
+                self._left[partition] = (self.join_log.seq(partition), joined)
             self.join_log.forget(partition)
             self._rebuilt.pop(partition, None)
             self._to_take_over.discard(partition)
@@ -179,6 +184,11 @@ class IngestService:
             started = time.perf_counter()
             n_records, rebuilt, restored = self._read_back(partition, wall)
             self.join_log.resume(partition, rebuilt)
+            left = self._left.pop(partition, None)
+            if left is not None and left[0] == rebuilt.seq:
+                # Back here with no step logged by anyone since it left (a broker restart, a rebalance): the ids
+                # joined before still count, so a producer's duplicate of one is dead-lettered, not joined again.
+                self.join.remember_joined(partition, left[1])
             out = out.extended(restored)
             if n_records:
                 log.warning("source partition %d: %d waiting events restored from %d changelog records in %.1f s; "

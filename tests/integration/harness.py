@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka import Consumer, ConsumerGroupState, KafkaException, Message
+from confluent_kafka import Consumer, ConsumerGroupState, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 from pydantic import SecretStr, TypeAdapter
 
@@ -173,6 +173,34 @@ def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 60.0,
     finally:
         consumer.close()
     return messages
+
+
+def read_to_end(bootstrap: str, topic: str, timeout: float = 30.0,
+                client_config: Mapping[str, object] | None = None) -> list[Message]:
+    """Every message of every partition of ``topic``, up to the end offsets as they stand when called.
+
+    Absence is then proven by reading to the end, not by waiting a while for more.
+    """
+    consumer = Consumer({**_client_config(bootstrap, client_config), "group.id": f"driftline-reader-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False})
+    try:
+        partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout) for p in partitions}
+        left = {p: high for p, (low, high) in ends.items() if high > low}
+        consumer.assign([TopicPartition(topic, p, ends[p][0]) for p in left])
+        messages: list[Message] = []
+        deadline = time.monotonic() + timeout
+        while left:
+            assert time.monotonic() < deadline, f"{topic}: not read to its end offsets {left} in {timeout} s"
+            message = consumer.poll(0.5)
+            if message is None or message.error():
+                continue
+            messages.append(message)
+            if message.offset() + 1 >= left.get(message.partition(), 0):
+                left.pop(message.partition(), None)
+        return messages
+    finally:
+        consumer.close()
 
 
 def labelled_batch(message: Message) -> MonitorBatch:

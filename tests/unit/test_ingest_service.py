@@ -100,3 +100,35 @@ def test_a_revocation_hands_back_the_last_step_for_commit_before_forgetting() ->
     assert service.revoke({0}) == records
     assert _positions(outbox.dispatches[-1]) and service.join.n_pending == 0
     assert service.join.n_handed_over["prediction"] == 1
+
+
+def test_records_read_again_after_a_rebalance_in_the_same_process_are_replayed_not_duplicates(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Issue 16: partitions lost and assigned back to the same worker (a broker restart) are read again from
+    the committed offset; what the changelog's position shows was handled is counted as replayed, and only a
+    prediction the producer really sent twice (at another offset) is dead-lettered."""
+    outbox = RecordingOutbox()
+    metrics = WorkerMetrics()
+    service = IngestService(SETTINGS, CONFIG, metrics, outbox)  # type: ignore[arg-type]
+    sources = {("prediction", 0), ("outcome", 0)}
+    handled = [record for i in range(3) for record in _pair(i, offset=i)]
+    waiting = _pair(3, offset=3)[:1]  # its outcome comes after the rebalance
+    service.step(handled + waiting, sources, set())
+    service.revoke({0})  # on_lost: nothing committed, so everything above is read again
+
+    changelog = [(key, value) for dispatch in outbox.dispatches for topic, key, value in dispatch
+                 if topic == SETTINGS.join_state_topic]
+    monkeypatch.setattr("streams.worker.ingest.read_partition", lambda *_args, **_kw: changelog)
+    service.assign({0})
+    again = handled + waiting + _pair(3, offset=4)[1:]
+    twice = RawRecord("prediction", handled[0].value, SourceRef(SETTINGS.topics.predictions, 0, 5, None), 0)
+    service.step([*again, twice], sources, set())
+    service.finish()
+
+    dead = [value for dispatch in outbox.dispatches for topic, _key, value in dispatch
+            if topic == SETTINGS.topics.deadletter]
+    assert dead == [twice.value]  # only the real duplicate: the ids joined before the rebalance still count
+    assert service.join.n_dead_lettered == {"prediction": 1}
+    replayed = {side: metrics.registry.get_sample_value("driftline_events_replayed_total", {"source": side})
+                for side in ("prediction", "outcome")}
+    assert replayed == {"prediction": 4, "outcome": 3}
+    assert "p3" in _labelled(outbox.dispatches[-1]) + _labelled(outbox.dispatches[-2])

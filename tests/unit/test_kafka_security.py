@@ -19,7 +19,7 @@ from schemas.exceptions import ConfigError
 from streams.exceptions import KafkaSecurityError
 from streams.secure_broker import SecureBrokerFiles
 from streams.settings import load_settings
-from streams.topics import _Connection
+from streams.topics import AdminConnection
 
 PASSWORD = "s3cret-sasl-pw"
 KEY_PASSWORD = "s3cret-key-pw"
@@ -162,7 +162,7 @@ def test_secrets_come_from_the_environment_too(monkeypatch: pytest.MonkeyPatch, 
 
 
 def test_refused_credentials_are_told_once_without_the_password() -> None:
-    connection = _Connection(load_settings(**SASL))
+    connection = AdminConnection(load_settings(**SASL))
     assert connection.refusal() is None
     connection.errors.append(KafkaError(KafkaError._TRANSPORT, "connection refused"))
     assert connection.refusal() is None, "an unreachable broker is retried until the timeout"
