@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from schemas.config import load_monitor_config, parse_monitor_config
 from schemas.exceptions import ConfigError, DriftlineError
@@ -145,8 +146,9 @@ def test_load_reports_the_path(tmp_path: Path) -> None:
 
 def test_config_is_frozen() -> None:
     cfg = parse_monitor_config("models: {asr: {task: classification, performance: {threshold: 0.8}}}")
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError) as info:
         cfg.models["asr"].performance.window = 3  # type: ignore[misc]
+    assert [(e["type"], e["loc"]) for e in info.value.errors()] == [("frozen_instance", ("window",))]
 
 
 def test_unreachable_resolve_level_is_refused() -> None:

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from schemas.exceptions import ConfigError
 from streams.settings import Settings, load_settings
@@ -102,5 +103,6 @@ def test_topic_prefix_reaches_topic_names() -> None:
 
 def test_settings_are_frozen() -> None:
     s = Settings()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError) as info:
         s.partitions = 8  # type: ignore[misc]
+    assert [(e["type"], e["loc"]) for e in info.value.errors()] == [("frozen_instance", ("partitions",))]
