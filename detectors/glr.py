@@ -66,7 +66,8 @@ class BernoulliGLR(CUSUMBank):
     Parameters
     ----------
     false_alarm_horizon
-        Mean number of stationary updates wanted between false alarms.
+        Least mean number of stationary updates wanted between false alarms (the
+        calibration is conservative: see :mod:`detectors.calibration`).
     warmup
         Updates used to estimate ``p0`` when it is not given.
     ratios
@@ -200,7 +201,8 @@ class GaussianGLR(CUSUMBank):
     Parameters
     ----------
     false_alarm_horizon
-        Mean number of stationary updates wanted between false alarms.
+        Least mean number of stationary updates wanted between false alarms (the
+        calibration is conservative: see :mod:`detectors.calibration`).
     warmup
         Updates used for the robust reference.
     shifts

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from collections import Counter
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy import stats
 
-from detectors import BernoulliGLR, GaussianGLR
-from collections import Counter
-
+from detectors import BernoulliGLR, GaussianGLR, calibration
 from detectors.distribution import chi_squared, holm, ks, mad_scale, robust_reference, unseen_rate
 
 
@@ -19,22 +21,44 @@ def mean_events_between_alarms(make, draw, n_events: int) -> float:
     return n_events / max(alarms, 1)
 
 
-@pytest.mark.parametrize("p", [0.02, 0.1, 0.3])
-def test_bernoulli_glr_false_alarm_horizon_is_met(p: float) -> None:
+# Measured on these seeds: 3.4x the horizon at p=0.02, 1.8x at 0.1, 1.4x at 0.3, 1.7x for the Gaussian.  The
+# horizon is a lower bound on the mean gap (the gap includes the 200-event warm-up after each restart); the upper
+# bounds are what is measured, with a margin, so that a calibration drifting more conservative shows up too.
+@pytest.mark.parametrize(("p", "measured_ratio"), [(0.02, 3.4), (0.1, 1.8), (0.3, 1.4)])
+def test_bernoulli_glr_false_alarm_horizon_is_a_lower_bound(p: float, measured_ratio: float) -> None:
     horizon = 2000
-    # Events between alarms include the 200-event warm-up after each restart.
     run = mean_events_between_alarms(lambda: BernoulliGLR(false_alarm_horizon=horizon, warmup=200),
                                      lambda rng, n: rng.random(n) < p, 800_000)
-    # At a low rate the 200-event warm-up sees a handful of errors; the
-    # calibration then errs on the safe side (fewer false alarms, not more).
-    assert 0.6 * horizon < run < 4 * (horizon + 200)
+    # At a low rate the 200-event warm-up sees a handful of errors; the calibration then errs on the safe side.
+    assert horizon + 200 < run < 1.25 * measured_ratio * horizon
 
 
-def test_gaussian_glr_false_alarm_horizon_is_met() -> None:
+def test_gaussian_glr_false_alarm_horizon_is_a_lower_bound() -> None:
     horizon = 2000
     run = mean_events_between_alarms(lambda: GaussianGLR(false_alarm_horizon=horizon, warmup=200),
                                      lambda rng, n: rng.normal(3.0, 7.0, n), 800_000)
-    assert 0.6 * horizon < run < 2.5 * (horizon + 200)
+    assert horizon + 200 < run < 1.25 * 1.7 * horizon
+
+
+GAUSSIAN_BANK = {"shifts": (0.5, 1.0), "variance_ratios": (), "two_sided": False, "clip": 4.0}
+
+
+def test_a_threshold_cached_by_another_simulation_is_not_served(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, session_calibration_cache: Path) -> None:
+    def threshold_simulated_by(simulation: str) -> float:
+        monkeypatch.setattr(calibration, "_simulation_fingerprint", lambda: simulation)
+        calibration.use_cache_dir(tmp_path)  # also forgets the thresholds held in memory
+        return calibration.calibrated_threshold("gaussian", 1000.0, 200, GAUSSIAN_BANK)
+
+    try:
+        simulated = threshold_simulated_by("simulation-a")
+        [stored] = tmp_path.glob("*.json")
+        stored.write_text(json.dumps({**json.loads(stored.read_text()), "threshold": 99.0}))
+        assert threshold_simulated_by("simulation-a") == 99.0  # the file is what the same simulation is served
+        assert threshold_simulated_by("simulation-b") == simulated
+        assert len(list(tmp_path.glob("*.json"))) == 2
+    finally:
+        calibration.use_cache_dir(session_calibration_cache)
 
 
 def test_longer_horizon_means_higher_threshold_and_fewer_alarms() -> None:
