@@ -218,6 +218,8 @@ tests:
       - series: 'driftline_data_alerts_open{model="sampled", monitor="new_category", instance="w1"}'
         values: '0x10 1x10 0x10'  # open from minute 11 to 21
     promql_expr_test:
+      - {expr: 'ALERTS{alertname="DriftlineDataAlertOpen"}', eval_time: 11m,
+         exp_samples: [{labels: 'ALERTS{alertname="DriftlineDataAlertOpen", alertstate="pending", model="sampled", monitor="new_category", severity="warning"}', value: 1}]}
       - expr: driftline:model_label_coverage:ratio_rate15m
         eval_time: 1000m
         exp_samples:
@@ -276,6 +278,13 @@ tests:
         values: '300x40'
       - series: 'driftline_committed_messages_total{instance="w5", stage="monitor"}'
         values: '0x20 0+100x20'
+    promql_expr_test:
+      - expr: 'ALERTS{alertname="DriftlineNoProgressWithLag"}'
+        eval_time: 4m
+        exp_samples:
+          - {labels: 'ALERTS{alertname="DriftlineNoProgressWithLag", alertstate="pending", instance="w1", stage="monitor", severity="critical"}', value: 1}
+          - {labels: 'ALERTS{alertname="DriftlineNoProgressWithLag", alertstate="pending", instance="w4", stage="retrainer", severity="critical"}', value: 1}
+          - {labels: 'ALERTS{alertname="DriftlineNoProgressWithLag", alertstate="pending", instance="w5", stage="monitor", severity="critical"}', value: 1}
     alert_rule_test:
       - {eval_time: 4m, alertname: DriftlineNoProgressWithLag, exp_alerts: []}  # pending: for 5m
       - eval_time: 15m
@@ -295,6 +304,180 @@ tests:
 def test_no_progress_rule_fires_on_a_stuck_or_crash_looping_stage_only(tmp_path: Path) -> None:
     """Lag with no commit for minutes fires (across restarts too); a busy, an idle or a recovered stage does not."""
     _promtool_test_rules(tmp_path, NO_PROGRESS_RULE_TESTS)
+
+
+# Every alert rule, made to fire and to resolve.  For a rule with `for:`, ALERTS shows it pending first: the
+# expression is true while no alert is sent yet, so the wait is what is tested, not only the expression.
+EVERY_RULE_TESTS = """
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      # an open drift/decay alert from minute 5 to 15
+      - series: 'driftline_alerts_open{model="asr", instance="w1"}'
+        values: '0x4 1x10 0x10'
+      # one retrain trigger at minute 11, handled a minute later
+      - series: 'driftline_retrain_triggers_total{model="asr", reason="decay", instance="w1"}'
+        values: '0x10 1x40'
+      - series: 'driftline_retrain_triggers_handled_total{model="asr", instance="r1"}'
+        values: '0x11 1x40'
+      # a trigger a minute from minute 11 to 61: never handled ("lost"), handled at once ("ok"), handled from 51
+      - series: 'driftline_retrain_triggers_total{model="lost", reason="drift", instance="w1"}'
+        values: '0x10 1+1x50 51x60'
+      - series: 'driftline_retrain_triggers_handled_total{model="lost", instance="r1"}'
+        values: '0x122'
+      - series: 'driftline_retrain_triggers_total{model="ok", reason="drift", instance="w1"}'
+        values: '0x10 1+1x50 51x60'
+      - series: 'driftline_retrain_triggers_handled_total{model="ok", instance="r1"}'
+        values: '0x10 1+1x50 51x60'
+      - series: 'driftline_retrain_triggers_total{model="late", reason="drift", instance="w1"}'
+        values: '0x10 1+1x50 51x60'
+      - series: 'driftline_retrain_triggers_handled_total{model="late", instance="r1"}'
+        values: '0x50 1+1x71'
+      # challengers of asr rejected at minutes 11, 31 and 51; those of "good" accepted every minute
+      - series: 'driftline_challengers_total{model="asr", outcome="rejected", instance="r1"}'
+        values: '0x10 1x20 2x20 3x400'
+      - series: 'driftline_challengers_total{model="good", outcome="accepted", instance="r1"}'
+        values: '0+1x450'
+      # 5% of predictions dead-lettered from minute 11 to 31; 0.5% of outcomes throughout
+      - series: 'driftline_events_read_total{source="prediction", instance="w1"}'
+        values: '0+100x60'
+      - series: 'driftline_events_dead_lettered_total{source="prediction", instance="w1"}'
+        values: '0x10 0+5x20 100x30'
+      - series: 'driftline_events_read_total{source="outcome", instance="w1"}'
+        values: '0+100x60'
+      - series: 'driftline_events_dead_lettered_total{source="outcome", instance="w1"}'
+        values: '0+0.5x60'
+      # w1: lag, and no batch from 600 s (minute 10) until 2400 s (minute 40); w2: idle, no lag, no batch
+      - series: 'driftline_consumer_lag_messages{instance="w1", source="prediction"}'
+        values: '50x60'
+      - series: 'driftline_last_batch_timestamp_seconds{instance="w1"}'
+        values: '0+60x10 600x29 2400+60x20'
+      - series: 'driftline_consumer_lag_messages{instance="w2", source="prediction"}'
+        values: '0x60'
+      - series: 'driftline_last_batch_timestamp_seconds{instance="w2"}'
+        values: '0x60'
+      # a worker that cannot be scraped from minute 11 to 15
+      - series: 'up{job="driftline-worker", instance="worker:6066"}'
+        values: '1x10 0x5 1x20'
+    promql_expr_test:
+      - {expr: 'ALERTS{alertname="DriftlineModelAlertOpen"}', eval_time: 5m,
+         exp_samples: [{labels: 'ALERTS{alertname="DriftlineModelAlertOpen", alertstate="pending", model="asr", severity="warning"}', value: 1}]}
+      - {expr: 'ALERTS{alertname="DriftlineRetrainTriggerUnhandled"}', eval_time: 35m,
+         exp_samples: [{labels: 'ALERTS{alertname="DriftlineRetrainTriggerUnhandled", alertstate="pending", model="lost", severity="warning"}', value: 1},
+                       {labels: 'ALERTS{alertname="DriftlineRetrainTriggerUnhandled", alertstate="pending", model="late", severity="warning"}', value: 1}]}
+      - {expr: 'ALERTS{alertname="DriftlineDeadLetterSpike"}', eval_time: 14m,
+         exp_samples: [{labels: 'ALERTS{alertname="DriftlineDeadLetterSpike", alertstate="pending", source="prediction", severity="warning"}', value: 1}]}
+      - {expr: 'ALERTS{alertname="DriftlineConsumptionStalled"}', eval_time: 18m,
+         exp_samples: [{labels: 'ALERTS{alertname="DriftlineConsumptionStalled", alertstate="pending", instance="w1", source="prediction", severity="critical"}', value: 1}]}
+      - {expr: 'ALERTS{alertname="DriftlineWorkerDown"}', eval_time: 11m,
+         exp_samples: [{labels: 'ALERTS{alertname="DriftlineWorkerDown", alertstate="pending", instance="worker:6066", job="driftline-worker", severity="critical"}', value: 1}]}
+    alert_rule_test:
+      - {eval_time: 5m, alertname: DriftlineModelAlertOpen, exp_alerts: []}
+      - {eval_time: 7m, alertname: DriftlineModelAlertOpen, exp_alerts: [{exp_labels: {severity: warning, model: asr}}]}
+      - {eval_time: 16m, alertname: DriftlineModelAlertOpen, exp_alerts: []}
+
+      - {eval_time: 10m, alertname: DriftlineRetrainTriggered, exp_alerts: []}
+      - eval_time: 12m
+        alertname: DriftlineRetrainTriggered
+        exp_alerts:
+          - exp_labels: {severity: info, model: asr, reason: decay}
+          - exp_labels: {severity: info, model: lost, reason: drift}
+          - exp_labels: {severity: info, model: ok, reason: drift}
+          - exp_labels: {severity: info, model: late, reason: drift}
+      - {eval_time: 30m, alertname: DriftlineRetrainTriggered, exp_alerts: [
+          {exp_labels: {severity: info, model: lost, reason: drift}}, {exp_labels: {severity: info, model: ok, reason: drift}},
+          {exp_labels: {severity: info, model: late, reason: drift}}]}
+      - {eval_time: 100m, alertname: DriftlineRetrainTriggered, exp_alerts: []}
+
+      - {eval_time: 35m, alertname: DriftlineRetrainTriggerUnhandled, exp_alerts: []}
+      - eval_time: 45m
+        alertname: DriftlineRetrainTriggerUnhandled
+        exp_alerts:
+          - exp_labels: {severity: warning, model: lost}
+          - exp_labels: {severity: warning, model: late}
+      - {eval_time: 60m, alertname: DriftlineRetrainTriggerUnhandled, exp_alerts: [{exp_labels: {severity: warning, model: lost}}]}
+      - {eval_time: 120m, alertname: DriftlineRetrainTriggerUnhandled, exp_alerts: []}
+
+      - {eval_time: 40m, alertname: DriftlineChallengersKeepLosing, exp_alerts: []}  # two rejections only
+      - {eval_time: 60m, alertname: DriftlineChallengersKeepLosing, exp_alerts: [{exp_labels: {severity: warning, model: asr}}]}
+      - {eval_time: 400m, alertname: DriftlineChallengersKeepLosing, exp_alerts: []}  # the first left the 6h window
+
+      - {eval_time: 14m, alertname: DriftlineDeadLetterSpike, exp_alerts: []}
+      - {eval_time: 20m, alertname: DriftlineDeadLetterSpike, exp_alerts: [{exp_labels: {severity: warning, source: prediction}}]}
+      - {eval_time: 45m, alertname: DriftlineDeadLetterSpike, exp_alerts: []}
+
+      - {eval_time: 18m, alertname: DriftlineConsumptionStalled, exp_alerts: []}
+      - {eval_time: 25m, alertname: DriftlineConsumptionStalled,
+         exp_alerts: [{exp_labels: {severity: critical, instance: w1, source: prediction}}]}
+      - {eval_time: 50m, alertname: DriftlineConsumptionStalled, exp_alerts: []}
+
+      - {eval_time: 11m, alertname: DriftlineWorkerDown, exp_alerts: []}
+      - {eval_time: 13m, alertname: DriftlineWorkerDown,
+         exp_alerts: [{exp_labels: {severity: critical, job: driftline-worker, instance: "worker:6066"}}]}
+      - {eval_time: 20m, alertname: DriftlineWorkerDown, exp_alerts: []}
+
+  # Alone, because any `up` series of the job, in any other test, keeps this rule silent.
+  - interval: 1m
+    input_series:
+      # scraped until minute 10, unknown to Prometheus from minute 11 to 30 (gone after the 5m lookback)
+      - series: 'up{job="driftline-worker", instance="worker:6066"}'
+        values: '1x10 _x20 1x10'
+    promql_expr_test:
+      - {expr: 'ALERTS{alertname="DriftlineWorkerAbsent"}', eval_time: 18m,
+         exp_samples: [{labels: 'ALERTS{alertname="DriftlineWorkerAbsent", alertstate="pending", job="driftline-worker", severity="critical"}', value: 1}]}
+    alert_rule_test:
+      - {eval_time: 18m, alertname: DriftlineWorkerAbsent, exp_alerts: []}
+      - {eval_time: 25m, alertname: DriftlineWorkerAbsent, exp_alerts: [{exp_labels: {severity: critical, job: driftline-worker}}]}
+      - {eval_time: 35m, alertname: DriftlineWorkerAbsent, exp_alerts: []}
+
+  # Outcomes stop at minute 1440 and come back at minute 1542.
+  - interval: 1m
+    input_series:
+      - series: 'driftline_predictions_total{model="returns", instance="w1"}'
+        values: '0+10x1700'
+      - series: 'driftline_examples_total{model="returns", instance="w1"}'
+        values: '0+10x1440 14400x100 14410+10x158'
+    promql_expr_test:
+      - {expr: 'ALERTS{alertname="DriftlineLabelCoverageCollapsed"}', eval_time: 1455m,
+         exp_samples: [{labels: 'ALERTS{alertname="DriftlineLabelCoverageCollapsed", alertstate="pending", model="returns", severity="warning"}', value: 1}]}
+    alert_rule_test:
+      - {eval_time: 1455m, alertname: DriftlineLabelCoverageCollapsed, exp_alerts: []}
+      - {eval_time: 1500m, alertname: DriftlineLabelCoverageCollapsed, exp_alerts: [{exp_labels: {severity: warning, model: returns}}]}
+      - {eval_time: 1600m, alertname: DriftlineLabelCoverageCollapsed, exp_alerts: []}
+"""
+
+
+def test_every_alert_rule_fires_and_resolves_under_promtool_test_rules(tmp_path: Path) -> None:
+    _promtool_test_rules(tmp_path, EVERY_RULE_TESTS)
+
+
+def test_the_rule_tests_cover_every_alert_firing_after_its_wait_and_resolving() -> None:
+    """The cases above and the prediction-side and no-progress ones, read together: no alert rule is left out.
+
+    For each rule some alert (one label set) is checked absent, then firing, then absent again, and a rule with
+    `for:` is checked pending.
+    """
+    firing_at: dict[str, list[tuple[int, set[frozenset[tuple[str, str]]]]]] = {}
+    pending: set[str] = set()
+    for doc in (EVERY_RULE_TESTS, PREDICTION_RULE_TESTS, NO_PROGRESS_RULE_TESTS):
+        for case in yaml.safe_load(doc)["tests"]:
+            for check in case.get("alert_rule_test", []):
+                minutes = int(str(check["eval_time"]).removesuffix("m"))
+                alerts = {frozenset(a["exp_labels"].items()) for a in check["exp_alerts"]}
+                firing_at.setdefault(check["alertname"], []).append((minutes, alerts))
+            for check in case.get("promql_expr_test", []):
+                if 'alertstate="pending"' in str(check["exp_samples"]):
+                    pending.add(re.search(r'alertname="(\w+)"', check["expr"]).group(1))  # type: ignore[union-attr]
+    for rule in (r for r in _rules() if "alert" in r):
+        name, evaluations = rule["alert"], sorted(firing_at.get(rule["alert"], []), key=lambda e: e[0])
+        shown_to_cycle = [
+            alert for t, alerts in evaluations for alert in alerts
+            if any(before < t and alert not in earlier for before, earlier in evaluations)
+            and any(after > t and alert not in later for after, later in evaluations)]
+        assert shown_to_cycle, f"{name} is never shown silent, then firing, then resolved"
+        if "for" in rule:
+            assert name in pending, f"{name} is never shown pending through its for: {rule['for']}"
 
 
 def _promtool_test_rules(tmp_path: Path, tests_yaml: str) -> None:
