@@ -13,11 +13,14 @@ import socket
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-__all__ = ["Samples", "free_port", "metric_sum", "scrape_metrics", "start_retrainer", "start_worker", "stop_worker"]
+__all__ = ["Samples", "free_port", "metric_sum", "metric_value", "registry_samples", "scrape_metrics", "start_retrainer", "start_worker", "stop_worker"]
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 """Metric samples as ``{(sample name, sorted labels): value}``."""
@@ -67,8 +70,17 @@ def scrape_metrics(port: int) -> Samples:
             text = response.read().decode()
     except OSError:
         return {}
+    return _samples(text_string_to_metric_families(text))
+
+
+def registry_samples(registry: CollectorRegistry) -> Samples:
+    """An in-process registry's samples, in the shape :func:`scrape_metrics` returns."""
+    return _samples(registry.collect())
+
+
+def _samples(families: Iterable[Metric]) -> Samples:
     samples = {}
-    for family in text_string_to_metric_families(text):
+    for family in families:
         for sample in family.samples:
             samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return samples
@@ -84,3 +96,25 @@ def metric_sum(samples: Samples, name: str, **labels: str) -> float:
     (5.0, 3.0, 0)
     """
     return sum(v for (n, ls), v in samples.items() if n == name and all((k, val) in ls for k, val in labels.items()))
+
+
+def metric_value(samples: Samples, name: str, **labels: str) -> float:
+    """Like :func:`metric_sum`, but a series that is not there is an error, not 0.
+
+    A renamed metric or label would otherwise pass every "nothing happened" check.
+
+    Examples
+    --------
+    >>> samples = {("n_total", (("model", "a"),)): 2.0, ("n_total", (("model", "b"),)): 3.0}
+    >>> metric_value(samples, "n_total", model="b")
+    3.0
+    >>> metric_value(samples, "n_totl")
+    Traceback (most recent call last):
+    ...
+    KeyError: "no series n_totl{} among the samples (names there: ['n_total'])"
+    """
+    matching = [v for (n, ls), v in samples.items() if n == name and all((k, val) in ls for k, val in labels.items())]
+    if not matching:
+        selector = name + "{" + ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+        raise KeyError(f"no series {selector} among the samples (names there: {sorted({n for n, _ in samples})})")
+    return sum(matching)
