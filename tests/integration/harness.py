@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Consumer, ConsumerGroupState, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -201,6 +202,29 @@ def read_to_end(bootstrap: str, topic: str, timeout: float = 30.0,
         return messages
     finally:
         consumer.close()
+
+
+def play_the_app(scenario: Any, server: Any, logger: Any, per_second: float = 300,
+                 outcome_lag: int = 20) -> list[tuple[int, str, bool]]:
+    """A live app over a learnable speech scenario: ``per_second`` utterances a second, each served by
+    ``server`` and logged, its outcome ``outcome_lag`` utterances later (so the retrainer judges a challenger
+    on data from after a change).  Returns (utterance index, version served, whether it was right)."""
+    served: list[tuple[int, str, bool]] = []
+    pending: list[Any] = []
+    started = time.monotonic()
+    for u in scenario.utterances():
+        out = server.predict(u.features)
+        served.append((u.index, out.version, out.prediction == u.truth))
+        logger.log_prediction(scenario.prediction(u, str(out.prediction), out.version))
+        pending.append(scenario.outcome(u))
+        if len(pending) > outcome_lag:
+            logger.log_outcome(pending.pop(0))
+        ahead = (u.index + 1) / per_second - (time.monotonic() - started)
+        if ahead > 0:
+            time.sleep(ahead)
+    for outcome in pending:
+        logger.log_outcome(outcome)
+    return served
 
 
 def labelled_batch(message: Message) -> MonitorBatch:

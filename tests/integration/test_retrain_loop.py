@@ -26,7 +26,7 @@ from pydantic import TypeAdapter
 
 from retrainer.config import open_registry, open_store, retrainer_config
 from schemas.config import parse_monitor_config
-from schemas.events import Alert, LabelledExample, ModelVersion, OutcomeEvent, RetrainTrigger
+from schemas.events import Alert, LabelledExample, ModelVersion, RetrainTrigger
 from streams.client import PredictionLogger
 from streams.demo import register_shipped_model
 from streams.processes import free_port, metric_sum, scrape_metrics, start_retrainer, stop_worker
@@ -35,7 +35,7 @@ from streams.serving import ModelServer
 from streams.settings import Settings, load_settings
 from streams.topics import ensure_topics
 from streams.worker.messages import monitor_batches
-from tests.integration.harness import kafka_environment, read_topic, running_worker
+from tests.integration.harness import kafka_environment, play_the_app, read_topic, running_worker
 
 pytestmark = pytest.mark.integration
 
@@ -121,22 +121,8 @@ def test_decayed_stream_leads_to_a_promoted_version_and_recovered_live_accuracy(
         # The retrainer announces the registered version on start; the app serves it from the topic.
         assert server.wait_for_version(lambda r: r.version == shipped.version, 30) == shipped
         logger = PredictionLogger(worker.settings.confluent_config(), worker.topics)
-        served: list[tuple[int, str, bool]] = []
-        pending: list[OutcomeEvent] = []
-        started = time.monotonic()
-        for u in scenario.utterances():
-            out = server.predict(u.features)
-            served.append((u.index, out.version, out.prediction == u.truth))
-            logger.log_prediction(scenario.prediction(u, str(out.prediction), out.version))
-            pending.append(scenario.outcome(u))
-            if len(pending) > 20:
-                logger.log_outcome(pending.pop(0))
-            # A live app: 300 utterances a second, so the loop can close while it runs.
-            ahead = (u.index + 1) / 300 - (time.monotonic() - started)
-            if ahead > 0:
-                time.sleep(ahead)
-        for outcome in pending:
-            logger.log_outcome(outcome)
+        # A live app: 300 utterances a second, so the loop can close while it runs.
+        served = play_the_app(scenario, server, logger)
         assert logger.flush(30) == 0
         worker.wait_for(lambda m: metric_sum(m, "driftline_events_processed_total") >= 2 * scenario.n_events, 60,
                         "all events processed")

@@ -21,18 +21,18 @@ from pydantic import TypeAdapter
 
 from retrainer.config import open_store, retrainer_config
 from schemas.config import parse_monitor_config
-from schemas.events import Alert, ModelVersion, OutcomeEvent
+from schemas.events import Alert, ModelVersion
 from streams.client import AlertSubscriber, PredictionLogger
 from streams.demo import register_shipped_model
 from streams.exceptions import KafkaAuthorizationError
 from streams.localkafka import LocalKafka
-from streams.processes import free_port, metric_sum, scrape_metrics
+from streams.processes import free_port, metric_sum
 from streams.scenarios import LearnableSpeechScenario
 from streams.secure_broker import ADMIN_USER
 from streams.serving import ModelServer
 from streams.settings import Settings, load_settings
 from streams.topics import ensure_topics
-from tests.integration.harness import read_topic, running_worker
+from tests.integration.harness import play_the_app, read_topic, running_worker
 from tests.integration.test_retrain_loop import MODEL, MONITORS, running_retrainer
 
 pytestmark = pytest.mark.integration
@@ -85,7 +85,7 @@ def test_the_speech_loop_runs_on_the_secured_listener_and_no_log_holds_the_passw
         server = ModelServer(MODEL, open_store(data_dir), client, worker.topics).start()
         assert server.wait_for_version(lambda r: r.version == shipped.version, 30) == shipped
         logger = PredictionLogger(client, worker.topics)
-        _play_the_app(scenario, server, logger)
+        play_the_app(scenario, server, logger)
         assert logger.flush(30) == 0 and logger.stats.n_delivered == 2 * scenario.n_events
         worker.wait_for(lambda m: metric_sum(m, "driftline_events_processed_total") >= 2 * scenario.n_events, 60,
                         "all events processed")
@@ -104,24 +104,6 @@ def test_the_speech_loop_runs_on_the_secured_listener_and_no_log_holds_the_passw
     assert all(len(text) > 1000 for text in logs.values()), "the INFO logs were written"
     assert [name for name, text in logs.items() if password in text] == []
     assert all(page and password not in page for page in pages)
-
-
-def _play_the_app(scenario: LearnableSpeechScenario, server: ModelServer, logger: PredictionLogger) -> None:
-    """As the retrain loop's test does: 300 utterances a second, each outcome 20 utterances after its prediction,
-    so that the retrainer judges the challenger on data from after the change."""
-    pending: list[OutcomeEvent] = []
-    started = time.monotonic()
-    for u in scenario.utterances():
-        served = server.predict(u.features)
-        logger.log_prediction(scenario.prediction(u, str(served.prediction), served.version))
-        pending.append(scenario.outcome(u))
-        if len(pending) > 20:
-            logger.log_outcome(pending.pop(0))
-        ahead = (u.index + 1) / 300 - (time.monotonic() - started)
-        if ahead > 0:
-            time.sleep(ahead)
-    for outcome in pending:
-        logger.log_outcome(outcome)
 
 
 def _alerts_until(subscriber: AlertSubscriber, done, timeout: float) -> list[Alert]:  # type: ignore[no-untyped-def]
