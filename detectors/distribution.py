@@ -76,8 +76,40 @@ def ks(reference: npt.ArrayLike, current: npt.ArrayLike) -> DriftTest:
     for name, arr in (("reference", ref), ("current", cur)):
         if len(arr) == 0:
             raise InvalidParameter(name, "must not be empty")
-    result = stats.ks_2samp(ref, cur)
-    return DriftTest(float(result.statistic), float(result.pvalue))
+    if np.isnan(ref).any() or np.isnan(cur).any():
+        result = stats.ks_2samp(ref, cur)  # (scipy's NaN policy decides; nothing is cached)
+        return DriftTest(float(result.statistic), float(result.pvalue))
+    ref, cur = np.sort(ref), np.sort(cur)
+    # scipy's result depends on the data only through the sizes and the largest CDF gap, computed here by the
+    # very same arithmetic (so the same float); the gap takes few values over a stationary stream, and its
+    # exact p-value costs 0.3-0.65 ms at the data monitors' sizes, against ~30 µs for the gap.
+    key = (len(ref), len(cur), _largest_cdf_gap(ref, cur))
+    cached = _KS_RESULTS.get(key)
+    if cached is None:
+        result = stats.ks_2samp(ref, cur)
+        cached = (float(result.statistic), float(result.pvalue))
+        if len(_KS_RESULTS) >= _KS_CACHE_SIZE:
+            _KS_RESULTS.clear()
+        _KS_RESULTS[key] = cached
+    return DriftTest(*cached)
+
+
+#: (reference size, current size, largest CDF gap) -> scipy's (statistic, p-value) for them.
+_KS_RESULTS: dict[tuple[int, int, float], tuple[float, float]] = {}
+_KS_CACHE_SIZE = 100_000
+
+
+def _largest_cdf_gap(ref: npt.NDArray[np.float64], cur: npt.NDArray[np.float64]) -> float:
+    """The two-sided KS distance of two sorted samples, as ``scipy.stats.ks_2samp`` computes it before its p-value.
+
+    >>> _largest_cdf_gap(np.array([1.0, 2.0, 3.0]), np.array([2.5, 3.5]))   # 2/3 below 2.5, none above
+    0.6666666666666666
+    """
+    both = np.concatenate([ref, cur])
+    gaps = np.searchsorted(ref, both, side="right") / len(ref) - np.searchsorted(cur, both, side="right") / len(cur)
+    below = float(np.clip(-gaps[np.argmin(gaps)], 0, 1))
+    above = float(gaps[np.argmax(gaps)])
+    return below if below > above else above
 
 
 @dataclass(frozen=True)

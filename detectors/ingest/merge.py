@@ -58,9 +58,12 @@ def decode_monitor_input(raw: bytes | None, max_bytes: int, n_partitions: int) -
     return decoded
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Held(Generic[Ref]):
-    """An item of a monitor-input batch, with the message it came in (for acks and checkpoints)."""
+    """An item of a monitor-input batch, with the message it came in (for acks and checkpoints).
+
+    One is made per item: slotted and not frozen, like :class:`~detectors.ingest.stage.RawRecord`, for speed.
+    """
 
     ref: Ref
     model: str

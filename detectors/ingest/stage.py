@@ -37,11 +37,13 @@ _PREDICTION = TypeAdapter(PredictionEvent)
 _OUTCOME = TypeAdapter(OutcomeEvent)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RawRecord(Generic[Ref]):
     """One value read from a source topic; ``ref`` locates it (topic, partition, offset) for dead letters.
 
-    ``partition`` tells sources apart for event-time ordering (see :mod:`detectors.ingest.ordering`).
+    ``partition`` tells sources apart for event-time ordering (see :mod:`detectors.ingest.ordering`).  Not
+    changed once made, but not ``frozen``: one is made per message read, and a frozen dataclass's
+    ``__init__`` costs four times as much (0.48 against 0.13 µs here).
     """
 
     side: Side
@@ -226,19 +228,24 @@ class JoinStage(Generic[Ref]):
         ``caught_up``: every source this stage reads has been read to its end.
         """
         out: IngestResult[Ref] = IngestResult()
-        active: set[tuple[Side, int]] = set()
+        # Per source, the batch's earliest and latest valid event times: the clocks are moved once a batch
+        # (nothing reads them until _release), not once an event.
+        first: dict[Source, datetime] = {}
+        latest: dict[Source, datetime] = {}
         for record in records:
             self.n_read[record.side] += 1
             event = self._decode(record)
             if isinstance(event, Rejection):
                 self._dead_letter(record, event, out)
                 continue
-            active.add((record.side, record.partition))
-            earliest = self._earliest.get((record.side, record.partition))
-            if earliest is None or event.event_time < earliest:
-                self._earliest[(record.side, record.partition)] = event.event_time
-            for order in (self._order, self._prediction_order):
-                order.observe((record.side, record.partition), event.event_time, wall_time)
+            source, event_time = (record.side, record.partition), event.event_time
+            seen = latest.get(source)
+            if seen is None:
+                first[source] = latest[source] = event_time
+            elif event_time > seen:
+                latest[source] = event_time
+            elif event_time < first[source]:
+                first[source] = event_time
             joined = self._add(self._joiner(record.partition), event, record.ref)
             if isinstance(joined, Duplicate):
                 self._dead_letter(record, Rejection("duplicate", joined.reason), out)
@@ -256,8 +263,14 @@ class JoinStage(Generic[Ref]):
                 # The other side was waiting, and stops (its bytes, if kept, go into the example's JSON first).
                 self._emit_joined(joined, out, wall_time, record)
                 self._note_resolved(record.partition, other_side(record.side), event.prediction_id)
+        for source, event_time in latest.items():
+            earliest = self._earliest.get(source)
+            if earliest is None or first[source] < earliest:
+                self._earliest[source] = first[source]
+            for order in (self._order, self._prediction_order):
+                order.observe(source, event_time, wall_time)
         if wall_time is not None:
-            self._note_activity(active, wall_time)
+            self._note_activity(set(latest), wall_time)
         self._release(out, wall_time, busy, caught_up)
         self._expire(out)
         return out

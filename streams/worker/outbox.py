@@ -85,6 +85,9 @@ class ProducerOutbox(_Pending):
             "acks": "all",
             "enable.idempotence": True,
             "linger.ms": 2,
+            # A delivery report calls back into Python: per message, that cost the ingest stage as much as the
+            # produce call.  Only failures are wanted (flush still waits for every message).
+            "delivery.report.only.error": True,
             # Java's partitioner, as faust's producer and apps' Kafka clients use: one model's batches land on
             # one monitor-input partition whichever client wrote them.
             "partitioner": "murmur2_random",

@@ -84,6 +84,24 @@ def test_ks_and_robust_spread() -> None:
     assert robust_reference(np.array([2.0, 2.0, 2.0, 2.0])) == (2.0, 0.0)
 
 
+@pytest.mark.parametrize("shape", ["normal", "ties", "lognormal", "shared"])
+def test_ks_gives_scipys_statistic_and_p_value_exactly_from_its_cache_too(shape: str) -> None:
+    """ks() caches scipy's result by (sizes, largest CDF gap): bit for bit what ks_2samp says, hit or miss."""
+    rng = np.random.default_rng(7)
+    reference = {"normal": rng.normal(size=2000), "ties": rng.integers(0, 6, 2000).astype(float),
+                 "lognormal": np.round(rng.lognormal(size=2000), 1), "shared": rng.normal(size=2000)}[shape]
+    currents = []
+    for i in range(150):
+        size = int(rng.integers(2, 700))
+        currents.append(reference[:size] + (i % 3) * 0.05 if shape == "shared" else (
+            rng.choice(reference, size) + rng.normal(0, 0.3 * (i % 2), size)))
+    for round_ in range(2):  # the second round is served from the cache
+        for i, current in enumerate(currents):
+            scipy_says = stats.ks_2samp(reference, current)
+            ours = ks(reference, current)
+            assert (ours.statistic, ours.pvalue) == (float(scipy_says.statistic), float(scipy_says.pvalue)), (round_, i)
+
+
 def test_categorical_tests() -> None:
     ref = Counter({"a": 700, "b": 300})
     assert chi_squared(ref, Counter({"a": 70, "b": 30})).pvalue > 0.5
