@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from detectors import BernoulliCUSUM, BernoulliGLR, GaussianGLR, RobustSpikeDetector, build_detector
-from detectors.base import DriftDetector
+from detectors.base import SMALL_BATCH, DriftDetector, alarms_with_state
 from detectors.exceptions import InvalidParameter
 from detectors.registry import DETECTORS
 
@@ -123,6 +123,20 @@ def test_our_detectors_batched_state_is_bit_identical(name: str) -> None:
     looped, batched = make(name), make(name)
     assert list(batched.update_many(xs)) == loop_alarms(looped, xs)
     assert state(looped) == state(batched)
+
+
+@pytest.mark.parametrize("name", ["bernoulli_glr", "gaussian_glr", "spike"])
+def test_alarms_with_state_is_the_same_stepped_through_small_batches_or_replayed_from_a_copy(name: str) -> None:
+    xs = np.concatenate([np.random.default_rng(4).random(900) < 0.1, np.random.default_rng(5).random(900) < 0.5,
+                         np.random.default_rng(6).normal(8, 1, 200)]).astype(float)
+    stepped, replayed = make(name), make(name)
+    small, large = [], []
+    for first in range(0, len(xs), SMALL_BATCH):  # every batch small enough to be stepped through
+        small += [(first + i, *rest) for i, *rest in alarms_with_state(stepped, xs[first:first + SMALL_BATCH])]
+    for first in range(0, len(xs), 250):  # every batch copied, run vectorised, replayed where it alarmed
+        large += [(first + i, *rest) for i, *rest in alarms_with_state(replayed, xs[first:first + 250])]
+    assert small == large and len(small) > 0
+    assert state(stepped) == state(replayed)
 
 
 # -- properties ---------------------------------------------------------------
