@@ -208,11 +208,12 @@ def retrainer(
 
 
 def _registry():  # type: ignore[no-untyped-def]
-    from retrainer.config import open_registry
+    """The settings and the registry they name (DRIFTLINE_REGISTRY): the same commands, the same output, on both."""
+    from streams.registries import open_backend
     from streams.settings import load_settings
 
     settings = load_settings()
-    return settings, open_registry(settings.retrainer_data_dir)
+    return settings, open_backend(settings).registry
 
 
 @models_app.command("list")
@@ -221,7 +222,7 @@ def models_list(model: Annotated[Optional[str], typer.Argument(help="Only this m
     settings, registry = _registry()
     names = [model] if model else registry.models()
     if not names or (model and not registry.history(model)):
-        typer.echo(f"no versions in {registry.path}")
+        typer.echo(f"no versions in {registry.location}")
         raise typer.Exit(1 if model else 0)
     for name in names:
         current = registry.current(name)
