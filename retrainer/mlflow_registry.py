@@ -269,8 +269,9 @@ class MlflowRegistry(VersionJournal):
     tracking_uri
         The server's URI (``location``, for messages).
     models
-        The models this process cares about (the configured learners): their
-        registered models are read even before Driftline has tagged them.
+        The models this process cares about (the configured learners): only
+        these are read, even before Driftline has tagged them.  Without any,
+        every registered model tagged as Driftline's is read (the CLI's list).
     """
 
     def __init__(self, client: Any, tracking_uri: str, models: Iterable[str] = ()) -> None:
@@ -287,9 +288,11 @@ class MlflowRegistry(VersionJournal):
     # -- reading -------------------------------------------------------------
 
     def refresh(self) -> None:
-        """Read every Driftline record of every managed (or watched) model back from MLflow."""
-        with _calls(self.location, "list registered models"):
-            names = {m.name for m in self._all(self.client.search_registered_models, f"tags.`{MANAGED_TAG}` = 'true'")}
+        """Read every Driftline record of the watched models (or of every model tagged as Driftline's) back from MLflow."""
+        names = set(self.watched)
+        if not names:
+            with _calls(self.location, "list registered models"):
+                names = {m.name for m in self._all(self.client.search_registered_models, f"tags.`{MANAGED_TAG}` = 'true'")}
         records: dict[str, list[ModelVersion]] = {}
         latest: dict[tuple[str, str], ModelVersion] = {}
         handled: set[str] = set()
@@ -297,7 +300,7 @@ class MlflowRegistry(VersionJournal):
         by_trigger: dict[str, tuple[str, str]] = {}
         alias: dict[str, str | None] = {}
         external: dict[str, dict[str, Any]] = {}
-        for name in sorted(names | self.watched):
+        for name in sorted(names):
             numbered: list[tuple[int, ModelVersion]] = []
             versions, alias[name] = self._versions(name)
             external[name] = {}
@@ -423,10 +426,17 @@ class MlflowRegistry(VersionJournal):
             groups.setdefault((record.model, record.version), []).append(record)
         for (model, version), group in groups.items():
             if (model, version) in self._latest or version in self._external.get(model, {}):
-                written += self._append(model, version, group)
+                done = self._append(model, version, group)
             else:
-                written += self._create(model, group, handled_trigger)
-        self.refresh()
+                done = self._create(model, group, handled_trigger)
+            # What was written is applied here, not read back: one round of requests fewer per decision.
+            for record in done:
+                self._add(record)
+            self._external.get(model, {}).pop(done[0].version, None)
+            if handled_trigger is not None:
+                self._handled.add(handled_trigger)
+                self._by_trigger[handled_trigger] = (model, done[0].version)
+            written += done
         for model in {r.model for r in written}:
             self._align_alias(model)
         return written

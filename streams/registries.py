@@ -34,12 +34,14 @@ class Backend:
     store: ArtifactStore
 
 
-def open_backend(settings: Settings, models: Iterable[str] = (), *, wait_seconds: float | None = None) -> Backend:
+def open_backend(settings: Settings, models: Iterable[str] = (), *, register: bool = True,
+                 wait_seconds: float | None = None) -> Backend:
     """The registry and artifact store of ``settings.registry``, checked before anything is served.
 
     For MLflow, the tracking server must answer within ``wait_seconds``
-    (default ``startup_wait_seconds``), and every model in ``models`` must be a
-    name its registry accepts (it is registered, tagged as Driftline's).
+    (default ``startup_wait_seconds``); only ``models`` are read (all of
+    Driftline's if none are given), and with ``register`` each must be a name
+    its registry accepts (it is registered, tagged as Driftline's).
 
     Raises
     ------
@@ -62,7 +64,7 @@ def open_backend(settings: Settings, models: Iterable[str] = (), *, wait_seconds
                                 settings.startup_wait_seconds if wait_seconds is None else wait_seconds)
     # Every name is tried before any is read back: a refused name fails here, naming it, not in a crash loop.
     refused = []
-    for name in names:
+    for name in names if register else ():
         try:
             registry.ensure_model(name)
         except RefusedModelName as exc:

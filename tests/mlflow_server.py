@@ -47,11 +47,12 @@ class MlflowServer:
         self.stop()
         raise RuntimeError(f"mlflow server did not answer within {START_SECONDS:g} s:\n{self.log_path.read_text()[-3000:]}")
 
-    def stop(self) -> None:
+    def stop(self, how: signal.Signals = signal.SIGTERM) -> None:
+        """Stop the server (SIGKILL: as a crash would) and wait until it is gone."""
         if self._proc is None:
             return
         if self._proc.poll() is None:
-            os.killpg(self._proc.pid, signal.SIGTERM)
+            os.killpg(self._proc.pid, how)
             try:
                 self._proc.wait(15)
             except subprocess.TimeoutExpired:

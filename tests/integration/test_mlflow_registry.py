@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import signal
 import uuid
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,8 @@ from streams.settings import load_settings
 from tests.mlflow_server import MlflowServer
 from tests.unit.test_retrainer_champions import CHANGE, FAST, _at, _feed, _stream, _trigger
 
-pytestmark = pytest.mark.mlflow
+# Not the unit tier: starting the server alone takes 8-20 s on this 2-core machine.
+pytestmark = [pytest.mark.integration, pytest.mark.mlflow]
 END = CHANGE + 200
 
 
@@ -36,9 +38,9 @@ def _name() -> str:
     return f"asr-{uuid.uuid4().hex[:8]}"
 
 
-def _backend(server: MlflowServer, *models: str, wait_seconds: float = 10.0) -> Backend:
+def _backend(server: MlflowServer, *models: str, register: bool = True) -> Backend:
     settings = load_settings(registry="mlflow", mlflow_tracking_uri=server.uri, mlflow_request_timeout_seconds=5)
-    return open_backend(settings, models, wait_seconds=wait_seconds)
+    return open_backend(settings, models, register=register, wait_seconds=10.0)
 
 
 def _decay(model: str) -> RetrainTrigger:
@@ -112,32 +114,26 @@ def test_challenger_is_a_run_with_lineage_a_version_and_the_alias(mlflow_server:
                 _comparable(_cli(monkeypatch, file_env, "show", model, version)), (step, version)
 
 
-def test_a_trigger_read_again_never_makes_a_second_version(mlflow_server: MlflowServer) -> None:
+def test_a_restart_reconciles_the_alias_and_a_trigger_read_again_makes_no_second_version(mlflow_server: MlflowServer) -> None:
     model = _name()
     backend = _backend(mlflow_server, model)
     records = _retrain(Retrainer({model: FAST}, backend.store, backend.registry), model)
-
-    # A restarted retrainer (fresh registry, fresh core) reads the trigger again: it is handled, by its tag.
-    restarted = _backend(mlflow_server, model)
-    again = Retrainer({model: FAST}, restarted.store, restarted.registry)
-    _feed(again, _stream(model, END))
-    assert again.on_trigger(_decay(model), now=_at(END + 2)) == []
-    # And a write for that trigger that raced past the check returns what MLflow already holds.
-    assert restarted.registry.record(records, handled_trigger=f"{model}-t1") == records
-    assert [v.version for v in _versions(backend, model)] == ["1", "2"]
-
-
-def test_reconcile_moves_an_alias_left_behind_by_a_crash_and_is_idempotent(mlflow_server: MlflowServer) -> None:
-    model = _name()
-    backend = _backend(mlflow_server, model)
-    _retrain(Retrainer({model: FAST}, backend.store, backend.registry), model)
     client = backend.registry.client  # type: ignore[attr-defined]
     # What a crash between creating version 2 (with its decision) and moving the alias leaves.
     client.set_registered_model_alias(model, CHAMPION_ALIAS, "1")
-    restarted = _backend(mlflow_server, model).registry
-    assert restarted.reconcile(_at(END + 3)) == [model]
+
+    # A restarted retrainer (fresh registry, fresh core): reconcile moves the alias to what the records say, once.
+    restarted = _backend(mlflow_server, model)
+    assert restarted.registry.reconcile(_at(END + 3)) == [model]
     assert client.get_model_version_by_alias(model, CHAMPION_ALIAS).version == "2"
-    assert restarted.reconcile(_at(END + 4)) == []
+    assert restarted.registry.reconcile(_at(END + 4)) == []
+    # It reads the trigger again: handled, by its tag.
+    again = Retrainer({model: FAST}, restarted.store, restarted.registry)
+    _feed(again, _stream(model, END))
+    assert again.champion_version(model) == "2"
+    assert again.on_trigger(_decay(model), now=_at(END + 2)) == []
+    # And a write for that trigger that raced past the check returns what MLflow already holds.
+    assert restarted.registry.record(records, handled_trigger=f"{model}-t1") == records
     assert [v.version for v in _versions(backend, model)] == ["1", "2"]
 
 
@@ -180,8 +176,7 @@ def test_an_external_river_champion_is_adopted_loaded_and_challenged(mlflow_serv
     trained = linear_model.LogisticRegression()
     for e in _stream(model, 300):
         trained.learn_one({k: float(v) for k, v in e.prediction.features.items() if isinstance(v, float)}, bool(e.outcome.actual))
-    backend = _backend(mlflow_server)
-    version = _register_external(backend, model, trained)
+    version = _register_external(_backend(mlflow_server, model, register=False), model, trained)
     backend = _backend(mlflow_server, model)
     assert backend.registry.reconcile(_at(0)) == [model]
     current = backend.registry.current(model)
@@ -200,7 +195,8 @@ def test_an_external_champion_it_cannot_load_is_monitored_with_triggers_only(
         mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, with_digest: bool) -> None:
     monkeypatch.chdir(tmp_path)
     model = _name()
-    _register_external(_backend(mlflow_server), model, {"sklearn": "not a river model"}, with_digest=with_digest)
+    _register_external(_backend(mlflow_server, model, register=False), model, {"sklearn": "not a river model"},
+                       with_digest=with_digest)
     backend = _backend(mlflow_server, model)
     backend.registry.reconcile(_at(0))
     retrainer = Retrainer({model: FAST}, backend.store, backend.registry)
@@ -240,7 +236,7 @@ def test_tracking_server_down_at_trigger_time_the_trigger_waits_and_registers_on
     assert isinstance(backend.registry, MlflowRegistry)
     retrainer = Retrainer({model: FAST}, backend.store, backend.registry)
     _feed(retrainer, _stream(model, END))
-    mlflow_server.stop()
+    mlflow_server.stop(signal.SIGKILL)
     try:
         assert retrainer.on_trigger(_decay(model), now=_at(END + 1)) == []
         assert [t.trigger_id for t in retrainer.waiting_triggers(model)] == [f"{model}-t1"]
