@@ -274,6 +274,8 @@ class MlflowRegistry(VersionJournal):
         every registered model tagged as Driftline's is read (the CLI's list).
     """
 
+    remote = True
+
     def __init__(self, client: Any, tracking_uri: str, models: Iterable[str] = ()) -> None:
         super().__init__()
         self.client = client

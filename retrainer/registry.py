@@ -41,6 +41,8 @@ class VersionJournal(ABC):
 
     #: Where the journal lives, for messages (a path or a tracking URI).
     location: str
+    #: Whether reading it back costs a round trip to a server (so callers refresh it sparingly).
+    remote: bool = False
 
     def __init__(self) -> None:
         self._records: dict[str, list[ModelVersion]] = {}

@@ -113,6 +113,9 @@ COMMIT_SECONDS = 2.0
 LABELLED_BATCH_BYTES = 512 * 1024
 # How long reading back the batches before a committed offset may take, per window (see replay_start).
 REPLAY_READ_SECONDS = 30.0
+# A registry on a server (MLflow) is read back for the gauges at most this often, not at every poll: what
+# another process changed there (a CLI rollback) shows this much later; decisions read it when they need it.
+REMOTE_GAUGE_SECONDS = 10.0
 
 
 def current_key(model: str) -> bytes:
@@ -273,6 +276,7 @@ class RetrainerService:
         # As the monitor stage reads the same batches: the cut size, plus room for one large example past it.
         self._max_batch_bytes = 2 * LABELLED_BATCH_BYTES + 4 * settings.max_event_bytes
         # Next offset to commit per (topic, partition), and where each waiting trigger sits.
+        self._gauges_read_at = float("-inf")
         self._positions: dict[tuple[str, int], int] = {}
         self._waiting_at: dict[str, tuple[int, int]] = {}
         self._producer = Producer({**settings.confluent_config(), "acks": "all", "enable.idempotence": True,
@@ -395,11 +399,16 @@ class RetrainerService:
         self._refresh_gauges()
 
     def _refresh_gauges(self) -> None:
-        try:
-            self.registry.refresh()
-        except RegistryUnavailable as exc:
-            log.warning("gauges not refreshed: %s", exc)
-            return
+        """Set the gauges from the registry, read back first unless it is remote and was read lately.
+
+        What this process decided is in the registry's memory already, so its own changes show at once.
+        """
+        if not self.registry.remote or time.monotonic() - self._gauges_read_at >= REMOTE_GAUGE_SECONDS:
+            try:
+                self.registry.refresh()
+                self._gauges_read_at = time.monotonic()
+            except RegistryUnavailable as exc:
+                log.warning("registry not read back for the gauges: %s", exc)
         for model in sorted(set(self.registry.models()) | set(self.learners)):
             current = self.registry.current(model)
             self.metrics.set_current(model, current.version if current else None)
