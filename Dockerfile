@@ -6,8 +6,11 @@ COPY schemas schemas
 COPY detectors detectors
 COPY retrainer retrainer
 COPY streams streams
+# The mlflow extra (its REST client, mlflow-skinny) lets the retrainer use DRIFTLINE_REGISTRY=mlflow;
+# build with --build-arg EXTRAS= for an image without it.
+ARG EXTRAS=mlflow
 # The retrainer's directory exists in the image so that a named volume mounted there starts owned by driftline.
-RUN pip install --no-cache-dir . && useradd --system --create-home driftline \
+RUN pip install --no-cache-dir ".${EXTRAS:+[$EXTRAS]}" && useradd --system --create-home driftline \
     && mkdir -p /var/lib/driftline/retrainer && chown -R driftline /var/lib/driftline
 USER driftline
 ENV DRIFTLINE_WEB_HOST=0.0.0.0 DRIFTLINE_DATA_DIR=/var/lib/driftline

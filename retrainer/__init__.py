@@ -11,7 +11,9 @@ from retrainer.exceptions import (
     ArtifactOutsideStore,
     BadExample,
     ChecksumMismatch,
+    RefusedModelName,
     RegistryError,
+    RegistryUnavailable,
     RetrainerError,
     RollbackUnavailable,
     UnknownModel,
@@ -19,7 +21,7 @@ from retrainer.exceptions import (
 )
 from retrainer.evaluation import Evaluation, decide, evaluate, score
 from retrainer.learners import OnlineModel, example_to_xy, features_to_x, target
-from retrainer.registry import REGISTRY_FILENAME, ModelRegistry
+from retrainer.registry import REGISTRY_FILENAME, ModelRegistry, VersionJournal
 
 __all__ = [
     "ArtifactError",
@@ -35,7 +37,9 @@ __all__ = [
     "ModelRegistry",
     "OnlineModel",
     "REGISTRY_FILENAME",
+    "RefusedModelName",
     "RegistryError",
+    "RegistryUnavailable",
     "Retrainer",
     "RetrainerConfig",
     "RetrainerError",
@@ -44,6 +48,7 @@ __all__ = [
     "Task",
     "UnknownModel",
     "UnknownVersion",
+    "VersionJournal",
     "decide",
     "evaluate",
     "example_to_xy",

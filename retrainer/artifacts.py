@@ -10,13 +10,14 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import quote, urlparse
 from urllib.request import url2pathname
 
 from retrainer.exceptions import ArtifactError, ArtifactOutsideStore, ChecksumMismatch
 
-__all__ = ["ArtifactStore", "LocalArtifactStore", "StoredArtifact", "sha256_hex"]
+__all__ = ["ArtifactStore", "LocalArtifactStore", "StoredArtifact", "sha256_hex", "verified_unpickle"]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -28,6 +29,31 @@ def sha256_hex(data: bytes) -> str:
     'e3b0c44298fc1c14'
     """
     return hashlib.sha256(data).hexdigest()
+
+
+def verified_unpickle(uri: str, sha256: str, read: Callable[[], bytes]) -> Any:
+    """Unpickle the bytes ``read()`` returns, only once they hash to ``sha256`` (pickle runs code as it loads).
+
+    Raises
+    ------
+    ArtifactError
+        ``sha256`` is not a hex SHA-256 (nothing is read then), or the bytes do not unpickle.
+    ChecksumMismatch
+        The bytes do not hash to ``sha256``.
+
+    >>> verified_unpickle("mem:x", sha256_hex(pickle.dumps(7)), lambda: pickle.dumps(7))
+    7
+    """
+    if not isinstance(sha256, str) or not _SHA256.match(sha256):
+        raise ArtifactError(uri, "refused to load: no valid sha256 to verify against")
+    data = read()
+    actual = sha256_hex(data)
+    if not hmac.compare_digest(actual, sha256):
+        raise ChecksumMismatch(uri, sha256, actual)
+    try:
+        return pickle.loads(data)
+    except Exception as exc:
+        raise ArtifactError(uri, f"cannot unpickle: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -140,20 +166,15 @@ class LocalArtifactStore:
         ArtifactError
             The file is missing or unreadable, or ``sha256`` is malformed.
         """
-        if not isinstance(sha256, str) or not _SHA256.match(sha256):
-            raise ArtifactError(uri, "refused to load: no valid sha256 to verify against")
         path = self._path_of(uri)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ArtifactError(uri, f"cannot read: {exc.strerror or exc}") from exc
-        actual = sha256_hex(data)
-        if not hmac.compare_digest(actual, sha256):
-            raise ChecksumMismatch(uri, sha256, actual)
-        try:
-            return pickle.loads(data)
-        except Exception as exc:
-            raise ArtifactError(uri, f"cannot unpickle: {exc}") from exc
+
+        def read() -> bytes:
+            try:
+                return path.read_bytes()
+            except OSError as exc:
+                raise ArtifactError(uri, f"cannot read: {exc.strerror or exc}") from exc
+
+        return verified_unpickle(uri, sha256, read)
 
     def __repr__(self) -> str:
         return f"LocalArtifactStore({str(self.root)!r})"

@@ -11,18 +11,22 @@ from datetime import datetime
 from retrainer.artifacts import ArtifactStore
 from retrainer.config import LearnerSpec
 from retrainer.evaluation import Evaluation, evaluate
-from retrainer.exceptions import ArtifactError, RegistryError, UnknownModel
+from retrainer.exceptions import ArtifactError, RegistryError, RegistryUnavailable, UnknownModel
 from retrainer.learners import OnlineModel, example_to_xy
-from retrainer.registry import ModelRegistry
+from retrainer.registry import ModelRegistry, VersionJournal
 from schemas.events import Label, LabelledExample, ModelVersion, RetrainTrigger
 
-__all__ = ["MAX_WAITING_TRIGGERS", "Retrainer", "register_initial_version"]
+__all__ = ["EXTERNAL_ORIGIN", "MAX_WAITING_TRIGGERS", "Retrainer", "register_initial_version"]
 
 log = logging.getLogger(__name__)
 
 # Triggers come from alerts, a handful per model per day; this only guards
 # memory against a runaway producer.  The oldest waiting trigger is dropped.
 MAX_WAITING_TRIGGERS = 64
+# ``lineage["origin"]`` of a version registered outside Driftline (a person's model in MLflow named champion).
+EXTERNAL_ORIGIN = "external"
+# After the registry failed a bootstrap, it is tried again this many learnt examples later, not on every one.
+BOOTSTRAP_RETRY_EXAMPLES = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +52,10 @@ class _ModelState:
         self.waiting: OrderedDict[str, RetrainTrigger] = OrderedDict()
         self.learned_from: datetime | None = None
         self.learned_to: datetime | None = None
+        # Why the champion cannot be learnt from or challenged (set for an external champion that is not a
+        # river model): the model is then monitored, and its triggers published, but no challenger is trained.
+        self.triggers_only: str | None = None
+        self.bootstrap_retry_at = 0
 
 
 class Retrainer:
@@ -126,7 +134,7 @@ class Retrainer:
         self,
         learners: Mapping[str, LearnerSpec],
         store: ArtifactStore,
-        registry: ModelRegistry,
+        registry: VersionJournal,
         *,
         default_learner: LearnerSpec | None = None,
     ) -> None:
@@ -155,13 +163,34 @@ class Retrainer:
         return state
 
     def _install(self, state: _ModelState, record: ModelVersion) -> None:
+        external = record.lineage.get("origin") == EXTERNAL_ORIGIN
+        try:
+            champion = self._load_champion(state.spec, record, external)
+        except (ArtifactError, RegistryError, TypeError) as exc:
+            if not external or isinstance(exc, RegistryUnavailable):
+                raise
+            # Someone else's model (sklearn, a pyfunc, a digest we were not given): we cannot learn from it or
+            # challenge it, but its predictions are still monitored and its triggers still published.
+            state.champion, state.champion_version, state.triggers_only = None, record.version, str(exc)
+            log.warning("model %s: champion version %s was registered outside Driftline and is not a river model "
+                        "it can load (%s); monitoring it and publishing its triggers only, no challengers",
+                        record.model, record.version, exc)
+            return
+        state.champion, state.champion_version, state.triggers_only = champion, record.version, None
+
+    def _load_champion(self, spec: LearnerSpec, record: ModelVersion, external: bool) -> OnlineModel:
         if record.artifact_uri is None or record.sha256 is None:
-            raise RegistryError(f"{record.model} version {record.version} has no artifact to load")
-        champion = self.store.load(record.artifact_uri, record.sha256)
-        if not isinstance(champion, OnlineModel):
-            raise ArtifactError(record.artifact_uri, f"holds a {type(champion).__name__}, not an OnlineModel")
-        state.champion = champion
-        state.champion_version = record.version
+            raise RegistryError(f"{record.model} version {record.version} has no artifact with a sha256 to load")
+        loaded = self.store.load(record.artifact_uri, record.sha256)
+        if isinstance(loaded, OnlineModel):
+            return loaded
+        if external:
+            return OnlineModel.wrapping(spec, loaded)
+        raise ArtifactError(record.artifact_uri, f"holds a {type(loaded).__name__}, not an OnlineModel")
+
+    def triggers_only(self, model: str) -> str | None:
+        """Why ``model`` gets no challengers (its champion is an external non-river model), or ``None``."""
+        return self._state(model).triggers_only
 
     def _sync(self, model: str, state: _ModelState) -> None:
         # Another process (the CLI's rollback) may have changed the current
@@ -206,6 +235,8 @@ class Retrainer:
         """
         model = example.prediction.model
         state = self._state(model)
+        if state.triggers_only is not None:
+            return []
         x, y = example_to_xy(example, state.spec.task)
         if state.champion is None:
             state.champion = OnlineModel(state.spec)
@@ -218,8 +249,14 @@ class Retrainer:
             if state.learned_to is None or aged.event_time > state.learned_to:
                 state.learned_to = aged.event_time
         state.holdout.append(_Example(example.prediction.event_time, x, y))
-        if state.champion_version is None and state.champion.n_learned >= state.spec.min_training_examples:
-            return [self._bootstrap(model, state, now=example.outcome.event_time)]
+        n = state.champion.n_learned
+        if state.champion_version is None and n >= state.spec.min_training_examples and n >= state.bootstrap_retry_at:
+            try:
+                return [self._bootstrap(model, state, now=example.outcome.event_time)]
+            except RegistryUnavailable as exc:
+                state.bootstrap_retry_at = n + BOOTSTRAP_RETRY_EXAMPLES
+                log.warning("model %s: bootstrap waits for the registry (retried %d examples later): %s",
+                            model, BOOTSTRAP_RETRY_EXAMPLES, exc)
         return []
 
     def _bootstrap(self, model: str, state: _ModelState, now: datetime) -> ModelVersion:
@@ -240,9 +277,9 @@ class Retrainer:
             sha256=stored.sha256,
             reason=f"bootstrap: first champion, learnt online from {state.champion.n_learned} examples",
         )
-        self.registry.record([record])
-        state.champion_version = version
-        return record
+        (written,) = self.registry.record([record])
+        state.champion_version = written.version
+        return written
 
     def on_trigger(self, trigger: RetrainTrigger, now: datetime) -> list[ModelVersion]:
         """Train a challenger for ``trigger``, compare it with the champion and register both.
@@ -255,22 +292,36 @@ class Retrainer:
             log.info("trigger %s already handled; ignored", trigger.trigger_id)
             return []
         state = self._state(trigger.model)
-        self._sync(trigger.model, state)
-        if self.registry.is_trigger_handled(trigger.trigger_id):
+        if state.triggers_only is not None:
+            log.warning("trigger %s: model %s gets no challenger (triggers only: %s)", trigger.trigger_id,
+                        trigger.model, state.triggers_only)
             return []
         state.waiting[trigger.trigger_id] = trigger
         while len(state.waiting) > MAX_WAITING_TRIGGERS:
             dropped, _ = state.waiting.popitem(last=False)
             log.warning("model %s: too many waiting triggers; dropped %s", trigger.model, dropped)
+        if not self._synced(trigger.model, state):
+            return []
+        if self.registry.is_trigger_handled(trigger.trigger_id):
+            state.waiting.pop(trigger.trigger_id, None)
+            return []
         return self._run(state, trigger, now)
+
+    def _synced(self, model: str, state: _ModelState) -> bool:
+        """:meth:`_sync`, or ``False`` (the triggers keep waiting) while the registry does not answer."""
+        try:
+            self._sync(model, state)
+        except RegistryUnavailable as exc:
+            log.warning("model %s: %d trigger(s) wait for the registry: %s", model, len(state.waiting), exc)
+            return False
+        return True
 
     def poll(self, now: datetime) -> list[ModelVersion]:
         """Run every waiting trigger that now has enough data; returns the records to publish."""
         published: list[ModelVersion] = []
         for model, state in self._states.items():
-            if not state.waiting:
+            if not state.waiting or not self._synced(model, state):
                 continue
-            self._sync(model, state)
             for trigger in list(state.waiting.values()):
                 published += self._run(state, trigger, now)
         return published
@@ -300,7 +351,11 @@ class Retrainer:
         result = evaluate(state.champion, challenger, holdout, spec)
 
         version = self.registry.next_version(trigger.model)
-        stored = self.store.save(challenger, trigger.model, version)
+        try:
+            stored = self.store.save(challenger, trigger.model, version)
+        except RegistryUnavailable as exc:
+            log.warning("trigger %s waits: the challenger could not be stored: %s", trigger.trigger_id, exc)
+            return []
         candidate = ModelVersion(
             model=trigger.model,
             version=version,
@@ -323,13 +378,21 @@ class Retrainer:
             ),
         )
         decision = candidate.model_copy(update={"status": "promoted" if result.promote else "rejected", "reason": result.reason})
-        self.registry.record([candidate, decision], handled_trigger=trigger.trigger_id)
+        try:
+            written = self.registry.record([candidate, decision], handled_trigger=trigger.trigger_id)
+        except RegistryUnavailable as exc:
+            log.warning("trigger %s waits: its decision could not be registered: %s", trigger.trigger_id, exc)
+            return []
         state.waiting.pop(trigger.trigger_id, None)
-        if result.promote:
-            state.champion = challenger
-            state.champion_version = version
-        log.info("model %s version %s %s: %s", trigger.model, version, decision.status, result.reason)
-        return [candidate, decision]
+        final = written[-1]
+        if final.status == "promoted" and final.sha256 == stored.sha256:
+            state.champion, state.champion_version = challenger, final.version
+        elif final.status == "promoted":
+            # The registry already held a decision for this trigger (an earlier try whose answer was lost):
+            # that version is the champion, not the challenger trained just now.
+            self._install(state, final)
+        log.info("model %s version %s %s: %s", trigger.model, final.version, final.status, final.reason)
+        return written
 
     @staticmethod
     def _metrics(result: Evaluation, challenger: OnlineModel, spec: LearnerSpec) -> dict[str, float]:
@@ -355,7 +418,7 @@ class Retrainer:
 
 
 def register_initial_version(
-    registry: ModelRegistry,
+    registry: VersionJournal,
     store: ArtifactStore,
     model: str,
     trained: OnlineModel,
@@ -412,8 +475,8 @@ def register_initial_version(
         sha256=stored.sha256,
         reason=reason or f"registered: trained outside the retrainer on {trained.n_learned} examples",
     )
-    registry.record([record])
-    return record
+    (written,) = registry.record([record])
+    return written
 
 
 def lineage_of(spec: LearnerSpec) -> dict[str, str]:

@@ -9,7 +9,9 @@ __all__ = [
     "ArtifactOutsideStore",
     "BadExample",
     "ChecksumMismatch",
+    "RefusedModelName",
     "RegistryError",
+    "RegistryUnavailable",
     "RetrainerError",
     "RollbackUnavailable",
     "UnknownModel",
@@ -83,3 +85,20 @@ class RollbackUnavailable(RegistryError):
     def __init__(self, model: str, reason: str) -> None:
         self.model = model
         super().__init__(f"cannot roll back {model!r}: {reason}")
+
+
+class RegistryUnavailable(RegistryError):
+    """The registry's server did not answer; what was asked can be retried later (nothing was decided)."""
+
+    def __init__(self, location: str, reason: str) -> None:
+        self.location = location
+        super().__init__(f"model registry at {location} is unavailable: {reason}")
+
+
+class RefusedModelName(RegistryError, ValueError):
+    """The registry refuses this model name; ``reason`` is the registry's own words."""
+
+    def __init__(self, model: str, reason: str) -> None:
+        self.model = model
+        self.reason = reason
+        super().__init__(f"the model registry refuses the model name {model!r}: {reason}")

@@ -136,6 +136,23 @@ class OnlineModel:
         x, y = example_to_xy(example, self.spec.task)
         return self.learn_one(x, y)
 
+    @classmethod
+    def wrapping(cls, spec: LearnerSpec, estimator: Any) -> OnlineModel:
+        """A model around a river estimator trained elsewhere (a champion registered outside Driftline).
+
+        Raises
+        ------
+        TypeError
+            ``estimator`` is not a river estimator with ``learn_one`` and ``predict_one``.
+        """
+        from river import base
+
+        if not isinstance(estimator, base.Estimator) or not callable(getattr(estimator, "predict_one", None)):
+            raise TypeError(f"a {type(estimator).__name__} is not a river estimator that predicts")
+        model = cls(spec)
+        model.pipeline = estimator
+        return model
+
     def reset_metric(self) -> None:
         """Start the progressive metric afresh (a warm-started copy scores only its new data)."""
         self._metric = self._metric.clone()

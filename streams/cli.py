@@ -207,21 +207,23 @@ def retrainer(
     run_retrainer(settings, learners)
 
 
-def _registry():  # type: ignore[no-untyped-def]
-    from retrainer.config import open_registry
+def _registry(model: Optional[str] = None):  # type: ignore[no-untyped-def]
+    """The settings and the registry they name (DRIFTLINE_REGISTRY), reading only ``model`` if given: the same
+    commands, the same output, on both backends."""
+    from streams.registries import open_backend
     from streams.settings import load_settings
 
     settings = load_settings()
-    return settings, open_registry(settings.retrainer_data_dir)
+    return settings, open_backend(settings, [model] if model else [], register=False).registry
 
 
 @models_app.command("list")
 def models_list(model: Annotated[Optional[str], typer.Argument(help="Only this model.")] = None) -> None:
     """Every version of every model (or of one), its status, parent and headline metric."""
-    settings, registry = _registry()
+    settings, registry = _registry(model)
     names = [model] if model else registry.models()
     if not names or (model and not registry.history(model)):
-        typer.echo(f"no versions in {registry.path}")
+        typer.echo(f"no versions in {registry.location}")
         raise typer.Exit(1 if model else 0)
     for name in names:
         current = registry.current(name)
@@ -241,7 +243,7 @@ def models_show(
     """One version's lineage: every record written for it, as JSON lines."""
     from retrainer.exceptions import UnknownVersion
 
-    settings, registry = _registry()
+    settings, registry = _registry(model)
     if version is None:
         current = registry.current(model)
         if current is None:
@@ -270,7 +272,7 @@ def models_rollback(
 
     from streams.retrainer_app import publish_versions
 
-    settings, registry = _registry()
+    settings, registry = _registry(model)
     records = registry.rollback(model, now=datetime.now(timezone.utc), reason=reason)
     producer = Producer({**settings.confluent_config(), "acks": "all"})
     failed = publish_versions(producer, settings.topics.models, records)

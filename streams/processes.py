@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-__all__ = ["Samples", "free_port", "metric_sum", "metric_value", "registry_samples", "scrape_metrics", "start_retrainer", "start_worker", "stop_worker"]
+__all__ = ["Samples", "free_port", "metric_sum", "metric_value", "registry_samples", "scrape_metrics", "start_python", "start_retrainer", "start_worker", "stop_worker"]
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 """Metric samples as ``{(sample name, sorted labels): value}``."""
@@ -33,12 +33,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start_cli(command: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+def _start(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     with open(log_path, "wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", command], env={**os.environ, **env},
+            [sys.executable, *argv], env={**os.environ, **env},
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )
+
+
+def _start_cli(command: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    return _start(["-m", "streams.cli", command], env, log_path)
+
+
+def start_python(code: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start ``python -c code`` as a subprocess in its own session (a process with a fault injected, in tests)."""
+    return _start(["-c", code], env, log_path)
 
 
 def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:

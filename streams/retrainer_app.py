@@ -34,8 +34,16 @@ What is on the compacted models topic
   then promoted or rejected, later perhaps rolled_back), so the topic also
   holds every version's lineage.  ``@`` cannot occur in a model name.
 
-The registry on disk is the source of truth; the topic is its projection, and
-the service republishes it on start, which repairs a crash between the two.
+The registry (the file in the data directory, or MLflow with
+``DRIFTLINE_REGISTRY=mlflow``) is the source of truth; the topic is its
+projection.  Every decision is written to the registry first and published
+after, and the service republishes the registry on start, which repairs a crash
+between the two; with MLflow it first reconciles the ``champion`` alias with
+the registry's records (:meth:`retrainer.mlflow_registry.MlflowRegistry.reconcile`).
+A trigger read again after such a crash is found handled in the registry (by
+its ``driftline.trigger_id`` tag in MLflow), so it never makes a second version.
+While MLflow does not answer, a trigger waits (its offset uncommitted) and is
+retried at every poll; the champion keeps learning meanwhile.
 
 Offsets and restarts
 --------------------
@@ -67,14 +75,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import TypeAdapter
 
 from retrainer.champions import Retrainer
-from retrainer.config import RetrainerConfig, open_registry, open_store
-from retrainer.exceptions import BadExample, UnknownModel
-from retrainer.registry import ModelRegistry
+from retrainer.config import RetrainerConfig
+from retrainer.exceptions import BadExample, RegistryUnavailable, UnknownModel
+from retrainer.registry import VersionJournal
 from schemas.decoding import Rejection, decode
 from schemas.events import MonitorBatch, ModelVersion, RetrainTrigger
 from streams.cloudevents import cloudevents_headers
 from streams.health.liveness import HealthMetrics, HealthState, StageTracker, WatchdogThread
 from streams.health.web import HealthServer
+from streams.registries import open_backend
 from streams.settings import Settings
 
 __all__ = [
@@ -104,6 +113,9 @@ COMMIT_SECONDS = 2.0
 LABELLED_BATCH_BYTES = 512 * 1024
 # How long reading back the batches before a committed offset may take, per window (see replay_start).
 REPLAY_READ_SECONDS = 30.0
+# A registry on a server (MLflow) is read back for the gauges at most this often, not at every poll: what
+# another process changed there (a CLI rollback) shows this much later; decisions read it when they need it.
+REMOTE_GAUGE_SECONDS = 10.0
 
 
 def current_key(model: str) -> bytes:
@@ -210,6 +222,10 @@ class RetrainerMetrics:
                                ["topic", "reason"], registry=r)
         self.versions_published = Counter("driftline_model_versions_published", "Model-version records published.", ["model", "status"], registry=r)
         self.publish_failures = Counter("driftline_model_versions_publish_failures", "Model-version messages the broker did not take.", registry=r)
+        self.triggers_only = Gauge("driftline_retrainer_triggers_only",
+                                   "1 for a model whose champion was registered outside Driftline and is not a river "
+                                   "model it can load: monitored, its triggers published, no challengers trained.",
+                                   ["model"], registry=r)
         self.health = HealthMetrics(r)
         self._current: dict[str, str] = {}
 
@@ -243,8 +259,9 @@ class RetrainerService:
         self.settings = settings
         self.topics = settings.topics
         self.metrics = metrics or RetrainerMetrics()
-        self.registry: ModelRegistry = open_registry(settings.retrainer_data_dir)
-        self.retrainer = Retrainer(config.learners, open_store(settings.retrainer_data_dir), self.registry)
+        backend = open_backend(settings, config.learners)
+        self.registry: VersionJournal = backend.registry
+        self.retrainer = Retrainer(config.learners, backend.store, self.registry)
         self.learners = config.learners
         # Every configured model's series exist from the start, at zero, so
         # rates and alert rules on them have data before the first event.
@@ -254,10 +271,12 @@ class RetrainerService:
             for counter in (self.metrics.examples, self.metrics.triggers_received, self.metrics.triggers_handled,
                             self.metrics.triggers_duplicate):
                 counter.labels(model)
+            self.metrics.triggers_only.labels(model).set(0)
         self._max_bytes = 4 * settings.max_event_bytes
         # As the monitor stage reads the same batches: the cut size, plus room for one large example past it.
         self._max_batch_bytes = 2 * LABELLED_BATCH_BYTES + 4 * settings.max_event_bytes
         # Next offset to commit per (topic, partition), and where each waiting trigger sits.
+        self._gauges_read_at = float("-inf")
         self._positions: dict[tuple[str, int], int] = {}
         self._waiting_at: dict[str, tuple[int, int]] = {}
         self._producer = Producer({**settings.confluent_config(), "acks": "all", "enable.idempotence": True,
@@ -357,9 +376,15 @@ class RetrainerService:
                 self.metrics.challengers.labels(record.model, record.status).inc()
                 self.metrics.triggers_handled.labels(record.model).inc()
 
-    def republish_registry(self) -> None:
-        """Publish every version's latest record and each model's current version again (idempotent)."""
+    def republish_registry(self, now: datetime | None = None) -> None:
+        """Reconcile the registry, then publish every version's latest record and each current version again.
+
+        Idempotent.  Then each model's champion is loaded (or found to be triggers-only) at once.
+        """
         self.registry.refresh()
+        changed = self.registry.reconcile(now or datetime.now(timezone.utc))
+        if changed:
+            log.info("registry reconciled for %s", ", ".join(changed))
         failed = 0
         for model in self.registry.models():
             # Every version under its own key first, then the current one under the model's key.
@@ -369,13 +394,26 @@ class RetrainerService:
                 failed += publish_versions(self._producer, self.topics.models, [current])
         if failed:
             self.metrics.publish_failures.inc(failed)
+        for model in self.learners:
+            self.retrainer.champion(model)
         self._refresh_gauges()
 
     def _refresh_gauges(self) -> None:
-        self.registry.refresh()
+        """Set the gauges from the registry, read back first unless it is remote and was read lately.
+
+        What this process decided is in the registry's memory already, so its own changes show at once.
+        """
+        if not self.registry.remote or time.monotonic() - self._gauges_read_at >= REMOTE_GAUGE_SECONDS:
+            try:
+                self.registry.refresh()
+                self._gauges_read_at = time.monotonic()
+            except RegistryUnavailable as exc:
+                log.warning("registry not read back for the gauges: %s", exc)
         for model in sorted(set(self.registry.models()) | set(self.learners)):
             current = self.registry.current(model)
             self.metrics.set_current(model, current.version if current else None)
+        for model in self.learners:
+            self.metrics.triggers_only.labels(model).set(1 if self.retrainer.triggers_only(model) else 0)
 
     # -- the loop ------------------------------------------------------------
 
@@ -433,6 +471,8 @@ class RetrainerService:
             self.metrics.skipped.labels("retrain", "unknown_model").inc()
             return []
         self.metrics.triggers_received.labels(decoded.model).inc()
+        if self.retrainer.triggers_only(decoded.model) is not None:
+            self.metrics.skipped.labels("retrain", "triggers_only").inc()
         if self.registry.is_trigger_handled(decoded.trigger_id):
             log.info("trigger %s was handled before; ignored", decoded.trigger_id)
             self.metrics.triggers_duplicate.labels(decoded.model).inc()
@@ -503,7 +543,7 @@ def run_retrainer(settings: Settings, config: RetrainerConfig) -> None:
     metrics.health.declare([service.tracker.stage])
     HealthServer(settings.web_host, settings.retrainer_web_port, metrics.registry, health).start()
     WatchdogThread(settings, health, metrics.health).start()
-    log.info("retrainer: group %s, data in %s, learners for %s, metrics on :%d",
-             settings.retrainer_group, settings.retrainer_data_dir, ", ".join(config.learners) or "no model",
+    log.info("retrainer: group %s, registry %s, learners for %s, metrics on :%d",
+             settings.retrainer_group, service.registry.location, ", ".join(config.learners) or "no model",
              settings.retrainer_web_port)
     service.run(stop.is_set)

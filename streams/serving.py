@@ -8,6 +8,12 @@ and only then swaps it in with a single reference assignment.  ``predict``
 reads that reference once, so it never waits for a load, never sees half a
 swap, and a prediction in flight finishes on the version it started with.  An
 artifact that fails verification is refused and the old version keeps serving.
+
+With the MLflow registry, a server can follow MLflow's ``champion`` alias
+instead (:meth:`ModelServer.following_mlflow`): it asks the tracking server
+where the alias points every ``poll_seconds`` and hot-swaps the same way,
+verified before the swap, the old version kept on a failed load or while the
+server does not answer.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 from pydantic import TypeAdapter, ValidationError
 
 from retrainer.artifacts import ArtifactStore
-from retrainer.exceptions import ArtifactError
+from retrainer.exceptions import ArtifactError, RegistryError
 from schemas.events import FeatureValue, Label, ModelVersion
 from schemas.topics import TopicNames
 from streams.retrainer_app import current_key
@@ -80,20 +86,26 @@ class ModelServer:
         self,
         model: str,
         store: ArtifactStore,
-        kafka_config: Mapping[str, Any],
+        kafka_config: Mapping[str, Any] | None,
         topics: TopicNames | None = None,
         *,
         fallback: Callable[[Mapping[str, FeatureValue]], Label | None] | None = None,
         fallback_version: str = "0",
         on_swap: Callable[[str | None, ModelVersion], None] | None = None,
+        follow: Callable[[], ModelVersion | None] | None = None,
+        poll_seconds: float = 2.0,
     ) -> None:
+        if kafka_config is None and follow is None:
+            raise ValueError("a ModelServer needs kafka_config (to read the models topic) or follow (to poll a registry)")
         self.model = model
         self.store = store
         self.topics = topics or TopicNames()
         self.fallback = fallback
         self.fallback_version = fallback_version
         self.on_swap = on_swap
-        self._kafka_config = dict(kafka_config)
+        self._kafka_config = dict(kafka_config or {})
+        self._follow = follow
+        self.poll_seconds = poll_seconds
         # (record, loaded model): replaced as a whole, read once per prediction.
         self._current: tuple[ModelVersion, Any] | None = None
         self._stop = threading.Event()
@@ -102,6 +114,15 @@ class ModelServer:
         self._thread: threading.Thread | None = None
         self.n_swaps = 0
         self.n_refused = 0
+
+    @classmethod
+    def following_mlflow(cls, model: str, registry: Any, store: ArtifactStore, poll_seconds: float = 2.0,
+                         **options: Any) -> ModelServer:
+        """A server that follows MLflow's ``champion`` alias of ``model`` (``registry`` an
+        :class:`~retrainer.mlflow_registry.MlflowRegistry`, ``store`` its artifact store); e.g.
+        ``backend = open_backend(settings); ModelServer.following_mlflow(name, backend.registry, backend.store,
+        settings.serving_poll_seconds)``."""
+        return cls(model, store, None, follow=lambda: registry.champion_record(model), poll_seconds=poll_seconds, **options)
 
     # -- serving -------------------------------------------------------------
 
@@ -194,6 +215,9 @@ class ModelServer:
         return True
 
     def _run(self) -> None:
+        if self._follow is not None:
+            self._poll_registry(self._follow)
+            return
         consumer = Consumer({
             **self._kafka_config,
             "group.id": f"driftline-serving-{self.model}-{uuid.uuid4().hex[:8]}",
@@ -228,6 +252,18 @@ class ModelServer:
             log.error("model server for %s stopped: %s", self.model, exc)
         finally:
             consumer.close()
+
+    def _poll_registry(self, follow: Callable[[], ModelVersion | None]) -> None:
+        while not self._stop.is_set():
+            try:
+                record = follow()
+            except RegistryError as exc:
+                log.warning("model server for %s: registry not read (%s); still serving %s", self.model, exc, self.version)
+            else:
+                if record is not None:
+                    self.offer(record)
+                self._caught_up.set()
+            self._stop.wait(self.poll_seconds)
 
     def _partitions(self, consumer: Consumer) -> list[int]:
         deadline = time.monotonic() + 30

@@ -101,6 +101,19 @@ class Settings(BaseSettings):
     # and history buffers; whole batches are replayed, so it can be up to one batch more (0: no replay).
     retrainer_replay_examples: Annotated[int, Field(ge=0, le=10_000_000)] = 5_000
     retrainer_poll_seconds: Annotated[float, Field(gt=0, le=60)] = 0.5
+    # Where the retrainer registers versions and apps find them: Driftline's own file registry in
+    # retrainer_data_dir plus the models topic (the default), or an MLflow tracking server (pip install
+    # 'driftline[mlflow]'), whose model registry then holds the versions and whose `champion` alias names the
+    # current one; the models topic still announces it.
+    registry: Literal["file", "mlflow"] = "file"
+    mlflow_tracking_uri: str | None = Field(default=None, max_length=2000)
+    mlflow_experiment: str = Field(default="driftline", min_length=1, max_length=500)
+    # One HTTP request to the tracking server: its timeout and how often MLflow's client retries it.  Small, so
+    # an outage makes a trigger wait (and be retried at the next poll) instead of stalling the retrainer's loop.
+    mlflow_request_timeout_seconds: Annotated[int, Field(ge=1, le=600)] = 10
+    mlflow_request_retries: Annotated[int, Field(ge=0, le=10)] = 0
+    # How often a ModelServer that follows MLflow's champion alias asks where it points.
+    serving_poll_seconds: Annotated[float, Field(gt=0, le=3600)] = 2.0
 
     @field_validator("watchdog_seconds")
     @classmethod
@@ -123,6 +136,18 @@ class Settings(BaseSettings):
                 "broker_request_timeout must be at least broker_session_timeout "
                 f"({self.broker_request_timeout} < {self.broker_session_timeout})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _registry_complete(self) -> Settings:
+        from retrainer.mlflow_registry import tracking_uri_problem
+
+        if self.registry == "mlflow":
+            if not self.mlflow_tracking_uri:
+                raise IncompleteSettings([("mlflow_tracking_uri", "is required when DRIFTLINE_REGISTRY=mlflow")])
+            problem = tracking_uri_problem(self.mlflow_tracking_uri)
+            if problem:
+                raise IncompleteSettings([("mlflow_tracking_uri", problem)])
         return self
 
     @model_validator(mode="after")

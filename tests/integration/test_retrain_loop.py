@@ -29,7 +29,7 @@ from schemas.config import parse_monitor_config
 from schemas.events import Alert, LabelledExample, ModelVersion, RetrainTrigger
 from streams.client import PredictionLogger
 from streams.demo import register_shipped_model
-from streams.processes import free_port, metric_sum, scrape_metrics, start_retrainer, stop_worker
+from streams.processes import free_port, metric_sum, scrape_metrics, start_python, start_retrainer, stop_worker
 from streams.scenarios import LearnableSpeechScenario
 from streams.serving import ModelServer
 from streams.settings import Settings, load_settings
@@ -64,6 +64,7 @@ class RetrainerProc:
     settings: Settings
     web_port: int
     log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
 
     def metric(self, name: str, **labels: str) -> float:
         return metric_sum(scrape_metrics(self.web_port), name, **labels)
@@ -80,7 +81,9 @@ class RetrainerProc:
 
 @contextmanager
 def running_retrainer(settings: Settings, config_path: Path, data_dir: Path, log_path: Path,
-                      group: str | None = None, replay_examples: int | None = None) -> Iterator[RetrainerProc]:
+                      group: str | None = None, replay_examples: int | None = None,
+                      extra_env: dict[str, str] | None = None, python_code: str | None = None) -> Iterator[RetrainerProc]:
+    """``driftline retrainer`` as a subprocess (or ``python -c python_code``, which must run it) on ``settings``' topics."""
     web_port = free_port()
     env = {
         **kafka_environment(settings),
@@ -94,9 +97,10 @@ def running_retrainer(settings: Settings, config_path: Path, data_dir: Path, log
         "DRIFTLINE_LOG_LEVEL": "INFO",
         **({"DRIFTLINE_RETRAINER_GROUP_ID": group} if group else {}),
         **({"DRIFTLINE_RETRAINER_REPLAY_EXAMPLES": str(replay_examples)} if replay_examples is not None else {}),
+        **(extra_env or {}),
     }
-    proc = start_retrainer(env, log_path)
-    retrainer = RetrainerProc(settings.model_copy(update={"retrainer_data_dir": data_dir}), web_port, log_path)
+    proc = start_retrainer(env, log_path) if python_code is None else start_python(python_code, env, log_path)
+    retrainer = RetrainerProc(settings.model_copy(update={"retrainer_data_dir": data_dir}), web_port, log_path, proc)
     try:
         retrainer.wait_for("the retrainer's metrics endpoint", lambda: bool(scrape_metrics(web_port)) or proc.poll() is not None, 30)
         assert proc.poll() is None, f"retrainer exited with {proc.returncode}:\n{log_path.read_text(errors='replace')[-3000:]}"
@@ -170,16 +174,17 @@ def _labelled(scenario: LearnableSpeechScenario, relabel: range = range(0)) -> I
         yield LabelledExample(prediction=scenario.prediction(u, scenario.factory_predict(u.features), "0"), outcome=outcome)
 
 
-def _play_worker(settings: Settings, examples: Iterator[LabelledExample], trigger: RetrainTrigger | None) -> int:
+def _play_worker(settings: Settings, examples: Iterator[LabelledExample], trigger: RetrainTrigger | None,
+                 model: str = MODEL) -> int:
     """Write ``examples`` as the worker's ingest does, ``STEP`` a step, then ``trigger``; return how many examples."""
     producer = Producer({**settings.confluent_config(), "partitioner": "murmur2_random"})
     blobs = [example.model_dump_json().encode() for example in examples]
     for i in range(0, len(blobs), STEP):
-        for batch in monitor_batches(MODEL, [], blobs[i : i + STEP]):
-            producer.produce(settings.topics.labelled, key=MODEL.encode(), value=batch)
+        for batch in monitor_batches(model, [], blobs[i : i + STEP]):
+            producer.produce(settings.topics.labelled, key=model.encode(), value=batch)
         producer.poll(0)
     if trigger is not None:
-        producer.produce(settings.topics.retrain, key=MODEL.encode(), value=trigger.model_dump_json().encode())
+        producer.produce(settings.topics.retrain, key=model.encode(), value=trigger.model_dump_json().encode())
     assert producer.flush(30) == 0
     return len(blobs)
 

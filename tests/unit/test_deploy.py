@@ -6,6 +6,7 @@ import importlib.util
 import json
 import re
 import shutil
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -543,6 +544,27 @@ def test_compose_file_parses_with_docker_compose_and_has_the_stack() -> None:
     assert {"/etc/grafana/provisioning", "/var/lib/grafana/dashboards", "/etc/prometheus/rules"} <= {t for _, t in volumes}
     for source, target in volumes:
         assert (ROOT / source).exists(), (source, target)
+
+
+def test_the_mlflow_profile_adds_a_tracking_server_and_points_the_retrainer_at_it() -> None:
+    run = [_tool("docker-compose"), "--project-directory", str(ROOT), "-f", str(ROOT / "docker-compose.yml")]
+    plain = subprocess.run([*run, "config"], capture_output=True, text=True, cwd=ROOT,
+                           env={k: v for k, v in os.environ.items() if k != "DRIFTLINE_REGISTRY"})
+    assert plain.returncode == 0, plain.stderr
+    assert yaml.safe_load(plain.stdout)["services"]["retrainer"]["environment"]["DRIFTLINE_REGISTRY"] == "file"
+    chosen = subprocess.run([*run, "--profile", "mlflow", "config"], capture_output=True, text=True, cwd=ROOT,
+                            env={**os.environ, "DRIFTLINE_REGISTRY": "mlflow"})
+    assert chosen.returncode == 0, chosen.stderr
+    config = yaml.safe_load(chosen.stdout)
+    mlflow, retrainer = config["services"]["mlflow"], config["services"]["retrainer"]
+    assert mlflow["profiles"] == ["mlflow"] and mlflow["command"][:2] == ["mlflow", "server"]
+    args = dict(a.removeprefix("--").split("=", 1) for a in mlflow["command"][2:])
+    assert args["backend-store-uri"].startswith("sqlite:////mlflow/")
+    assert args["artifacts-destination"].startswith("/mlflow/")
+    assert ("mlflow-data", "/mlflow") in [_volume(v) for v in mlflow["volumes"]] and "mlflow-data" in config["volumes"]
+    assert retrainer["environment"]["DRIFTLINE_REGISTRY"] == "mlflow"
+    assert retrainer["environment"]["DRIFTLINE_MLFLOW_TRACKING_URI"] == f"http://mlflow:{args['port']}"
+    assert "mlflow" in args["allowed-hosts"].split(",")
 
 
 def _volume(volume: str | dict) -> tuple[str, str]:  # type: ignore[type-arg]

@@ -186,3 +186,29 @@ def test_replay_finds_the_batch_from_which_enough_examples_follow() -> None:
     assert replay_start(mixed, 7, 13, 6) == 10
     assert replay_start(mixed, 7, 13, 100) == 7
     assert replay_start(mixed, 7, 13, 0) == 13
+
+
+def test_an_external_champion_it_cannot_load_makes_the_model_triggers_only(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from retrainer.config import open_registry, open_store
+    from schemas.events import ModelVersion, RetrainTrigger
+
+    data_dir = tmp_path / "retrainer"
+    stored = open_store(data_dir).save({"sklearn": "not a river model"}, "asr", "1")
+    open_registry(data_dir).record([ModelVersion(model="asr", version="1", status="promoted", created_at=T0,
+                                                 artifact_uri=stored.uri, sha256=stored.sha256,
+                                                 lineage={"origin": "external"})])
+    monkeypatch.setattr(retrainer_app, "Producer", StubProducer)
+    metrics = RetrainerMetrics(CollectorRegistry())
+    service = RetrainerService(load_settings(retrainer_data_dir=data_dir, topic_prefix="unit."),
+                               retrainer_config(parse_monitor_config(MODELS)), metrics)
+    assert service.retrainer.champion("asr") is None
+    service._refresh_gauges()
+    trigger = RetrainTrigger(trigger_id="t-1", model="asr", reason="performance_decay", data_from=T0, event_time=T0)
+    records = service.handle([FakeMessage(service.topics.labelled, monitor_batches("asr", [], [_example(1).model_dump_json().encode()])[0], 0),
+                              FakeMessage(service.topics.retrain, trigger.model_dump_json().encode(), 0)], T0)
+    assert records == []
+    samples = registry_samples(metrics.registry)
+    assert metric_value(samples, "driftline_retrainer_triggers_only", model="asr") == 1
+    assert metric_value(samples, "driftline_retrainer_triggers_only", model="price") == 0
+    assert metric_value(samples, "driftline_retrainer_messages_skipped_total", topic="retrain", reason="triggers_only") == 1

@@ -54,6 +54,11 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"topic_prefix": "bad prefix!"}, "DRIFTLINE_TOPIC_PREFIX"),
         ({"app_id": ""}, "DRIFTLINE_APP_ID"),
         ({"unknown_knob": 1}, "DRIFTLINE_UNKNOWN_KNOB"),
+        ({"registry": "postgres"}, "DRIFTLINE_REGISTRY"),
+        ({"registry": "mlflow"}, "DRIFTLINE_MLFLOW_TRACKING_URI"),
+        ({"registry": "mlflow", "mlflow_tracking_uri": "sqlite:///mlflow.db"}, "DRIFTLINE_MLFLOW_TRACKING_URI"),
+        ({"registry": "mlflow", "mlflow_tracking_uri": "http://"}, "DRIFTLINE_MLFLOW_TRACKING_URI"),
+        ({"mlflow_request_retries": -1}, "DRIFTLINE_MLFLOW_REQUEST_RETRIES"),
     ],
 )
 def test_error_names_the_variable(overrides: dict[str, object], field: str) -> None:
