@@ -381,11 +381,16 @@ class WorkerMetrics:
 
     def observe_label_delay(self, examples: Iterable[Any], models: Container[str]) -> None:
         """Prediction-to-outcome event-time delay of labelled examples of configured models (bounded labels)."""
+        by_model: dict[str, list[float]] = {}
         for example in examples:
             model = example.prediction.model
             if model in models:
                 delay = (example.outcome.event_time - example.prediction.event_time).total_seconds()
-                self.label_delay.labels(model).observe(max(delay, 0.0))
+                by_model.setdefault(model, []).append(max(delay, 0.0))
+        for model, delays in by_model.items():
+            histogram = self.label_delay.labels(model)  # once a model and batch: labels() costs as much as observe()
+            for delay in delays:
+                histogram.observe(delay)
 
     def observe_alert_latency(self, alerts: Iterable[Any], events: Sequence[Any]) -> None:
         """Pipeline delay of each alert: now minus the oldest Kafka timestamp of the batch that raised it."""

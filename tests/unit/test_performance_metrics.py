@@ -16,6 +16,7 @@ from detectors.registry import build_detector
 from schemas.config import parse_monitor_config
 from schemas.events import LabelledExample, OutcomeEvent, PredictionEvent
 from schemas.exceptions import ConfigError
+from streams.metrics import WorkerMetrics
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
@@ -220,3 +221,25 @@ def test_further_metrics_are_checked_at_start_up() -> None:
     ]:
         with pytest.raises(ConfigError, match=message):
             parse_monitor_config(base + f"metrics: {metrics}}}}}")
+
+
+def test_label_delay_is_observed_per_configured_model_and_clipped_at_zero() -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+    def example(model: str, i: int, delay_seconds: float) -> LabelledExample:
+        prediction = PredictionEvent(prediction_id=f"{model}-{i}", model=model, model_version="1", event_time=t0,
+                                     prediction="a")
+        outcome = OutcomeEvent(prediction_id=f"{model}-{i}", event_time=t0 + timedelta(seconds=delay_seconds),
+                               actual="a")
+        return LabelledExample(prediction=prediction, outcome=outcome)
+
+    metrics = WorkerMetrics()
+    examples = [example("asr", 0, 2.0), example("other", 1, 9.0), example("asr", 2, 0.5), example("asr", 3, -4.0)]
+    metrics.observe_label_delay(examples, {"asr"})
+
+    def sample(name: str, model: str, **labels: str) -> float | None:
+        return metrics.registry.get_sample_value(f"driftline_label_delay_seconds_{name}", {"model": model, **labels})
+
+    assert sample("count", "asr") == 3 and sample("sum", "asr") == 2.5  # the outcome before its prediction counts 0
+    assert sample("bucket", "asr", le="1.0") == 2  # 0 and 0.5
+    assert sample("count", "other") is None  # not a configured model: no series
