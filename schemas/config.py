@@ -200,6 +200,9 @@ class EstimatedPerformanceSpec(_Spec):
     calibration_size: Annotated[int, Field(ge=100, le=1_000_000)] = Field(
         default=2000, description="Labelled examples of a version its calibration is fitted on; until then its "
         "estimates are reported as uncalibrated and do not alert (unless alert_uncalibrated).")
+    max_calibration_size: Annotated[int, Field(ge=100, le=1_000_000)] = Field(
+        default=16_000, description="The calibration is refitted on all the version's labelled examples so far at "
+        "each doubling of calibration_size, up to this many: more labels, a steadier map.")
     min_bin_count: Annotated[int, Field(ge=10, le=100_000)] = Field(
         default=50, description="Least labelled examples behind each isotonic block or histogram bin.")
     positive_class: bool | int | str | None = Field(
@@ -217,6 +220,9 @@ class EstimatedPerformanceSpec(_Spec):
                 raise ValueError(f"{name} plus hysteresis must be at most 1, or the alert could never resolve")
         if self.thresholds and self.positive_class is None:
             raise ValueError("thresholds need positive_class: precision, recall, f1 and roc_auc are about one class")
+        if self.max_calibration_size < self.calibration_size:
+            raise ValueError(f"max_calibration_size ({self.max_calibration_size}) must be at least calibration_size "
+                             f"({self.calibration_size})")
         if self.calibration_size < 2 * self.min_bin_count:
             raise ValueError(f"calibration_size ({self.calibration_size}) must be at least twice min_bin_count "
                              f"({self.min_bin_count}), or the calibration has a single bin")
