@@ -210,6 +210,10 @@ class EstimatedPerformanceSpec(_Spec):
     thresholds: dict[Literal["precision", "recall", "f1", "roc_auc"],
                      Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]] = Field(
         default_factory=dict, description="Alert thresholds of the positive-class estimates (needs positive_class).")
+    margin_z: Annotated[float, Field(ge=0, le=10, allow_inf_nan=False)] = Field(
+        default=2.0, description="A calibrated estimate fires only once it is below its threshold by this many "
+        "standard errors of the calibration (of a rate measured on the examples it was fitted on): a map fitted on "
+        "2,000 labels can be a point off.  Resolving is unchanged (threshold plus hysteresis).")
     alert_uncalibrated: bool = Field(
         default=False, description="Also alert on the raw-confidence estimate before the calibration is fitted.")
 

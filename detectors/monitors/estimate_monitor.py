@@ -18,13 +18,19 @@ examples:
    F1; and ROC AUC, the AUC expected from the calibrated probabilities (judged every ``window // 20`` predictions,
    as it needs a sort of the window).  NannyML's CBPE does the same on fixed chunks, which leaves a change up to a
    chunk late; a sliding window judges on every prediction.
-3. **alerts**: each estimate with a threshold fires once when it falls below and resolves once it is back above by
-   the hysteresis, like the label-based threshold alerts.  These are thresholds a person sets, outside the
+3. **alerts**: each estimate with a threshold fires once when it falls below it by more than ``margin_z`` standard
+   errors of the calibration (``sqrt(v (1 - v) / n)`` for an estimate ``v`` and the ``n`` fitting examples behind
+   it: all of them for accuracy, the predicted positives for precision, the positives for recall, the smaller
+   class for ROC AUC), and resolves once it is back above the threshold by the hysteresis, like the label-based
+   threshold alerts.  The margin is what keeps a map fitted on its first 2,000 labels, which can be a point off,
+   from paging on stable traffic; it shrinks as the refits add labels.  These are thresholds a person sets, outside the
    false-alarm budget.
 4. **realized counterparts**, over the last ``window`` labelled examples, so that a dashboard shows each estimate
    being confirmed (or not) once the labels come.
 
 Sums are kept in fixed point (``2**-24``) integers, so a stream gives the same estimates however it is batched.
+A (re)fitted map applies from the next prediction on, to the whole window: where labels and predictions interleave
+differently (one worker's batches against another's), the estimates differ only between the two fitting moments.
 """
 
 from __future__ import annotations
@@ -85,7 +91,8 @@ class EstimateMonitor:
     --------
     A model whose confidences run 3 points below its accuracy (0.90 against 0.93).  The raw mean confidence would sit
     below a 0.91 threshold from the start; calibrated on the first 1,000 labelled examples, the estimate is right, and
-    it alerts only when harder inputs (lower confidences, the same calibration) bring the accuracy down 4 points:
+    it alerts only when harder inputs (lower confidences, the same calibration) bring the accuracy down 4 points (it
+    must fall below the threshold by two standard errors of a rate measured on 1,000 labels, about 0.02):
 
     >>> from datetime import datetime, timedelta, timezone
     >>> from schemas.config import parse_monitor_config
@@ -105,7 +112,7 @@ class EstimateMonitor:
     >>> alerts = monitor.observe_predictions(events[:1500]) + monitor.observe_labelled(labelled[:1000])
     >>> alerts += monitor.observe_predictions(events[1500:])
     >>> [(a.detector, a.status, int((a.event_time - t0).total_seconds())) for a in alerts]
-    [('estimated_accuracy', 'fired', 4510)]
+    [('estimated_accuracy', 'fired', 4900)]
     >>> truth = float(np.minimum(confidence[-1000:] + 0.03, 1.0).mean())  # the expected accuracy of the last window
     >>> monitor.calibrated, round(monitor.estimates["accuracy"], 3), round(truth, 3)
     (True, 0.881, 0.889)
@@ -132,6 +139,7 @@ class EstimateMonitor:
         self._fit_score = np.empty(0, dtype=np.float32)
         self._fit_positive = np.empty(0, dtype=bool)
         self._next_fit = estimate.calibration_size
+        self._n_fit_predicted_positive = 0
         # The window of predictions: raw scores (to recalibrate when the map arrives) and fixed-point probabilities.
         self._confidence: deque[float] = deque(maxlen=window)
         self._score: deque[float] = deque(maxlen=window)  # NaN where the positive score is unknown
@@ -143,6 +151,8 @@ class EstimateMonitor:
         self._episodes: AlertEpisodes[str] = AlertEpisodes(model, None, scope=(model, version, ""), version=version)
         self.n_seen = 0
         self.n_calibration = 0
+        # Fitting examples behind each estimate's map, for its margin (none before a fit: no margin).
+        self._support: dict[str, int] = {}
         #: The latest value of each estimate (NaN until defined).
         self.estimates: dict[str, float] = {str(metric): math.nan for metric in self.metrics}
         self._label = f"{model} version {version}"
@@ -181,7 +191,7 @@ class EstimateMonitor:
 
     def observe_labelled(self, examples: Sequence[LabelledExample]) -> list[Alert]:
         """Take labelled examples of this version: the calibration's first, then the realized metrics."""
-        pairs: list[tuple[float, bool, float, bool]] = []
+        pairs: list[tuple[float, bool, float, bool, bool]] = []
         for example in examples:
             prediction = example.prediction
             confidence = confidence_of(prediction)
@@ -193,7 +203,8 @@ class EstimateMonitor:
             self._realized.append((right, prediction.prediction == self._positive, positive,
                                    math.nan if score is None else score))
             if self._maps is not None and self.n_calibration < self.spec.max_calibration_size:
-                pairs.append((confidence, right, math.nan if score is None else score, positive))
+                pairs.append((confidence, right, math.nan if score is None else score, positive,
+                              prediction.prediction == self._positive))
                 self.n_calibration += 1
                 if self.n_calibration == self._next_fit:
                     self._take(pairs)
@@ -204,10 +215,11 @@ class EstimateMonitor:
         # Alerts are decided on predictions only: a label never moves an estimate by itself.
         return []
 
-    def _take(self, pairs: list[tuple[float, bool, float, bool]]) -> None:
+    def _take(self, pairs: list[tuple[float, bool, float, bool, bool]]) -> None:
         if not pairs:
             return
-        confidence, right, score, positive = (np.asarray(column) for column in zip(*pairs, strict=True))
+        confidence, right, score, positive, predicted = (np.asarray(column) for column in zip(*pairs, strict=True))
+        self._n_fit_predicted_positive += int(np.count_nonzero(predicted))
         self._fit_confidence = np.r_[self._fit_confidence, confidence.astype(np.float32)]
         self._fit_right = np.r_[self._fit_right, right.astype(bool)]
         known = np.isfinite(score)
@@ -218,8 +230,13 @@ class EstimateMonitor:
         assert self._maps is not None
         accuracy_map, positive_map = self._maps
         accuracy_map.fit(self._fit_confidence, self._fit_right)
+        self._support = {"accuracy": len(self._fit_right)}
         if len(self._fit_score):
             positive_map.fit(self._fit_score, self._fit_positive)
+            n_positive = int(np.count_nonzero(self._fit_positive))
+            n_negative = len(self._fit_positive) - n_positive
+            self._support.update(precision=self._n_fit_predicted_positive, recall=n_positive,
+                                 f1=min(self._n_fit_predicted_positive, n_positive), roc_auc=min(n_positive, n_negative))
         if self.n_calibration >= self.spec.max_calibration_size:
             self._fit_confidence, self._fit_right = np.empty(0, np.float32), np.empty(0, bool)
             self._fit_score, self._fit_positive = np.empty(0, np.float32), np.empty(0, bool)
@@ -315,8 +332,11 @@ class EstimateMonitor:
     def _decide(self, metric: str, values: npt.NDArray[np.float64], judged: npt.NDArray[np.bool_], threshold: float,
                 start: int, events: Sequence[PredictionEvent]) -> list[tuple[int, Alert]]:
         hysteresis = self.spec.hysteresis
+        support = self._support.get(metric, 0) if self.calibrated else 0
         with np.errstate(invalid="ignore"):
-            breach = judged & (values < threshold)
+            margin = (self.spec.margin_z * np.sqrt(np.clip(values * (1 - values), 0, None) / support) if support
+                      else 0.0)
+            breach = judged & (values < threshold - margin)
             healthy = judged & (values >= threshold + hysteresis)
         out = []
         pos = 0
@@ -332,9 +352,12 @@ class EstimateMonitor:
                 out.append((idx, self._episodes.resolve(metric, at, statistic=value, threshold=threshold,
                                                         message=message)))
             else:
-                how = "calibrated" if self.calibrated else "uncalibrated (raw scores)"
+                how = (f"calibrated on {support} labelled examples" if support else
+                       "calibrated" if self.calibrated else "uncalibrated (raw scores)")
+                below = f"{threshold:g} less a margin of {float(np.broadcast_to(margin, values.shape)[idx]):.3f}"
                 message = (f"{self._label}: estimated {metric} ({how}, over the last {self.spec.window} predictions) "
-                           f"fell to {value:.3f}, below {threshold:g}; outcomes have not confirmed it yet")
+                           f"fell to {value:.3f}, below {below if support else f'{threshold:g}'}; outcomes have not "
+                           "confirmed it yet")
                 out.append((idx, self._episodes.fire(
                     metric, (ESTIMATED, metric), start + idx, at, kind="performance_decay", severity="warning",
                     monitor=ESTIMATED, detector=f"estimated_{metric}", statistic=value, threshold=threshold,
