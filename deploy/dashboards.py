@@ -237,7 +237,7 @@ OVERVIEW = Dashboard(
                           "outcomes stopped arriving (DriftlineLabelCoverageCollapsed)."),
         Panel("Estimated accuracy per model",
               (Target("max by (model) (driftline_estimated_accuracy)", "{{model}}"),), unit="percentunit", width=6,
-              description="Mean confidence of the current model version: the label-free accuracy estimate."),
+              description="The current model version's label-free accuracy estimate, from calibrated confidences."),
     ),
 )
 
@@ -288,12 +288,23 @@ PER_MODEL = Dashboard(
                Target(f"sum(increase(driftline_retrain_triggers_handled_total{M}[1h]))", "triggers handled (1h)")),
               width=8),
         Panel("Estimated vs measured accuracy",
-              (Target(f"max(driftline_estimated_accuracy{M})", "estimated (mean confidence)"),
+              (Target(f"max(driftline_estimated_accuracy{M})", "estimated (calibrated)"),
                Target('driftline_model_performance{model="$model", metric="accuracy"}', "measured (labelled)"),
-               Target(f"max(driftline_estimated_accuracy_threshold{M})", "estimate threshold")),
+               Target(f"max(driftline_estimated_accuracy_threshold{M})", "estimate threshold"),
+               Target(f"max(driftline_estimate_calibrated{M})", "calibrated (1) or raw scores (0)")),
               unit="percentunit", width=10, height=9,
-              description="The estimate answers while outcomes are late; a gap between the two when both are there "
-                          "means the model's confidences are miscalibrated (trust the measured one)."),
+              description="The estimate answers while outcomes are late, from scores calibrated on the version's "
+                          "labelled reference; a lasting gap once labels are there means the calibration no longer "
+                          "holds (trust the measured one)."),
+        Panel("Label-free estimates vs realized, by metric",
+              (Target('max by (metric) (driftline_estimated_performance{model="$model"})', "estimated {{metric}}"),
+               Target('max by (metric) (driftline_realized_performance{model="$model"})', "realized {{metric}}"),
+               Target('max by (metric) (driftline_estimated_performance_threshold{model="$model"})',
+                      "threshold {{metric}}")),
+              unit="percentunit", width=10, height=9,
+              description="Each estimate (accuracy; precision, recall, f1 and roc_auc of the positive class) over "
+                          "the current version's last window of predictions, and the same metric over its last "
+                          "window of labelled examples once they come: the estimate confirmed, or not."),
         Panel("Label coverage",
               (Target(f"{COVERAGE_15M}{M}", "15m, every worker"),
                Target(f"driftline_label_coverage{M}", "since start, {{instance}}")),

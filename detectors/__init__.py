@@ -8,10 +8,12 @@ from detectors.exceptions import DetectorError, InvalidParameter
 from detectors.glr import BernoulliGLR, GaussianGLR
 from detectors.outliers import RobustSpikeDetector
 from detectors.registry import build_detector
+from detectors.segment_baseline import BorrowedBaselineGLR
 
 __all__ = [
     "BernoulliCUSUM",
     "BernoulliGLR",
+    "BorrowedBaselineGLR",
     "DetectorError",
     "DriftDetector",
     "GaussianGLR",

@@ -76,6 +76,9 @@ class BernoulliGLR(CUSUMBank):
         Also watch for a fall in the rate.
     p0
         Known baseline rate, if any; the warm-up is then skipped.
+    p0_weight
+        When ``p0`` is itself an estimate, the number of examples it is worth: the threshold is then calibrated
+        for the estimation error of a rate estimated from that many (None: ``p0`` is exact).
 
     Examples
     --------
@@ -106,6 +109,7 @@ class BernoulliGLR(CUSUMBank):
         ratios: tuple[float, ...] = (1.5, 2.0, 3.0, 5.0),
         two_sided: bool = False,
         p0: float | None = None,
+        p0_weight: int | None = None,
     ) -> None:
         super().__init__()
         _check_horizon(false_alarm_horizon)
@@ -114,11 +118,14 @@ class BernoulliGLR(CUSUMBank):
         _check_grid("ratios", ratios, 1.0)
         if p0 is not None and not 0 < p0 < 1:
             raise InvalidParameter("p0", "must be between 0 and 1")
+        if p0_weight is not None and (p0 is None or not isinstance(p0_weight, int) or p0_weight < 1):
+            raise InvalidParameter("p0_weight", "must be a positive integer, and only with p0")
         self.false_alarm_horizon = false_alarm_horizon
         self.warmup = warmup
         self.ratios = ratios
         self.two_sided = two_sided
         self.p0 = p0
+        self.p0_weight = p0_weight
         self._init_state()
         self._n_errors = 0
         self._up: list[int] = []
@@ -141,7 +148,8 @@ class BernoulliGLR(CUSUMBank):
     def _finish_warmup(self) -> float:
         if self.p0 is not None:
             p0 = float(self.p0)
-            warmup = 0
+            # An estimated p0 is simulated as the Laplace estimate from p0_weight examples, which is how it was made.
+            warmup = self.p0_weight or 0
         else:
             # Laplace smoothing keeps p0 off 0 and 1 after a perfect warm-up.
             p0 = (self._n_errors + 1) / (self._n + 2)

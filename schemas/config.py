@@ -23,12 +23,13 @@ from pydantic import (
     model_validator,
 )
 
-from schemas.events import PredictionEvent
+from schemas.events import LabelledExample, PredictionEvent
 from schemas.exceptions import ConfigError
 
 __all__ = [
     "DetectorSpec",
     "DriftSpec",
+    "EstimatedMetric",
     "EstimatedPerformanceSpec",
     "FeatureSpec",
     "ModelSpec",
@@ -176,20 +177,71 @@ class DriftSpec(_Spec):
         return self
 
 
+EstimatedMetric = Literal["accuracy", "precision", "recall", "f1", "roc_auc"]
+
+
 class EstimatedPerformanceSpec(_Spec):
-    """Label-free accuracy estimate of a classifier from its confidences, while outcomes are missing."""
+    """Label-free performance estimates of a classifier from its calibrated scores, while outcomes are missing.
+
+    Each version's scores are calibrated on its labelled reference (``drift.reference_file`` when its lines carry
+    outcomes, then the version's first live labelled examples) before any estimate can alert.
+    """
 
     threshold: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = Field(
-        description="Alert when the mean confidence over the window falls below this."
+        description="Alert when the estimated accuracy over the window falls below this."
     )
-    window: Annotated[int, Field(ge=10, le=1_000_000)] = 500
+    window: Annotated[int, Field(ge=10, le=1_000_000)] = Field(
+        default=500, description="The most recent predictions each estimate covers.")
     hysteresis: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.02
+    calibration: Literal["isotonic", "histogram", "none"] = Field(
+        default="isotonic",
+        description="How scores are mapped to probabilities: isotonic regression or histogram binning on the "
+        "version's labelled reference, or none (the raw mean confidence, which a miscalibrated model biases).")
+    calibration_size: Annotated[int, Field(ge=100, le=1_000_000)] = Field(
+        default=2000, description="Labelled examples of a version its calibration is fitted on; until then its "
+        "estimates are reported as uncalibrated and do not alert (unless alert_uncalibrated).")
+    max_calibration_size: Annotated[int, Field(ge=100, le=1_000_000)] = Field(
+        default=16_000, description="The calibration is refitted on all the version's labelled examples so far at "
+        "each doubling of calibration_size, up to this many: more labels, a steadier map.")
+    min_bin_count: Annotated[int, Field(ge=10, le=100_000)] = Field(
+        default=50, description="Least labelled examples behind each isotonic block or histogram bin.")
+    positive_class: bool | int | str | None = Field(
+        default=None, description="The class that estimated precision, recall, f1 and roc_auc are about.")
+    thresholds: dict[Literal["precision", "recall", "f1", "roc_auc"],
+                     Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]] = Field(
+        default_factory=dict, description="Alert thresholds of the positive-class estimates (needs positive_class).")
+    margin_z: Annotated[float, Field(ge=0, le=10, allow_inf_nan=False)] = Field(
+        default=2.0, description="A calibrated estimate fires only once it is below its threshold by this many "
+        "standard errors of the calibration (of a rate measured on the examples it was fitted on): a map fitted on "
+        "2,000 labels can be a point off.  Resolving is unchanged (threshold plus hysteresis).")
+    alert_uncalibrated: bool = Field(
+        default=False, description="Also alert on the raw-confidence estimate before the calibration is fitted.")
 
     @model_validator(mode="after")
     def _reachable(self) -> EstimatedPerformanceSpec:
-        if self.threshold + self.hysteresis > 1:
-            raise ValueError("threshold plus hysteresis must be at most 1, or the alert could never resolve")
+        for name, threshold in [("threshold", self.threshold), *((f"thresholds.{m}", t) for m, t in self.thresholds.items())]:
+            if threshold + self.hysteresis > 1:
+                raise ValueError(f"{name} plus hysteresis must be at most 1, or the alert could never resolve")
+        if self.thresholds and self.positive_class is None:
+            raise ValueError("thresholds need positive_class: precision, recall, f1 and roc_auc are about one class")
+        if self.max_calibration_size < self.calibration_size:
+            raise ValueError(f"max_calibration_size ({self.max_calibration_size}) must be at least calibration_size "
+                             f"({self.calibration_size})")
+        if self.calibration_size < 2 * self.min_bin_count:
+            raise ValueError(f"calibration_size ({self.calibration_size}) must be at least twice min_bin_count "
+                             f"({self.min_bin_count}), or the calibration has a single bin")
         return self
+
+    @property
+    def metrics(self) -> tuple[EstimatedMetric, ...]:
+        """The estimates made: accuracy always, and the positive-class ones when a positive class is named."""
+        if self.positive_class is None:
+            return ("accuracy",)
+        return ("accuracy", "precision", "recall", "f1", "roc_auc")
+
+    def threshold_of(self, metric: str) -> float | None:
+        """The alert threshold of an estimate, None if it has none."""
+        return self.threshold if metric == "accuracy" else self.thresholds.get(metric)  # type: ignore[call-overload]
 
 
 class RetrainSpec(_Spec):
@@ -240,6 +292,38 @@ class ModelSpec(_Spec):
         default=None, description="Classification only: alert on the label-free accuracy estimate from confidences."
     )
     drift: DriftSpec = Field(default_factory=DriftSpec)
+    false_alarm_horizon: Annotated[float, Field(ge=1000, allow_inf_nan=False)] | None = Field(
+        default=None,
+        description="The model's false-alarm budget: mean model events between false alarms of everything that "
+        "pages (its change detectors, its segments' and its data monitors' tests), split between them.  Defaults "
+        "to drift.false_alarm_horizon or detector.params.false_alarm_horizon where one is given, else 100000.")
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> ModelSpec:
+        given = {}
+        if self.false_alarm_horizon is not None:
+            given["false_alarm_horizon"] = float(self.false_alarm_horizon)
+        if "false_alarm_horizon" in self.drift.model_fields_set:
+            given["drift.false_alarm_horizon"] = float(self.drift.false_alarm_horizon)
+        if self.detector is not None and "false_alarm_horizon" in self.detector.params:
+            value = self.detector.params["false_alarm_horizon"]
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                given["detector.params.false_alarm_horizon"] = float(value)
+        if len(set(given.values())) > 1:
+            raise ValueError("false_alarm_horizon: one budget per model, but " + ", ".join(
+                f"{k} = {v:g}" for k, v in given.items()) + " differ; give it once, as false_alarm_horizon")
+        return self
+
+    @property
+    def alarm_budget(self) -> float:
+        """Mean model events between false alarms of all of this model's paging detectors together."""
+        if self.false_alarm_horizon is not None:
+            return float(self.false_alarm_horizon)
+        if "false_alarm_horizon" in self.drift.model_fields_set:
+            return float(self.drift.false_alarm_horizon)
+        if self.detector is not None and isinstance(self.detector.params.get("false_alarm_horizon"), (int, float)):
+            return float(self.detector.params["false_alarm_horizon"])
+        return float(self.drift.false_alarm_horizon)
 
     @model_validator(mode="after")
     def _metric_fits_task(self) -> ModelSpec:
@@ -311,9 +395,31 @@ class MonitorConfig(_Spec):
     )
     _references: dict[str, tuple[PredictionEvent, ...]] = PrivateAttr(default_factory=dict)
 
+    _labelled_references: dict[str, tuple[LabelledExample, ...]] = PrivateAttr(default_factory=dict)
+
     def reference_of(self, model: str) -> tuple[PredictionEvent, ...]:
         """The stored reference predictions of ``model`` (``drift.reference_file``), empty if it has none."""
         return self._references.get(model, ())
+
+    def labelled_reference_of(self, model: str) -> tuple[LabelledExample, ...]:
+        """The lines of ``model``'s ``drift.reference_file`` that carry an outcome (they calibrate its estimates)."""
+        return self._labelled_references.get(model, ())
+
+    def warnings(self) -> list[tuple[str, str]]:
+        """(field, message) of what is valid but will not work at once: estimates that start uncalibrated."""
+        out = []
+        for model, spec in self.models.items():
+            estimate = spec.estimated_performance
+            if estimate is None or estimate.calibration == "none":
+                continue
+            have = len(self.labelled_reference_of(model))
+            if have < estimate.calibration_size:
+                where = "drift.reference_file" if spec.drift.reference_file else "no drift.reference_file"
+                out.append((f"models.{model}.estimated_performance.calibration_size",
+                            f"{where} gives {have} labelled examples, fewer than the {estimate.calibration_size} a "
+                            "calibration needs: each version's estimates are reported as uncalibrated, and do not "
+                            "alert, until its first live labelled examples make up the difference"))
+        return out
 
     def load_references(self, base_dir: Path, source: str) -> None:
         """Read every model's ``drift.reference_file`` (relative to ``base_dir``); a bad one fails naming it."""
@@ -330,11 +436,17 @@ class MonitorConfig(_Spec):
                 problems.append((field, f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}"))
                 continue
             events: list[PredictionEvent] = []
+            labelled: list[LabelledExample] = []
             for number, line in enumerate(lines, start=1):
                 if not line.strip():
                     continue
                 try:
-                    events.append(PredictionEvent.model_validate_json(line))
+                    # A line with an outcome (a labelled example) also calibrates the label-free estimates.
+                    if '"outcome"' in line:
+                        labelled.append(LabelledExample.model_validate_json(line))
+                        events.append(labelled[-1].prediction)
+                    else:
+                        events.append(PredictionEvent.model_validate_json(line))
                 except ValidationError as exc:
                     problems.append((field, f"{path} line {number}: {exc.errors()[0]['msg']}"))
                     break
@@ -342,6 +454,7 @@ class MonitorConfig(_Spec):
                 if len(events) < MIN_REFERENCE:
                     problems.append((field, f"{path} holds {len(events)} predictions; a reference needs {MIN_REFERENCE}"))
                 self._references[model] = tuple(events)
+                self._labelled_references[model] = tuple(labelled)
         if problems:
             raise ConfigError(source, problems)
 

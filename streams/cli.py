@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from collections.abc import Callable
 from typing import Annotated, Optional
 
 import typer
 
-from schemas.config import load_monitor_config
+from schemas.config import MonitorConfig, load_monitor_config
 from schemas.exceptions import DriftlineError
 
 __all__ = ["app", "main"]
@@ -115,6 +116,12 @@ def schemas_export(
         typer.echo(f"wrote {path}")
 
 
+def _warn_about(monitor_config: MonitorConfig, say: Callable[[str], None]) -> None:
+    """Say, at start-up, what in a valid config will not work at once (uncalibrated estimates), naming the field."""
+    for field, message in monitor_config.warnings():
+        say(f"{field}: {message}")
+
+
 def _start_up(settings, specs) -> None:  # type: ignore[no-untyped-def]
     """Quieter Kafka logs, then the readiness gate: the broker answers, the topics exist, the broker lists them."""
     from streams.health.gate import ReadinessGate
@@ -146,6 +153,7 @@ def worker(
         overrides["worker_role"] = role
     settings = load_settings(**overrides)
     monitor_config = load_monitor_config(settings.monitor_config)
+    _warn_about(monitor_config, lambda text: logging.getLogger("streams.cli").warning("%s", text))
     # Build the monitors once up front so a bad detector parameter fails here, naming its field.
     from detectors.monitors.monitor_set import MonitorSet
     from detectors.registry import build_detector
@@ -298,6 +306,7 @@ def backtest(
 
     console = Console(highlight=False)
     monitor_config = load_monitor_config(config)
+    _warn_about(monitor_config, lambda text: console.print(f"[yellow]warning[/]: {text}"))
     if not input.exists():
         raise typer.BadParameter(f"{input} does not exist", param_hint="--input")
     result = backtest_file(monitor_config, input, ttl_seconds, console)

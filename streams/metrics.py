@@ -12,9 +12,8 @@ from typing import Any, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
-from detectors.monitors.data_monitor import (
-    ESTIMATED, FEATURE_DRIFT, NEW_CATEGORY, OUTLIERS, PREDICTION_DRIFT, TREND, DataMonitor,
-)
+from detectors.monitors.data_monitor import FEATURE_DRIFT, NEW_CATEGORY, OUTLIERS, PREDICTION_DRIFT, TREND, DataMonitor
+from detectors.monitors.estimate_monitor import ESTIMATED
 from detectors.monitors.monitor_set import MonitorSet
 from detectors.monitors.signed_state import StateRejectionKind
 from schemas.config import ModelSpec, MonitorConfig
@@ -25,8 +24,9 @@ __all__ = ["WorkerMetrics"]
 
 # A DataMonitor key: (monitor, series, detector), as in DataMonitor.statistics and DataMonitor.open_alerts.
 _Key = tuple[str, str, str]
-# DataMonitor records no statistic for these monitors (their alarms are per event); no gauge is declared for them.
-_NO_STATISTIC = frozenset({OUTLIERS, TREND})
+# DataMonitor records no statistic for these monitors (their alarms are per event, or, for the estimates, they
+# have gauges of their own); no drift-statistic gauge is declared for them.
+_NO_STATISTIC = frozenset({OUTLIERS, TREND, ESTIMATED})
 # The reasons a changelog record is refused on restore, per state: the join's records carry no signature.
 STATE_REJECTIONS = {"monitor": get_args(StateRejectionKind), "join": ("undecodable",)}
 
@@ -66,7 +66,9 @@ def _data_keys(spec: ModelSpec) -> Iterator[tuple[_Key, str]]:
         if feature.trend:
             yield (TREND, name, "gaussian_glr"), "warning"
     if spec.estimated_performance is not None:
-        yield (ESTIMATED, "confidence", "confidence"), "warning"
+        for metric in spec.estimated_performance.metrics:
+            if spec.estimated_performance.threshold_of(metric) is not None:
+                yield (ESTIMATED, metric, f"estimated_{metric}"), "warning"
 
 
 def _labels(key: _Key) -> tuple[str, str, str]:
@@ -205,8 +207,8 @@ class WorkerMetrics:
             "driftline_drift_statistic",
             "Latest value of each prediction-side statistic of the model's current version: KS distance (ks) or "
             "chi-squared statistic (chi_squared) of the last block against the reference, share of unseen "
-            "categories in it (unseen_rate), mean confidence (confidence). Labels are those of the alerts it "
-            "drives; feature is empty for prediction drift and estimated performance. NaN until judged.",
+            "categories in it (unseen_rate). Labels are those of the alerts it drives; feature is empty for "
+            "prediction drift. NaN until judged.",
             ["model", "monitor", "feature", "detector"], registry=r,
         )
         self.data_alerts_open = Gauge(
@@ -216,10 +218,24 @@ class WorkerMetrics:
             ["model", "monitor"], registry=r,
         )
         self.estimated_accuracy = per_model(
-            "driftline_estimated_accuracy", "Label-free accuracy estimate of the model's current version: mean "
-            "confidence over the estimated-performance window (NaN before any confidence).")
+            "driftline_estimated_accuracy", "Label-free accuracy estimate of the model's current version: the mean "
+            "calibrated chance of being right over the estimated-performance window (NaN before any confidence); "
+            "the accuracy series of driftline_estimated_performance.")
         self.estimated_accuracy_threshold = per_model(
             "driftline_estimated_accuracy_threshold", "Alert threshold of the estimated accuracy.")
+        per_metric = partial(Gauge, labelnames=["model", "metric"], registry=r)
+        self.estimated_performance = per_metric(
+            "driftline_estimated_performance", "Label-free estimate of the current version's accuracy (and, with a "
+            "positive class, precision, recall, f1, roc_auc) over its last window of predictions, from calibrated "
+            "scores (raw ones while driftline_estimate_calibrated is 0). NaN until defined.")
+        self.realized_performance = per_metric(
+            "driftline_realized_performance", "The label-based counterpart of each estimate: the same metric over "
+            "the current version's last window of labelled examples. NaN until defined.")
+        self.estimated_performance_threshold = per_metric(
+            "driftline_estimated_performance_threshold", "Alert threshold of each estimate (absent if it has none).")
+        self.estimate_calibrated = per_model(
+            "driftline_estimate_calibrated", "1 once the current version's calibration is fitted on its labelled "
+            "reference, 0 while its estimates are raw scores (they do not alert then unless alert_uncalibrated).")
         self.label_coverage = per_model(
             "driftline_label_coverage",
             "Labelled examples scored (driftline_examples_total) / predictions watched (driftline_predictions_total) "
@@ -292,9 +308,17 @@ class WorkerMetrics:
                 self.alerts.labels(model, detector, "resolved", "info")
             if spec.retrain.enabled and spec.retrain.on_drift:
                 self.retrain_triggers.labels(model, "drift")
-            if spec.estimated_performance is not None:
+            estimate = spec.estimated_performance
+            if estimate is not None:
                 self.estimated_accuracy.labels(model).set(math.nan)
-                self.estimated_accuracy_threshold.labels(model).set(spec.estimated_performance.threshold)
+                self.estimated_accuracy_threshold.labels(model).set(estimate.threshold)
+                self.estimate_calibrated.labels(model).set(0)
+                for metric in estimate.metrics:
+                    self.estimated_performance.labels(model, metric).set(math.nan)
+                    self.realized_performance.labels(model, metric).set(math.nan)
+                    threshold = estimate.threshold_of(metric)
+                    if threshold is not None:
+                        self.estimated_performance_threshold.labels(model, metric).set(threshold)
             self.label_coverage.labels(model).set(math.nan)
             self.drift_reference_filled.labels(model).set(0)
 
@@ -324,6 +348,9 @@ class WorkerMetrics:
             n_open[model].update(_labels(key)[0] for key in data_monitor.open_alerts)
             if segment is None:
                 current[model] = _current(data_monitor, current.get(model))
+        for (model, _), estimate_monitor in monitors.estimate_monitors.items():
+            if model in watched:
+                n_open[model][ESTIMATED] += len(estimate_monitor.open_alerts)
         # Examples scored since this process started, as the predictions are: a restored monitor's n_seen
         # also counts the examples before the restart.
         n_examples = {sample.labels["model"]: sample.value for family in self.examples.collect()
@@ -343,10 +370,35 @@ class WorkerMetrics:
             # A new version has no statistics until its reference is complete: NaN, not the old version's.
             for key in dict.fromkeys([*series.statistics, *statistics]):
                 self.drift_statistic.labels(model, *_labels(key)).set(statistics.get(key, math.nan))
-            if spec.estimated_performance is not None:
-                self.estimated_accuracy.labels(model).set(latest.estimated_accuracy)
+            estimate = monitors.estimate_monitors.get((model, latest.version))
+            if estimate is not None:
+                self.estimated_accuracy.labels(model).set(estimate.estimates["accuracy"])
+                self.estimate_calibrated.labels(model).set(float(estimate.calibrated))
+                for metric, value in estimate.estimates.items():
+                    self.estimated_performance.labels(model, metric).set(value)
             filled = 1.0 if latest.reference_complete else latest.n_seen / spec.drift.reference_size
             self.drift_reference_filled.labels(model).set(filled)
+
+    def observe_realized(self, monitors: MonitorSet, models: Iterable[str]) -> None:
+        """Refresh the realized counterparts of the estimates of ``models`` (those a batch labelled examples of).
+
+        They follow the version the other gauges follow: the one seen most recently.
+        """
+        for model in models:
+            versions = monitors.data_monitors_of(model)
+            estimates = monitors.estimate_monitors_of(model)
+            if not estimates or not versions:
+                continue
+            latest = None
+            for (version, segment), data_monitor in versions.items():
+                if segment is None and version in estimates:
+                    latest = _current(data_monitor, latest)
+            if latest is None:
+                continue
+            estimate = estimates[latest.version]
+            self.estimate_calibrated.labels(model).set(float(estimate.calibrated))
+            for metric, value in estimate.realized.items():
+                self.realized_performance.labels(model, metric).set(value)
 
     def observe_batch(
         self, stage: str, events: Sequence[Any], source_of: Callable[[str], str | None],

@@ -1,7 +1,8 @@
 """Checkpoints of monitor state: what one model's monitors know, and which input they have already seen.
 
 A checkpoint is one model's monitors (its :class:`~detectors.monitors.performance_monitor.ModelMonitor`,
-its segments' and its versions' :class:`~detectors.monitors.data_monitor.DataMonitor`),
+its segments' and its versions' :class:`~detectors.monitors.data_monitor.DataMonitor` and
+:class:`~detectors.monitors.estimate_monitor.EstimateMonitor`, and the pooled baseline its segments borrow),
 pickled together so that they keep sharing one retrain cooldown, with the
 monitor-input partition the model's messages come from, the offset of its
 first message not wholly in the state, and the ids of its most recently scored
@@ -33,13 +34,16 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 from detectors.monitors.data_monitor import DataMonitor
+from detectors.monitors.estimate_monitor import EstimateMonitor
 from detectors.monitors.monitor_set import MonitorSet
 from detectors.monitors.performance_monitor import ModelMonitor
 from detectors.monitors.signed_state import StateRejection, StateSigner
 
 __all__ = ["Checkpoint", "Checkpointer", "RecentIds", "decode_checkpoint", "encode_checkpoint"]
 
-_MAGIC = b"DLC1"
+# DLC2 added the label-free estimates and the pooled segment baseline; a DLC1 record is refused (a cold start).
+_MAGIC = b"DLC2"
+_OLDER_FORMATS = (b"DLC1",)
 
 
 class RecentIds:
@@ -92,6 +96,10 @@ class Checkpoint:
     metrics: dict[str, ModelMonitor] = field(default_factory=dict)
     #: Predictions of the model its data monitors have watched (all versions, retired ones too).
     n_predictions: int = 0
+    #: The model's label-free estimate monitors, by version.
+    estimates: dict[str, EstimateMonitor] = field(default_factory=dict)
+    #: (labelled examples, errors) of the model's pooled baseline, which its segments borrow.
+    pool: tuple[int, int] | None = None
 
 
 def encode_checkpoint(checkpoint: Checkpoint, signer: StateSigner) -> bytes:
@@ -109,6 +117,8 @@ def decode_checkpoint(blob: bytes | None, signer: StateSigner, record_key: bytes
     payload = signer.verify(record_key, blob)
     if isinstance(payload, StateRejection):
         return payload
+    if payload.startswith(_OLDER_FORMATS):
+        return StateRejection("undecodable", "signed, but an older checkpoint format: the model starts cold")
     if not payload.startswith(_MAGIC):
         return StateRejection("undecodable", "signed, but not a checkpoint")
     try:
@@ -244,7 +254,8 @@ class Checkpointer:
                 recent = self._recent.get(model)
                 out.append(Checkpoint(model, where[0], where[1], monitors.monitors[model],
                                       recent.to_list() if recent else [], segments, monitors.data_monitors_of(model),
-                                      monitors.metric_monitors_of(model), monitors.n_predictions[model]))
+                                      monitors.metric_monitors_of(model), monitors.n_predictions[model],
+                                      monitors.estimate_monitors_of(model), monitors.pool.get(model)))
         self._dirty.difference_update(chosen)
         if models is None:
             self._last = now

@@ -13,17 +13,18 @@ segment) through its prediction events alone:
   or value (regression);
 * **outliers**: a robust z-score spike detector per numeric feature, which
   flags a spike on the event it happens;
-* **trend changes**: a scale-free Gaussian GLR on a numeric feature's value;
-* **estimated performance**: the mean confidence over a rolling window, a
-  label-free estimate of a classifier's accuracy while outcomes are late.
+* **trend changes**: a scale-free Gaussian GLR on a numeric feature's value.
 
-The false-alarm budget is per model: ``drift.false_alarm_horizon`` is the
-mean number of predictions between false alarms of all these monitors
-together.  Each of the ``k`` budgeted monitors (a windowed test, a trend
+(The label-free performance estimates are :mod:`detectors.monitors.estimate_monitor`'s.)
+
+The false-alarm budget is per model, and this monitor receives its share as one
+horizon (``false_alarm_horizon``; :mod:`detectors.monitors.budget` splits the
+model's): the mean number of predictions between false alarms of all these
+monitors together.  Each of the ``k`` budgeted monitors (a windowed test, a trend
 detector or a spike detector) gets ``1/k`` of that rate, and the windowed
 tests of one block are Holm-corrected together, so fifty features do not
-raise fifty times the false alarms of one.  The unseen-category and
-estimated-performance alerts are thresholds a person sets, outside the budget.
+raise fifty times the false alarms of one.  The unseen-category alerts are
+thresholds a person sets, outside the budget.
 
 Alerts are fired once per episode and resolved once: a windowed test resolves
 on the first later block that passes at the uncorrected 5% level (hysteresis),
@@ -57,7 +58,6 @@ PREDICTION_DRIFT = "prediction_drift"
 NEW_CATEGORY = "new_category"
 OUTLIERS = "outliers"
 TREND = "trend"
-ESTIMATED = "estimated_performance"
 # A drift alert resolves once a block passes the test at this uncorrected level.
 RESOLVE_PVALUE = 0.05
 # Categories rarer than this many reference counts are pooled for the chi-squared test,
@@ -122,7 +122,7 @@ class _Pending:
 
 
 class DataMonitor:
-    """Feature and prediction drift, outliers, trends and estimated performance for one model version.
+    """Feature and prediction drift, outliers and trends for one model version.
 
     Parameters
     ----------
@@ -139,6 +139,8 @@ class DataMonitor:
     reference
         Stored reference predictions (``drift.reference_file``); without them the version's first
         ``drift.reference_size`` predictions are its reference.
+    false_alarm_horizon
+        This monitor's share of the model's false-alarm budget (``drift.false_alarm_horizon`` when None).
 
     Examples
     --------
@@ -178,10 +180,12 @@ class DataMonitor:
         segment: str | None = None,
         gate: RetrainGate | None = None,
         reference: Sequence[PredictionEvent] = (),
+        false_alarm_horizon: float | None = None,
     ) -> None:
         self.model, self.version, self.spec, self.segment = model, version, spec, segment
         self.gate = gate
         drift = spec.drift
+        self.false_alarm_horizon = false_alarm_horizon or drift.false_alarm_horizon
         self._channels: list[_Channel] = []
         for name, feature_spec in spec.features.items():
             self._channels.append(_Channel(name, FEATURE_DRIFT, feature_spec.kind, feature_spec.drift))
@@ -191,7 +195,7 @@ class DataMonitor:
         n_windowed = sum(c.drift for c in self._channels)
         n_sequential = sum(f.outliers + f.trend for f in spec.features.values())
         self.n_budgeted = n_windowed + n_sequential
-        share = 1.0 / (drift.false_alarm_horizon * max(self.n_budgeted, 1))  # false alarms per prediction, each
+        share = 1.0 / (self.false_alarm_horizon * max(self.n_budgeted, 1))  # false alarms per prediction, each
         # Holm across one block's tests keeps the block's family-wise error at the tests' summed share.
         self.block_alpha = min(0.5, n_windowed * drift.window * share)
         self.spike_zscore = max(drift.outlier_min_zscore, float(stats.norm.isf(share / 2)))
@@ -201,7 +205,7 @@ class DataMonitor:
                 channel.spike = RobustSpikeDetector(window=drift.window, threshold=self.spike_zscore)
             if feature is not None and feature.trend:
                 channel.trend = build_detector(
-                    "gaussian_glr", false_alarm_horizon=drift.false_alarm_horizon * self.n_budgeted,
+                    "gaussian_glr", false_alarm_horizon=self.false_alarm_horizon * self.n_budgeted,
                     warmup=drift.reference_size,
                 )
         self.n_seen = 0
@@ -209,9 +213,6 @@ class DataMonitor:
         # By (monitor, series, detector).
         self._episodes: AlertEpisodes[tuple[str, str, str]] = AlertEpisodes(
             model, segment, scope=(model, version, segment or ""), version=version)
-        self._confidences: deque[float] = deque(maxlen=spec.estimated_performance.window
-                                                if spec.estimated_performance else 1)
-        self._confidence_sum = 0.0
         self._times: deque[datetime] = deque(maxlen=drift.window)  # of the predictions before this batch
         #: Latest value of each statistic, by (monitor, series, detector), for the metrics.
         self.statistics: dict[tuple[str, str, str], float] = {}
@@ -243,11 +244,6 @@ class DataMonitor:
         return self.n_seen >= self._to_collect
 
     @property
-    def estimated_accuracy(self) -> float:
-        """Mean confidence over the estimated-performance window (NaN before any confidence)."""
-        return self._confidence_sum / len(self._confidences) if self._confidences else math.nan
-
-    @property
     def open_alerts(self) -> list[tuple[str, str, str]]:
         return sorted(self._episodes)
 
@@ -263,8 +259,6 @@ class DataMonitor:
         for channel in self._channels:
             if channel.kind == "numeric":
                 self._sequential(channel, np.asarray(columns[channel.name], dtype=float), start, predictions, pending)
-        if self.spec.estimated_performance is not None:
-            self._estimate(predictions, start, pending)
         # Reference, then consecutive blocks; a block is judged on the prediction that completes it.
         reference_size, window = self._to_collect, self.spec.drift.window
         i = 0
@@ -465,34 +459,6 @@ class DataMonitor:
             message = f"{self._label}: no {key[0]} alarm on {key[1]} for {self.spec.drift.window} predictions; resolved"
             pending.append(_Pending(resolve_at, self._resolve(key, at, 0.0, 0.0, message), None))
 
-    def _estimate(self, predictions: Sequence[PredictionEvent], start: int, pending: list[_Pending]) -> None:
-        spec = self.spec.estimated_performance
-        assert spec is not None
-        key = (ESTIMATED, "confidence", "confidence")
-        for i, prediction in enumerate(predictions):
-            confidence = confidence_of(prediction)
-            if confidence is None:
-                continue
-            if len(self._confidences) == self._confidences.maxlen:
-                self._confidence_sum -= self._confidences[0]
-            self._confidences.append(confidence)
-            self._confidence_sum += confidence
-            if len(self._confidences) < spec.window:
-                continue
-            value = self._confidence_sum / len(self._confidences)
-            if key not in self._episodes and value < spec.threshold:
-                message = (
-                    f"{self._label}: estimated accuracy (mean confidence of the last {spec.window} predictions) "
-                    f"fell to {value:.3f}, below {spec.threshold:g}; outcomes have not confirmed it yet"
-                )
-                self._fire(key, start + i, prediction, "performance_decay", "warning", value, spec.threshold, message,
-                           pending, lookback=None, monitor=ESTIMATED)
-            elif key in self._episodes and value >= spec.threshold + spec.hysteresis:
-                message = f"{self._label}: estimated accuracy back to {value:.3f}; alert resolved"
-                pending.append(_Pending(start + i, self._resolve(key, prediction, value, spec.threshold, message),
-                                            None))
-        self.statistics[key] = self.estimated_accuracy
-
     # ------------------------------------------------------------- alerts
 
     def _fire(
@@ -503,7 +469,7 @@ class DataMonitor:
         monitor = monitor or key[0]
         alert = self._episodes.fire(
             key, (monitor, key[1], key[2]), position, at, kind=kind, severity=severity, monitor=monitor,
-            detector=key[2], feature=None if key[0] in (PREDICTION_DRIFT, ESTIMATED) else key[1],
+            detector=key[2], feature=None if key[0] == PREDICTION_DRIFT else key[1],
             statistic=statistic, threshold=threshold, message=message,
         )
         pending.append(_Pending(position, alert, lookback if self._retrains else None))

@@ -250,6 +250,7 @@ class MonitorService:
         result = monitors.observe_predictions(watched)
         metrics.observe_predictions(monitors, watched)
         result.extend(monitors.observe(examples))
+        metrics.observe_realized(monitors, {e.prediction.model for e in examples})
         for model, n in Counter(e.prediction.model for e in examples).items():
             if model in monitors.monitors:
                 metrics.examples.labels(model).inc(n)
@@ -312,7 +313,7 @@ class MonitorService:
                 log.warning("monitor config of %s changed: its checkpoint is not restored", checkpoint.model)
                 continue
             self.monitors.install(checkpoint.model, checkpoint.monitor, checkpoint.segments, checkpoint.data,
-                                  checkpoint.metrics, checkpoint.n_predictions)
+                                  checkpoint.metrics, checkpoint.n_predictions, checkpoint.estimates, checkpoint.pool)
             self.checkpointer.restore(checkpoint)
             self.n_restored += 1
             log.warning("restored %s from its checkpoint at monitor-input offset %d (%d examples seen)",

@@ -179,3 +179,58 @@ models:
     assert fresh.data_monitors[("speech-asr", "1", None)].gate is fresh.monitors["speech-asr"].gate
     # The count of predictions watched goes on from the checkpoint, not from zero, after a restart or a move.
     assert back.n_predictions == 300 and fresh.n_predictions["speech-asr"] == 300
+
+
+ESTIMATED_SEGMENTED = """\
+models:
+  speech-asr:
+    task: classification
+    performance: {metric: accuracy, window: 200, threshold: 0.5}
+    detector: {name: bernoulli_glr, params: {warmup: 500}}
+    segments: {max_segments: 4}
+    estimated_performance: {threshold: 0.80, window: 300, calibration_size: 400}
+"""
+
+
+def _segmented(n: int) -> tuple[list, list[LabelledExample]]:
+    pairs = list(SpeechScenario(n_events=n, change_at=n // 2, seed=5).events())
+    examples = [LabelledExample(prediction=p.model_copy(update={"segment": f"s{i % 3}"}), outcome=o)
+                for i, (p, o) in enumerate(pairs)]
+    return [e.prediction for e in examples], examples
+
+
+def _feed(monitors: MonitorSet, predictions: list, examples: list[LabelledExample], lo: int, hi: int) -> list:
+    alerts = []
+    for start in range(lo, hi, 250):
+        alerts += monitors.observe_predictions(predictions[start:start + 250]).alerts
+        alerts += monitors.observe(examples[start:start + 250]).alerts
+    return alerts
+
+
+def test_estimates_and_the_pooled_baseline_travel_with_their_model_and_resume_warm() -> None:
+    config = MonitorConfig.model_validate(yaml.safe_load(ESTIMATED_SEGMENTED))
+    predictions, examples = _segmented(4000)
+    whole = _feed(MonitorSet(config, build_detector), predictions, examples, 0, 4000)
+    first = MonitorSet(config, build_detector)
+    before = _feed(first, predictions, examples, 0, 1000)
+    cp = Checkpointer(10, 10)
+    cp.arrive("speech-asr", 0, 0, 0)
+    [snap] = cp.snapshot(first, now=0.0)
+    back = _round_trip(snap)
+    assert back.estimates["1"].calibrated and back.pool == (500, first.pool["speech-asr"][1])
+    fresh = MonitorSet(config, build_detector)
+    fresh.install("speech-asr", back.monitor, back.segments, back.data, back.metrics, back.n_predictions,
+                  back.estimates, back.pool)
+    after = _feed(fresh, predictions, examples, 1000, 4000)
+    assert [a.alert_id for a in before + after] == [a.alert_id for a in whole]
+    assert any(a.monitor == "estimated_performance" for a in whole)
+
+
+def test_a_checkpoint_of_the_previous_format_is_refused_for_a_cold_start() -> None:
+    monitors = MonitorSet(CONFIG, build_detector)
+    blob = encode_checkpoint(Checkpoint("speech-asr", 0, 1, monitors.monitors["speech-asr"]), SIGNER)
+    payload = SIGNER.verify(b"speech-asr", blob)
+    assert isinstance(payload, bytes)
+    older = SIGNER.sign(b"speech-asr", b"DLC1" + payload[4:])
+    refused = decode_checkpoint(older, SIGNER, b"speech-asr")
+    assert isinstance(refused, StateRejection) and refused.kind == "undecodable" and "older" in refused.reason

@@ -157,21 +157,6 @@ def test_a_budgeted_test_still_has_power_with_many_features() -> None:
     assert [(a.feature, _index(a) >= 5000) for a in _fired(alerts)] == [("x7", True)]
 
 
-def test_estimated_performance_alerts_on_falling_confidence_and_resolves() -> None:
-    def row(i: int, rng: np.random.Generator) -> dict[str, Any]:
-        mean = 0.9 if i < 3000 or i >= 6000 else 0.7
-        return {"prediction": "yes", "confidence": float(np.clip(rng.normal(mean, 0.05), 0, 1))}
-
-    config = ("models: {m: {task: classification, performance: {threshold: 0.8}, "
-              "estimated_performance: {threshold: 0.85, window: 200}}}")
-    monitors, alerts, _ = _run(config, _predictions(8000, row))
-    fired = _fired(alerts, monitor="estimated_performance")
-    assert len(fired) == 1 and fired[0].kind == "performance_decay" and 3000 < _index(fired[0]) < 3200
-    resolved = [a for a in alerts if a.status == "resolved" and a.episode_id == fired[0].episode_id]
-    assert len(resolved) == 1 and 6000 < _index(resolved[0]) < 6200
-    assert monitors.data_monitors[("m", "1", None)].estimated_accuracy == pytest.approx(0.9, abs=0.02)
-
-
 def test_a_new_version_starts_a_fresh_reference_and_old_versions_are_retired() -> None:
     def row(i: int, rng: np.random.Generator) -> dict[str, Any]:
         shift = 0.0 if i < 3000 else 2.0  # version 2 sees other data from its first prediction: its own reference

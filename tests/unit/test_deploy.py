@@ -141,7 +141,8 @@ _SELECTOR = re.compile(r'(?<![\w":-])(up|driftline[a-z0-9_:]*)(?![\w:-])')
 PREDICTION_SIDE_METRICS = {
     "driftline_predictions_total", "driftline_drift_statistic", "driftline_estimated_accuracy",
     "driftline_estimated_accuracy_threshold", "driftline_label_coverage", "driftline_data_alerts_open",
-    "driftline_drift_reference_filled_ratio",
+    "driftline_drift_reference_filled_ratio", "driftline_estimated_performance", "driftline_realized_performance",
+    "driftline_estimated_performance_threshold", "driftline_estimate_calibrated",
 }
 
 

@@ -29,7 +29,7 @@ models:
       shape: {kind: categorical}
       weight: {kind: numeric, drift: false, trend: true}
     prediction_drift: true
-    estimated_performance: {threshold: 0.7, window: 50}
+    estimated_performance: {threshold: 0.7, window: 50, calibration: none}  # no labels here to calibrate on
     drift: {reference_size: 100, window: 50, false_alarm_horizon: 1000}
   prices:
     task: regression
@@ -41,7 +41,7 @@ models:
     performance: {threshold: 0.8}
 """
 CHANGE_AT, SPIKE_AT = 300, 420
-DATA_DETECTORS = {"ks", "chi_squared", "unseen_rate", "robust_spike", "gaussian_glr", "confidence"}
+DATA_DETECTORS = {"ks", "chi_squared", "unseen_rate", "robust_spike", "gaussian_glr", "estimated_accuracy"}
 
 
 def _predictions(n: int, model: str = "robot", version: str = "7", start: int = 0, seed: int = 0) -> list[PredictionEvent]:
@@ -114,7 +114,6 @@ def test_declare_creates_each_models_bounded_series_before_the_first_prediction(
         ("unseen_rate", "shape", "robot", "new_category"),
         ("chi_squared", "", "robot", "prediction_drift"),
         ("unseen_rate", "", "robot", "new_category"),
-        ("confidence", "", "robot", "estimated_performance"),
         ("ks", "", "prices", "prediction_drift"),
     }
     assert all(math.isnan(s.value) for f in m.registry.collect() for s in f.samples
@@ -145,7 +144,7 @@ def test_every_alert_the_monitors_raise_was_declared_and_has_its_gauges(worker: 
         labels = {"model": alert.model, "detector": alert.detector, "status": alert.status, "severity": alert.severity}
         assert tuple(sorted(labels.items())) in declared, alert
         assert tuple(sorted({"model": alert.model, "monitor": alert.monitor}.items())) in open_sets, alert
-        if alert.detector in ("ks", "chi_squared", "unseen_rate", "confidence"):
+        if alert.detector in ("ks", "chi_squared", "unseen_rate"):
             stat = {"model": alert.model, "monitor": alert.monitor, "feature": alert.feature or "",
                     "detector": alert.detector}
             assert tuple(sorted(stat.items())) in statistic_sets, alert
@@ -163,12 +162,16 @@ def test_observe_sets_counters_and_gauges_from_the_monitors(worker: Worker) -> N
                       if model == "robot" and segment is None]
         assert _value(m, "driftline_predictions_total", model="robot") == worker.monitors.n_predictions["robot"]
         assert _value(m, "driftline_drift_reference_filled_ratio", model="robot") == min((start + 100) / 100, 1.0)
-        assert _value(m, "driftline_estimated_accuracy", model="robot") == pytest.approx(monitor.estimated_accuracy)
+        estimate = worker.monitors.estimate_monitors[("robot", "7")]
+        assert _value(m, "driftline_estimated_accuracy", model="robot") == pytest.approx(estimate.estimates["accuracy"])
+        assert _value(m, "driftline_estimated_performance", model="robot", metric="accuracy") == pytest.approx(
+            estimate.estimates["accuracy"])
         for (name, series, detector), value in monitor.statistics.items():
             monitor_label = "new_category" if detector == "unseen_rate" else name
             feature = series if name == "feature_drift" else ""
             assert _statistic(m, "robot", monitor_label, feature, detector) == pytest.approx(value)
         open_by_monitor = Counter("new_category" if k[2] == "unseen_rate" else k[0] for k in monitor.open_alerts)
+        open_by_monitor["estimated_performance"] = len(estimate.open_alerts)
         for kind in ("feature_drift", "new_category", "prediction_drift", "outliers", "trend", "estimated_performance"):
             assert _value(m, "driftline_data_alerts_open", model="robot", monitor=kind) == open_by_monitor[kind]
     # After the change: the size drifted, tubes are new, the estimate fell, alerts are open.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from detectors.monitors.episodes import MonitorResult
 from detectors.monitors.monitor_set import MonitorSet
 from detectors.registry import build_detector
+from detectors.segment_baseline import BorrowedBaselineGLR
 from schemas.config import parse_monitor_config
 from schemas.events import Alert, LabelledExample, OutcomeEvent, PredictionEvent
 
@@ -99,3 +101,50 @@ def test_many_segments_pool_into_one_monitor() -> None:
     segments = sorted(str(s) for (_, _, s) in monitors.data_monitors if s is not None)
     assert len(segments) == 21 and "pooled-other" in segments
     assert monitors.data_monitors[("m", "1", "pooled-other")].n_seen == 5_000 - 20
+
+
+def test_a_small_segment_is_watched_from_its_first_examples_on_a_borrowed_baseline() -> None:
+    # A tenth of the traffic; its accuracy falls 0.93 -> 0.70 at model event 10,000, about its 1,000th example,
+    # half-way through what its own GLR would still spend warming up.
+    rng = np.random.default_rng(11)
+    n, change = 14_000, 10_000
+    which = rng.choice(4, size=n, p=(0.1, 0.3, 0.3, 0.3))
+    right = rng.random(n) < np.where((which == 0) & (np.arange(n) >= change), 0.70, 0.93)
+    examples = []
+    for i in range(n):
+        t = T0 + timedelta(seconds=i)
+        p = PredictionEvent(prediction_id=f"p{i}", model="asr", model_version="1", event_time=t, prediction="a",
+                            segment=f"s{which[i]}")
+        examples.append(LabelledExample(prediction=p, outcome=OutcomeEvent(prediction_id=f"p{i}", event_time=t,
+                                                                           actual="a" if right[i] else "b")))
+    config = parse_monitor_config("models: {asr: {task: classification, performance: {window: 500, threshold: 0.85},"
+                                  " segments: {max_segments: 10}}}")
+    monitors, total = MonitorSet(config, build_detector), MonitorResult()
+    for i in range(0, n, 500):
+        total.extend(monitors.observe(examples[i:i + 500]))
+    fired = [a for a in total.alerts if a.status == "fired"]
+    assert all(a.event_time >= T0 + timedelta(seconds=change) for a in fired), fired
+    first = min((a for a in fired if a.segment == "s0"), key=lambda a: a.event_time)
+    assert first.detector == "bernoulli_glr" and first.event_time < T0 + timedelta(seconds=change + 1000)
+    detector = monitors.segment_monitors[("asr", "s0")].detector
+    assert isinstance(detector, BorrowedBaselineGLR) and monitors.pooled_rate("asr") == pytest.approx(0.07, abs=0.01)
+
+
+@pytest.mark.parametrize("borrow", [None, 0.06])
+def test_the_borrowing_detector_in_batches_equals_one_update_at_a_time(borrow: float | None) -> None:
+    rng = np.random.default_rng(4)
+    xs = np.r_[rng.random(2500) < 0.07, rng.random(3000) < 0.25].astype(float)
+    loop, batched = BorrowedBaselineGLR(false_alarm_horizon=20_000), BorrowedBaselineGLR(false_alarm_horizon=20_000)
+    if borrow is not None:
+        loop.borrow(borrow)
+        batched.borrow(borrow)
+    one_by_one = []
+    for i, x in enumerate(xs):
+        loop.update(float(x))
+        if loop.drift_detected:
+            one_by_one.append(i)
+    cuts = [0, *sorted(rng.choice(len(xs), 25, replace=False).tolist()), len(xs)]
+    in_batches = [lo + int(a) for lo, hi in zip(cuts, cuts[1:]) for a in batched.update_many(xs[lo:hi])]
+    assert one_by_one and in_batches == one_by_one
+    assert pickle.loads(pickle.dumps(batched)).statistic == batched.statistic
+    assert repr(BorrowedBaselineGLR().clone()) == repr(BorrowedBaselineGLR())
