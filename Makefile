@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install demo test test-unit test-integration bench bench-detectors kafka-start kafka-stop lint clean
+.PHONY: help install demo test test-unit test-integration bench bench-detectors bench-monitors kafka-start kafka-stop lint clean
 
 help:
 	@echo "make demo             replay the speech-accuracy-decay scenario through a real worker on a local Kafka"
@@ -15,6 +15,8 @@ help:
 	@echo "make bench            events/s and memory, pure path, count-only faust, 1 and 2 workers, 3 workloads, vs a plain-consumer ceiling;"
 	@echo "                      then alert latency and lag at a steady 10,000 events/s for 60 s (real broker)"
 	@echo "make bench-detectors  detection delay, false alarms and speed: ours vs river's"
+	@echo "make bench-monitors   the monitors (issue 13): label-free estimates, the false-alarm budget, early segments,"
+	@echo "                      sequential data tests; before vs after vs a chunked baseline"
 	@echo "make kafka-start|kafka-stop  the local broker on 127.0.0.1:9092"
 
 $(STAMP): pyproject.toml
@@ -43,6 +45,9 @@ bench: $(STAMP)
 
 bench-detectors: $(STAMP)
 	$(PY) benchmarks/bench_detectors.py
+
+bench-monitors: $(STAMP)
+	$(PY) benchmarks/bench_monitors_performance.py
 
 kafka-start: $(STAMP)
 	$(VENV)/bin/driftline kafka start
