@@ -135,6 +135,6 @@ def test_each_concept_is_written_once(concept: str) -> None:
 def test_the_top_of_detectors_holds_only_detectors_and_their_statistics() -> None:
     top = {path.stem for path in (ROOT / "detectors").glob("*.py")} - {"__init__"}
     assert top == {"base", "registry", "exceptions", "glr", "cusum", "cusum_bank", "calibration", "outliers",
-                   "river_adapters", "distribution", "rolling", "performance"}
+                   "river_adapters", "distribution", "rolling", "performance", "sequential"}
     assert {path.name for path in (ROOT / "detectors").iterdir() if (path / "__init__.py").exists()} == {
         "ingest", "monitors"}
