@@ -358,9 +358,10 @@ class DataMonitor:
             values: list[object] = [p.prediction for p in predictions]
         else:
             values = [p.features.get(channel.name) for p in predictions]
+        # The common case inline (a float, a str): a call per value was a tenth of the monitor's time at 20 features.
         if channel.kind == "numeric":
-            return [_as_number(v) for v in values]
-        return [_as_category(v) for v in values]
+            return [v if type(v) is float else _as_number(v) for v in values]
+        return [v if type(v) is str else _as_category(v) for v in values]
 
     def _extend_reference(self, channel: _Channel, values: Sequence[Hashable]) -> None:
         assert isinstance(channel.reference, list)
