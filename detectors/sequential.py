@@ -52,7 +52,7 @@ VARIANCE_RATIOS = (2.0,)
 #: Scores are clipped here, so that one value far outside the reference cannot alarm on its own.
 CLIP = 3.0
 #: Share ratios watched for each common category (up and down).
-SHARE_RATIOS = (1.5, 2.0, 3.0)
+SHARE_RATIOS = (1.5, 3.0)
 #: Ratios of the unseen rate to the reference's own novelty rate watched.
 UNSEEN_RATIOS = (4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0)
 #: A series needs this many reference values for a sequential test.
@@ -60,7 +60,8 @@ MIN_REFERENCE = 50
 #: Categories with fewer reference counts have no share test of their own (as chi-squared pools them).
 MIN_CATEGORY_COUNT = 5
 #: At most this many common categories (the most frequent) get a share test; the block test sees the rest.
-MAX_SHARE_CATEGORIES = 16
+#: Each costs four CUSUM rows per event: a 50-category feature would otherwise outweigh ten numeric ones.
+MAX_SHARE_CATEGORIES = 8
 #: Reference sizes the calibration is simulated at: the largest not above the real one (a smaller warm-up is
 #: noisier, so this errs conservative), so that nearby sizes share one simulation.
 _WARMUP_GRID = (50, 100, 200, 500, 1000, 2000, 5000, 10_000, 20_000)
@@ -271,7 +272,7 @@ class SequentialTests:
     >>> shape = [["cone" if rng.random() < 0.05 and i >= 1000 else str(rng.choice(["box", "bag"])) for i in range(4000)]]
     >>> alarms = tests.update(np.exp(amount), shape, 0)
     >>> [(tests.tests[a.test][:2], a.index) for a in alarms][:2]
-    [(('unseen', 'shape'), 1028), (('unseen', 'shape'), 1069)]
+    [(('unseen', 'shape'), 1069), (('unseen', 'shape'), 1180)]
     >>> min(a.index for a in alarms if tests.tests[a.test][0] == "scores")
     3017
     """
@@ -286,9 +287,7 @@ class SequentialTests:
         self._keys = np.array([zlib.crc32(name.encode()) for name in self._numeric_names], dtype=np.uint64)
         alpha, beta, gamma = gaussian_rows(SHIFTS, VARIANCE_RATIOS, True)
         n_rows = len(alpha)
-        self._alpha = np.tile(alpha, len(numeric))[:, None]
-        self._beta = np.tile(beta, len(numeric))[:, None]
-        self._gamma = np.tile(gamma, len(numeric))[:, None]
+        self._alpha, self._beta, self._gamma = (np.asarray(v, dtype=float)[None, :, None] for v in (alpha, beta, gamma))
         self.tests: list[tuple[str, str, Hashable | None]] = []
         thresholds: list[float] = []
         rows: list[int] = []
@@ -360,10 +359,13 @@ class SequentialTests:
         missing = ~np.isfinite(values)
         np.clip(z, -CLIP, CLIP, out=z)
         z[missing] = 0.0
-        repeat = len(self._alpha) // len(self._references)
-        zr = np.repeat(z, repeat, axis=0)
-        inc = np.rint((self._alpha * zr + self._beta * (zr * zr) + self._gamma) * SCALE).astype(np.int64)
-        inc[np.repeat(missing, repeat, axis=0)] = 0
+        # (series, row, event) by broadcasting, then one row per (series, row): no repeated copies of the scores.
+        llr = self._alpha * z[:, None, :] + self._beta * (z * z)[:, None, :] + self._gamma
+        llr *= SCALE
+        np.rint(llr, out=llr)
+        inc = llr.astype(np.int64).reshape(-1, values.shape[1])
+        if missing.any():
+            inc[np.repeat(missing, llr.shape[1], axis=0)] = 0
         return inc
 
     @staticmethod
