@@ -199,7 +199,7 @@ class CUSUMArray:
         first = int(self._starts[test])
         rows = slice(first, first + self.rows_per_test[test])
         threshold = self._threshold_int[test]
-        out = []
+        out: list[SequentialAlarm] = []
         t0 = 0
         while True:
             block = stat[rows, t0:]
@@ -331,7 +331,8 @@ class SequentialTests:
     @property
     def statistics(self) -> npt.NDArray[np.float64]:
         """Each test's statistic as a share of its threshold (1 is an alarm), after the last update."""
-        return self._array.statistics / np.asarray(self._array.thresholds)
+        ratios: npt.NDArray[np.float64] = self._array.statistics / np.asarray(self._array.thresholds)
+        return ratios
 
     def update(self, numeric: npt.NDArray[np.float64], categorical: Sequence[Sequence[Hashable]], first: int
                ) -> list[SequentialAlarm]:
@@ -363,7 +364,7 @@ class SequentialTests:
         llr = self._alpha * z[:, None, :] + self._beta * (z * z)[:, None, :] + self._gamma
         llr *= SCALE
         np.rint(llr, out=llr)
-        inc = llr.astype(np.int64).reshape(-1, values.shape[1])
+        inc: npt.NDArray[np.int64] = llr.astype(np.int64).reshape(-1, values.shape[1])
         if missing.any():
             inc[np.repeat(missing, llr.shape[1], axis=0)] = 0
         return inc
