@@ -401,6 +401,9 @@ class DataMonitor:
                 result = self._categorical_test(channel, block, position, at, pending)
             if result is not None:
                 tests.append((channel, *result))
+            else:  # no block test to wait for (too few values or categories): a quiet block resolves
+                self._resolve_sequential("scores" if channel.kind == "numeric" else "share", channel, position, at,
+                                         0.0, 0.0, "no block test possible", pending)
         if not tests:
             return
         reject = holm([t[1] for t in tests], alpha=self.block_alpha) if self.block_alpha > 0 else [False] * len(tests)
