@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from scipy import special
 
 from detectors.calibration import MAX_DIRECT, calibrated_threshold
 from detectors.cusum_bank import SCALE, bernoulli_rows, gaussian_rows, randomized_normal_scores
@@ -66,6 +67,9 @@ MAX_SHARE_CATEGORIES = 8
 #: noisier, so this errs conservative), so that nearby sizes share one simulation.
 _WARMUP_GRID = (50, 100, 200, 500, 1000, 2000, 5000, 10_000, 20_000)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+# Batches of at most this many events rank every series in one search (complex keys); larger ones series by series,
+# which is faster there (measured: 8 us against 22 us for 5 series x 1 event, 2.0 ms against 1.5 ms for 21 x 500).
+_FEW = 16
 
 
 def _warmup_bucket(n: int) -> int:
@@ -284,6 +288,11 @@ class SequentialTests:
         self.horizon = float(horizon)
         self._numeric_names = [name for name, _ in numeric]
         self._references = [np.asarray(ref, dtype=float) for _, ref in numeric]
+        # Every reference in one array, series j's values as j + 1j * value: complex numbers sort by real part,
+        # then imaginary, so one search ranks a tiny batch of every series at once (see _ranks).
+        self._all_references = np.concatenate([j + 1j * ref for j, ref in enumerate(self._references)]
+                                              ) if numeric else np.zeros(0, dtype=complex)
+        self._offsets = np.cumsum([0, *(len(ref) for ref in self._references)])[:-1, None]
         self._keys = np.array([zlib.crc32(name.encode()) for name in self._numeric_names], dtype=np.uint64)
         alpha, beta, gamma = gaussian_rows(SHIFTS, VARIANCE_RATIOS, True)
         n_rows = len(alpha)
@@ -354,10 +363,13 @@ class SequentialTests:
 
     def _numeric_increments(self, values: npt.NDArray[np.float64], first: int) -> npt.NDArray[np.int64]:
         uniforms = position_uniforms(self._keys, np.arange(first, first + values.shape[1], dtype=np.int64))
-        z = np.empty_like(values)
-        for j, ref in enumerate(self._references):
-            z[j] = randomized_normal_scores(values[j], ref, uniforms[j])
         missing = ~np.isfinite(values)
+        if values.shape[1] <= _FEW:
+            z = self._scores_of_few(np.where(missing, 0.0, values), uniforms)
+        else:
+            z = np.empty_like(values)
+            for j, ref in enumerate(self._references):
+                z[j] = randomized_normal_scores(values[j], ref, uniforms[j])
         np.clip(z, -CLIP, CLIP, out=z)
         z[missing] = 0.0
         # (series, row, event) by broadcasting, then one row per (series, row): no repeated copies of the scores.
@@ -368,6 +380,18 @@ class SequentialTests:
         if missing.any():
             inc[np.repeat(missing, llr.shape[1], axis=0)] = 0
         return inc
+
+    def _scores_of_few(self, values: npt.NDArray[np.float64], uniforms: npt.NDArray[np.float64]
+                       ) -> npt.NDArray[np.float64]:
+        """:func:`randomized_normal_scores` of every series in two searches: the same ranks, so the same scores.
+
+        A series a call costs about 4 us whatever the batch; the worker often hands a model one prediction.
+        """
+        keys = np.arange(len(self._references))[:, None] + 1j * values
+        left = np.searchsorted(self._all_references, keys, side="left") - self._offsets
+        right = np.searchsorted(self._all_references, keys, side="right") - self._offsets
+        sizes = np.array([len(ref) for ref in self._references], dtype=float)[:, None]
+        return np.asarray(special.ndtri((left + uniforms * (right - left + 1)) / (sizes + 1.0)), dtype=float)
 
     @staticmethod
     def _categorical_increments(series: _Categorical, values: Sequence[Hashable]) -> list[npt.NDArray[np.int64]]:
