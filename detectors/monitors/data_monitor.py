@@ -37,9 +37,9 @@ together.  Each of the ``k`` budgeted tests gets ``1/k`` of that rate: a
 windowed test per watched series, a trend or spike detector per feature that
 asks for one, and, with ``drift.sequential``, one sequential test per numeric
 series and two per categorical one (unseen and share; the share test splits
-its part between its categories).  So turning the sequential tests on halves
-the block tests' level (a third for a categorical series) rather than adding
-to the budget.  The windowed tests of one block are Holm-corrected together,
+its part between its categories).  So turning the sequential tests on lowers
+the block tests' share of the budget (to about half with numeric features
+only, a third with categorical ones only) rather than adding to the budget.  The windowed tests of one block are Holm-corrected together,
 so fifty features do not raise fifty times the false alarms of one.  The
 block unseen-category rule and the estimated-performance alert are thresholds
 a person sets, outside the budget.
