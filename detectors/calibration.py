@@ -182,7 +182,7 @@ def simulate_maxima(
             if spec.get("scores", "robust") == "normal":
                 # Ranks against the warm-up are distribution-free: this calibrates any continuous series.
                 z = np.clip(normal_scores(normal[warmup:], np.sort(normal[:warmup])), -clip, clip)
-            elif spec["scores"] == "randomized":
+            elif spec.get("scores") == "randomized":
                 # Randomised ranks are distribution-free for discrete series too (detectors.sequential).
                 z = np.clip(randomized_normal_scores(normal[warmup:], np.sort(normal[:warmup]), rng.random(length)),
                             -clip, clip)

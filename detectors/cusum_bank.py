@@ -229,7 +229,7 @@ def randomized_normal_scores(
     >>> ref = np.sort(np.random.default_rng(0).poisson(1.0, 999).astype(float))
     >>> z = randomized_normal_scores(np.zeros(4), ref, np.array([0.01, 0.3, 0.6, 0.99]))
     >>> [round(float(v), 2) for v in z]
-    [-3.29, -1.08, -0.52, -0.32]
+    [-2.69, -1.24, -0.79, -0.38]
     """
     n = len(sorted_reference)
     left = np.searchsorted(sorted_reference, values, side="left")

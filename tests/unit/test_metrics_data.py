@@ -147,8 +147,9 @@ def test_every_alert_the_monitors_raise_was_declared_and_has_its_gauges(worker: 
     for start in range(0, len(events), 100):
         worker.predictions(events[start:start + 100])
     fired = [a for a in worker.alerts if a.status == "fired"]
-    # The scenario raises every kind of prediction-side alert.
-    assert {a.detector for a in fired} == DATA_DETECTORS
+    # The scenario raises every kind of prediction-side alert but the share test's: a reference of 100 affords
+    # box and bag (50 each) only its widest rows, and their shares move from a half to a third.
+    assert {a.detector for a in fired} == DATA_DETECTORS - {"share_glr"}
     for alert in worker.alerts:
         labels = {"model": alert.model, "detector": alert.detector, "status": alert.status, "severity": alert.severity}
         assert tuple(sorted(labels.items())) in declared, alert
