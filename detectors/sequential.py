@@ -19,7 +19,9 @@ restarts from zero and, while the change persists, alarms again.
   categories the reference never had, above the reference's own rate of
   novelty (its Good-Turing missing mass, singletons over size, Laplace-smoothed;
   the smallest rise watched is fourfold, which a misestimate of it does not fake).  *Share*: a rise or fall in the share of each of its common
-  categories (two-sided Bernoulli GLRs), the class mix of a classifier.
+  categories (two-sided Bernoulli GLRs), the class mix of a classifier, with
+  only the ratios the category's reference count can estimate well enough
+  (:func:`_affordable`: a rare category's share is too uncertain for a 1.5x row).
 
 Every threshold is simulated (:func:`~detectors.calibration.calibrated_threshold`)
 for the test's false-alarm horizon (times ``SAFETY``); a share test splits its
