@@ -27,7 +27,8 @@ RATE = "$__rate_interval"
 COVERAGE_15M = "driftline:model_label_coverage:ratio_rate15m"
 # Detectors of the prediction-side monitors (detectors/monitors/data_monitor.py).  gaussian_glr is also a regressor's
 # default performance detector, so on a regression model its count mixes trend and decay alerts.
-DATA_DETECTORS = "ks|chi_squared|unseen_rate|robust_spike|gaussian_glr|confidence"
+SEQUENTIAL_DETECTORS = "normal_score_glr|share_glr|unseen_glr"
+DATA_DETECTORS = f"ks|chi_squared|unseen_rate|{SEQUENTIAL_DETECTORS}|robust_spike|gaussian_glr|confidence"
 
 
 @dataclass(frozen=True)
@@ -329,6 +330,13 @@ PER_MODEL = Dashboard(
               unit="percentunit", width=8,
               description="Share of the last block whose category (or predicted class, empty feature) the reference "
                           "never had: new shapes, new classes."),
+        Panel("Sequential drift tests: evidence against the reference",
+              (Target(f'max by (monitor, feature, detector) (driftline_drift_statistic{{model="$model", '
+                      f'detector=~"{SEQUENTIAL_DETECTORS}"}})', "{{detector}} {{monitor}} {{feature}}"),),
+              width=8, thresholds=((None, "green"), (1, "red")),
+              description="Each sequential test's GLR statistic as a share of its alarm threshold, after the last "
+                          "batch: 1 alarms.  normal_score_glr: a number's position in the reference; share_glr: "
+                          "a category's (or class's) share; unseen_glr: categories the reference never had."),
         Panel("Prediction-side alerts open, by monitor",
               (Target(f"sum by (monitor) (driftline_data_alerts_open{M})", "{{monitor}}"),), width=8,
               description="Over every watched version and segment; the alerts topic names the version and feature."),
@@ -336,7 +344,8 @@ PER_MODEL = Dashboard(
               (Target(f'sum by (detector) (increase(driftline_alerts_total{{model="$model", status="fired", '
                       f'detector=~"{DATA_DETECTORS}"}}[1h]))', "{{detector}}"),), width=8,
               description="robust_spike: outliers; gaussian_glr: trend changes (a regressor's decay detector too); "
-                          "ks, chi_squared: drift; unseen_rate: new categories; confidence: estimated accuracy."),
+                          "ks, chi_squared: drift (block tests); normal_score_glr, share_glr: drift (sequential "
+                          "tests); unseen_rate, unseen_glr: new categories; confidence: estimated accuracy."),
         Panel("Predictions watched vs labelled examples scored",
               (Target(f"sum(rate(driftline_predictions_total{M}[{RATE}]))", "predictions watched"),
                Target(f"sum(rate(driftline_examples_total{M}[{RATE}]))", "labelled examples")), unit="ops", width=8),

@@ -52,18 +52,18 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors import cusum_bank, distribution
-from detectors.cusum_bank import bernoulli_rows, gaussian_rows, normal_scores
+from detectors.cusum_bank import bernoulli_rows, gaussian_rows, normal_scores, randomized_normal_scores
 from detectors.distribution import robust_reference
 
-__all__ = ["calibrated_threshold", "simulate_maxima", "use_cache_dir"]
+__all__ = ["MAX_DIRECT", "calibrated_threshold", "simulate_maxima", "use_cache_dir"]
 
 # Part of the parameter key, which seeds the simulation (crc32): changing it would change every threshold and
 # the golden alarm indices with them.  Staleness of cached files is the simulation fingerprint's job, not this.
 _SEED_SALT = 1
 _N_STREAMS = 400
 _MAX_LENGTH = 20_000
-# Horizons up to this are calibrated directly; larger ones are extrapolated.
-_MAX_DIRECT = 4 * _MAX_LENGTH
+#: Horizons up to this are calibrated directly; larger ones are extrapolated (one more nat per factor e).
+MAX_DIRECT = 4 * _MAX_LENGTH
 # Bernoulli baselines are bucketed on the log-odds scale, a quarter-unit apart,
 # so nearby estimates share one simulation.
 _LOGIT_STEP = 0.25
@@ -151,7 +151,7 @@ def _cached(key: str) -> float:
 
 
 def _calibrate(kind: str, horizon: float, warmup: int, spec: dict[str, Any], seed: int) -> float:
-    direct = min(horizon, _MAX_DIRECT)
+    direct = min(horizon, MAX_DIRECT)
     length = int(min(direct, _MAX_LENGTH))
     maxima = simulate_maxima(kind, warmup, spec, _N_STREAMS, length, seed)
     p_alarm = 1 - math.exp(-length / direct)
@@ -182,6 +182,10 @@ def simulate_maxima(
             if spec.get("scores", "robust") == "normal":
                 # Ranks against the warm-up are distribution-free: this calibrates any continuous series.
                 z = np.clip(normal_scores(normal[warmup:], np.sort(normal[:warmup])), -clip, clip)
+            elif spec.get("scores") == "randomized":
+                # Randomised ranks are distribution-free for discrete series too (detectors.sequential).
+                z = np.clip(randomized_normal_scores(normal[warmup:], np.sort(normal[:warmup]), rng.random(length)),
+                            -clip, clip)
             else:
                 center, scale = robust_reference(normal[:warmup])
                 z = np.clip((normal[warmup:] - center) / scale, -clip, clip)

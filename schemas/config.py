@@ -161,6 +161,12 @@ class DriftSpec(_Spec):
     outlier_min_zscore: Annotated[float, Field(ge=3, allow_inf_nan=False)] = Field(
         default=6.0, description="A spike's robust z-score is never judged below this, whatever the budget allows."
     )
+    sequential: bool = Field(
+        default=True,
+        description="Also run sequential tests (normal-score GLRs on numbers, unseen-category and share GLRs on "
+        "categories and classes) that alarm on the event the evidence suffices, not at the end of a block; they "
+        "share the budget with the block tests, which stay as a second opinion.",
+    )
     max_versions: Annotated[int, Field(ge=1, le=20)] = Field(
         default=3, description="Model versions watched at once; the one seen least recently is dropped beyond this."
     )

@@ -12,7 +12,9 @@ from typing import Any, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
-from detectors.monitors.data_monitor import FEATURE_DRIFT, NEW_CATEGORY, OUTLIERS, PREDICTION_DRIFT, TREND, DataMonitor
+from detectors.monitors.data_monitor import (
+    FEATURE_DRIFT, NEW_CATEGORY, OUTLIERS, PREDICTION_DRIFT, SEQUENTIAL_DETECTORS, TREND, DataMonitor,
+)
 from detectors.monitors.estimate_monitor import ESTIMATED
 from detectors.monitors.monitor_set import MonitorSet
 from detectors.monitors.signed_state import StateRejectionKind
@@ -27,6 +29,8 @@ _Key = tuple[str, str, str]
 # DataMonitor records no statistic for these monitors (their alarms are per event, or, for the estimates, they
 # have gauges of their own); no drift-statistic gauge is declared for them.
 _NO_STATISTIC = frozenset({OUTLIERS, TREND, ESTIMATED})
+# The detectors of the new-category monitor: the block rule and the sequential test.
+_UNSEEN = frozenset({"unseen_rate", SEQUENTIAL_DETECTORS["unseen"]})
 # The reasons a changelog record is refused on restore, per state: the join's records carry no signature.
 STATE_REJECTIONS = {"monitor": get_args(StateRejectionKind), "join": ("undecodable",)}
 
@@ -54,12 +58,18 @@ def _data_keys(spec: ModelSpec) -> Iterator[tuple[_Key, str]]:
     series = [(FEATURE_DRIFT, name, f.kind) for name, f in spec.features.items() if f.drift]
     if spec.prediction_drift:
         series.append((PREDICTION_DRIFT, "prediction", "categorical" if spec.task == "classification" else "numeric"))
+    sequential = spec.drift.sequential
     for monitor, name, kind in series:
         if kind == "numeric":
             yield (monitor, name, "ks"), "warning"
+            if sequential:
+                yield (monitor, name, SEQUENTIAL_DETECTORS["scores"]), "warning"
         else:
             yield (monitor, name, "chi_squared"), "warning"
             yield (monitor, name, "unseen_rate"), "critical"
+            if sequential:
+                yield (monitor, name, SEQUENTIAL_DETECTORS["share"]), "warning"
+                yield (monitor, name, SEQUENTIAL_DETECTORS["unseen"]), "critical"
     for name, feature in spec.features.items():
         if feature.outliers:
             yield (OUTLIERS, name, "robust_spike"), "warning"
@@ -76,7 +86,7 @@ def _labels(key: _Key) -> tuple[str, str, str]:
     fields of the alerts it raises, with an empty feature where the alert has none (predictions, confidence)."""
     monitor, series, detector = key
     feature = "" if monitor in (PREDICTION_DRIFT, ESTIMATED) else series
-    return (NEW_CATEGORY if detector == "unseen_rate" else monitor), feature, detector
+    return (NEW_CATEGORY if detector in _UNSEEN else monitor), feature, detector
 
 
 def _current(candidate: DataMonitor, best: DataMonitor | None) -> DataMonitor:
@@ -207,8 +217,9 @@ class WorkerMetrics:
             "driftline_drift_statistic",
             "Latest value of each prediction-side statistic of the model's current version: KS distance (ks) or "
             "chi-squared statistic (chi_squared) of the last block against the reference, share of unseen "
-            "categories in it (unseen_rate). Labels are those of the alerts it drives; feature is empty for "
-            "prediction drift. NaN until judged.",
+            "categories in it (unseen_rate); for the sequential tests (normal_score_glr, share_glr, unseen_glr) "
+            "the GLR statistic after the last batch as a share of its alarm threshold (1 alarms). Labels are those "
+            "of the alerts it drives; feature is empty for prediction drift. NaN until judged.",
             ["model", "monitor", "feature", "detector"], registry=r,
         )
         self.data_alerts_open = Gauge(

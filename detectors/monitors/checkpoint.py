@@ -33,6 +33,7 @@ from collections import Counter, deque
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
+from detectors.exceptions import StaleState
 from detectors.monitors.data_monitor import DataMonitor
 from detectors.monitors.estimate_monitor import EstimateMonitor
 from detectors.monitors.monitor_set import MonitorSet
@@ -123,6 +124,8 @@ def decode_checkpoint(blob: bytes | None, signer: StateSigner, record_key: bytes
         return StateRejection("undecodable", "signed, but not a checkpoint")
     try:
         checkpoint = pickle.loads(zlib.decompress(payload[len(_MAGIC):]))
+    except StaleState as exc:  # an older Driftline's monitors: they kept other state, so the model starts cold
+        return StateRejection("undecodable", f"signed, but written by an older Driftline: {exc}")
     except Exception as exc:  # signed by us, yet unreadable (another version's classes): a cold start, not a crash loop
         return StateRejection("undecodable", f"signed, but cannot be loaded: {type(exc).__name__}")
     if not isinstance(checkpoint, Checkpoint) or checkpoint.model.encode() != record_key:

@@ -79,8 +79,11 @@ def test_spikes_are_flagged_on_the_event_they_happen_and_the_reversal_after_the_
     assert all(a.statistic > 6 and "spike" in a.message for a in spikes)
     trend = _fired(alerts, monitor="trend")
     assert len(trend) == 1 and 8000 < _index(trend[0]) < 8600, [_index(a) for a in trend]
-    ks = _fired(alerts, monitor="feature_drift", feature="ret")
+    ks = _fired(alerts, monitor="feature_drift", feature="ret", detector="ks")
     assert len(ks) == 1 and 8000 < _index(ks[0]) <= 9500
+    # The sequential test on its normal scores sees the -0.4 sd shift before the block test does.
+    scores = _fired(alerts, monitor="feature_drift", feature="ret", detector="normal_score_glr")
+    assert len(scores) == 1 and 8000 < _index(scores[0]) < _index(ks[0]), [_index(a) for a in scores]
     # Nothing drifted before the change, but the spike, which is a point anomaly.
     assert all(_index(a) >= 8000 for a in _fired(alerts) if a.kind != "outlier")
     # The ticker mix and the predictions never changed.
@@ -100,9 +103,12 @@ def test_new_category_names_itself_and_resolves_when_it_is_gone() -> None:
     config = config.split("    features:")[0] + "    features: {shape: {kind: categorical}}\n"
     _, alerts, _ = _run(config, _predictions(11_000, row))
     new = _fired(alerts, monitor="new_category")
-    assert len(new) == 1 and new[0].severity == "critical" and "cone" in new[0].message
-    assert 5000 <= _index(new[0]) < 5500
-    assert any(a.status == "resolved" and a.episode_id == new[0].episode_id and _index(a) >= 8000 for a in alerts)
+    # The sequential test within a few dozen events (a quarter of them are cones), the block rule at its end.
+    assert [a.detector for a in new] == ["unseen_glr", "unseen_rate"]
+    assert all(a.severity == "critical" and "cone" in a.message for a in new)
+    assert 5000 <= _index(new[0]) < 5050 and 5050 <= _index(new[1]) < 5500
+    for alert in new:
+        assert any(a.status == "resolved" and a.episode_id == alert.episode_id and _index(a) >= 8000 for a in alerts)
 
 
 def test_predicted_class_mix_shift_and_new_class() -> None:
@@ -114,8 +120,11 @@ def test_predicted_class_mix_shift_and_new_class() -> None:
     _, alerts, _ = _run(config, _predictions(9000, row))
     drift = _fired(alerts, monitor="prediction_drift")
     new = _fired(alerts, monitor="new_category")
-    assert len(drift) == 1 and len(new) == 1 and drift[0].feature is None
+    assert [a.detector for a in drift] == ["share_glr", "chi_squared"] and all(a.feature is None for a in drift)
+    assert [a.detector for a in new] == ["unseen_glr", "unseen_rate"]
     assert all(6000 <= _index(a) < 7000 for a in drift + new)
+    # The sequential tests well before the block ends (the mix moves by 20 points, a tenth are new).
+    assert all(_index(a) < 6250 for a in drift + new if a.detector.endswith("_glr")), [_index(a) for a in drift + new]
 
 
 def test_stationary_false_alarms_stay_within_the_model_budget_however_many_features() -> None:
@@ -139,7 +148,8 @@ def test_stationary_false_alarms_stay_within_the_model_budget_however_many_featu
     for seed in range(seeds):
         monitors, alerts, _ = _run(config, _predictions(n, row, seed=seed))
         n_false += len(_fired(alerts))
-    assert monitors.data_monitors[("m", "1", None)].n_budgeted == 21
+    # 21 block tests, 17 sequential ones on the numbers and two on each of the 4 categorical features.
+    assert monitors.data_monitors[("m", "1", None)].n_budgeted == 21 + 17 + 2 * 4
     tested = seeds * (n - 2000)  # the default reference is not tested
     # Expected tested / horizon = 28; twenty-one unsplit budgets would give about 590.
     assert 0 < n_false <= 1.5 * tested / horizon, n_false
@@ -154,7 +164,9 @@ def test_a_budgeted_test_still_has_power_with_many_features() -> None:
     features = ", ".join(f"x{j}: {{kind: numeric}}" for j in range(20))
     config = f"models: {{m: {{task: regression, performance: {{threshold: 9}}, features: {{{features}}}}}}}"
     _, alerts, _ = _run(config, _predictions(8000, row))
-    assert [(a.feature, _index(a) >= 5000) for a in _fired(alerts)] == [("x7", True)]
+    # One episode each, the sequential test's first: a small persisting shift does not flap.
+    assert [(a.feature, a.detector, _index(a) >= 5000) for a in _fired(alerts)] == [
+        ("x7", "normal_score_glr", True), ("x7", "ks", True)]
 
 
 def test_a_new_version_starts_a_fresh_reference_and_old_versions_are_retired() -> None:
@@ -174,9 +186,10 @@ def test_a_new_version_starts_a_fresh_reference_and_old_versions_are_retired() -
 
     _, alerts, _ = _run(config, _predictions(4000, drifting, version=lambda i: "1" if i < 3000 else "2"))
     fired = _fired(alerts, model_version="1")
-    assert len(fired) == 1
-    retired = [a for a in alerts if a.status == "resolved" and a.episode_id == fired[0].episode_id]
-    assert len(retired) == 1 and "no longer watched" in retired[0].message and _index(retired[0]) == 3000
+    assert sorted(a.detector for a in fired) == ["ks", "normal_score_glr"]  # the sequential test and the block's
+    for alert in fired:
+        retired = [a for a in alerts if a.status == "resolved" and a.episode_id == alert.episode_id]
+        assert len(retired) == 1 and "no longer watched" in retired[0].message and _index(retired[0]) == 3000
 
 
 def test_alerts_do_not_depend_on_batch_size_and_survive_pickling() -> None:
@@ -210,7 +223,9 @@ def test_segments_get_their_own_data_monitors_and_do_not_trigger_retrains() -> N
     assert set(monitors.data_monitors) == {("m", "1", None), ("m", "1", "en-IN"), ("m", "1", "en-GB")}
     by_segment = {a.segment for a in _fired(alerts)}
     assert by_segment == {None, "en-IN"}
-    assert len(triggers) == 1  # the model-wide alert triggers, the segment's does not
+    # The model-wide alerts (sequential, then block, a cooldown apart) trigger; the segment's do not.
+    model_wide = [a.alert_id for a in _fired(alerts, segment=None)]
+    assert [t.alert_ids for t in triggers] == [[a] for a in model_wide] and len(model_wide) == 2
 
 
 def test_missing_and_non_numeric_values_are_skipped_not_fatal() -> None:
@@ -242,8 +257,10 @@ def test_a_stored_reference_catches_a_version_that_is_drifted_from_its_first_pre
     monitors = MonitorSet(parse_monitor_config(config, base_dir=tmp_path), build_detector)
     alerts = monitors.observe_predictions(live).alerts
     fired = _fired(alerts, monitor="feature_drift", feature="x")
-    assert len(fired) == 1 and _index(fired[0]) == 499, "judged on the first live block"
-    assert "stored reference of 3000 predictions" in fired[0].message
+    assert [a.detector for a in fired] == ["normal_score_glr", "ks"]
+    assert _index(fired[0]) < 100, "the sequential test, from the first live predictions"
+    assert _index(fired[1]) == 499, "the block test, judged on the first live block"
+    assert all("stored reference of 3000 predictions" in a.message for a in fired)
     _, without, _ = _run(config.replace(", drift: {reference_file: validation.jsonl}", ""), live)
     assert not _fired(without)
 

@@ -136,6 +136,6 @@ def test_the_top_of_detectors_holds_only_detectors_and_their_statistics() -> Non
     top = {path.stem for path in (ROOT / "detectors").glob("*.py")} - {"__init__"}
     assert top == {"base", "registry", "exceptions", "glr", "cusum", "cusum_bank", "calibration", "outliers",
                    "river_adapters", "distribution", "rolling", "performance", "score_calibration",
-                   "segment_baseline"}
+                   "segment_baseline", "sequential"}
     assert {path.name for path in (ROOT / "detectors").iterdir() if (path / "__init__.py").exists()} == {
         "ingest", "monitors"}
