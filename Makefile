@@ -48,6 +48,7 @@ bench-detectors: $(STAMP)
 
 bench-monitors: $(STAMP)
 	$(PY) benchmarks/bench_monitors_performance.py
+	$(PY) benchmarks/bench_monitors_data.py
 
 kafka-start: $(STAMP)
 	$(VENV)/bin/driftline kafka start
