@@ -43,11 +43,11 @@ from detectors.registry import build_detector
 from schemas.config import MonitorConfig
 from schemas.events import Alert, OutcomeEvent, PredictionEvent
 from streams.client import PredictionLogger
-from streams.processes import free_port, metric_sum, scrape_metrics, start_worker, stop_worker
+from streams.processes import free_port, metric_sum, scrape_metrics, stop_worker
 from streams.scenarios import SpeechScenario
 from streams.settings import Settings
 from streams.topics import ensure_topics
-from tests.integration.harness import read_to_end, settings_of, worker_env
+from tests.integration.harness import alert_facts, read_to_end, settings_of, start_worker, worker_env
 from tests.speech_monitors import SPEECH_MONITORS
 
 pytestmark = pytest.mark.integration
@@ -85,10 +85,6 @@ def _sent_in_order(pairs: list[tuple[PredictionEvent, OutcomeEvent]]) -> list[Pr
         if i >= LAG:
             out.append(pairs[i - LAG][1])
     return out + [outcome for _, outcome in pairs[-LAG:]]
-
-
-def _described(alerts: list[Alert]) -> list[tuple[str, str, str, float]]:
-    return [(a.alert_id, a.status, a.event_time.isoformat(), a.statistic) for a in alerts]
 
 
 def _checkpoint_page(port: int) -> dict[str, Any]:
@@ -197,7 +193,7 @@ def test_kill_9_while_traffic_flows_gives_the_uninterrupted_alerts_once(kafka_bo
     sent = _sent_in_order(_events(seed))
     expected = run_backtest([e.model_dump_json() for e in sent], MonitorConfig.model_validate(yaml.safe_load(config_yaml)),
                             build_detector).alerts
-    assert [a.status for a in expected] == ["fired", "resolved"], _described(expected)
+    assert [a.status for a in expected] == ["fired", "resolved"], alert_facts(expected)
 
     def start(i: int) -> Incarnation:
         port, name = free_port(), f"worker-{i}"
@@ -233,15 +229,16 @@ def test_kill_9_while_traffic_flows_gives_the_uninterrupted_alerts_once(kafka_bo
         alerts = [ALERTS.validate_json(m.value()) for m in read_to_end(kafka_bootstrap, settings.topics.alerts)]
         samples = scrape_metrics(worker.port)
     finally:
-        stop_worker(worker.proc)
+        exit_code = stop_worker(worker.proc)
+    assert exit_code == 0, f"exit status {exit_code} on SIGTERM\n{worker.tail()}"
     for state in at_kill:
         print(f"seed {seed}, killed ({state['point']}) with {state['sent']} events sent: "
               f"n_seen {state.get('n_seen')}, written_seen {state.get('written_seen')}")
     print(f"seed {seed}: {restored[0]:.0f} predictions restored from the join's changelog; final state {final}")
 
     assert len(at_kill) == len(KILL_POINTS)
-    assert _described(alerts) == _described(expected), (
-        f"seed {seed}\nworkers: {_described(alerts)}\nbacktest: {_described(expected)}")
+    assert alert_facts(alerts) == alert_facts(expected), (
+        f"seed {seed}\nworkers: {alert_facts(alerts)}\nbacktest: {alert_facts(expected)}")
     assert max(Counter(a.alert_id for a in alerts).values()) == 1
     # Every example scored once across the four processes: the state holds each, duplicates were dropped.
     assert final["n_seen"][MODEL] == N and final["written_seen"][MODEL] == N, final
