@@ -108,7 +108,18 @@ def running_retrainer(settings: Settings, config_path: Path, data_dir: Path, log
 
 
 def _versions(bootstrap: str, settings: Settings, expected: int, timeout: float = 10.0) -> list[tuple[bytes, ModelVersion]]:
-    return [(m.key(), VERSIONS.validate_json(m.value())) for m in read_topic(bootstrap, settings.topics.models, expected, timeout)]
+    """The models topic's records, each checked for the CloudEvents attributes the retrainer publishes with it."""
+    out = []
+    for message in read_topic(bootstrap, settings.topics.models, expected, timeout):
+        record = VERSIONS.validate_json(message.value())
+        headers = {k: v.decode() for k, v in message.headers()}
+        assert len(headers) == len(message.headers()), message.headers()
+        assert headers == {"ce_specversion": "1.0", "ce_type": f"dev.driftline.model_version.{record.status}",
+                           "ce_id": f"{record.model}@{record.version}:{record.status}:{record.created_at.isoformat()}",
+                           "ce_source": "urn:driftline:retrainer", "ce_time": record.created_at.isoformat(),
+                           "content-type": "application/json"}, headers
+        out.append((message.key(), record))
+    return out
 
 
 def test_decayed_stream_leads_to_a_promoted_version_and_recovered_live_accuracy(kafka_bootstrap: str, tmp_path: Path) -> None:

@@ -43,6 +43,8 @@ def test_an_ingest_process_and_a_monitor_process_give_the_backtest_alerts(kafka_
         alerts = [ALERTS.validate_json(m.value()) for m in read_to_end_when(
             kafka_bootstrap, ingest.topics.alerts, lambda ms: len(ms) >= metric_value(done, "driftline_alerts_total"))]
     assert alert_facts(alerts) == alert_facts(reference)
+    assert [metric_value(s, "driftline_events_late_total", stage=stage) for s, stage in ((read, "ingest"), (done, "monitor"))] \
+        == [0, 0], "no event reached an ordering stage after its watermark"
     # Each process did its own stage only.
     assert metric_sum(read, "driftline_events_read_total") == 2 * len(events)
     assert metric_sum(read, "driftline_examples_total") == 0
