@@ -16,13 +16,65 @@ from confluent_kafka import Consumer, ConsumerGroupState, KafkaException, Messag
 from confluent_kafka.admin import AdminClient
 from pydantic import SecretStr, TypeAdapter
 
-from schemas.events import LabelledExample, MonitorBatch
+from schemas.events import Alert, LabelledExample, MonitorBatch
 from schemas.topics import TopicNames
-from streams.processes import free_port, metric_sum, scrape_metrics, start_worker, stop_worker
+from streams import processes
+from streams.processes import free_port, metric_sum, scrape_metrics, stop_worker
 from streams.settings import Settings, load_settings
 from streams.topics import ensure_topics
 
 _BATCH = TypeAdapter(MonitorBatch)
+TRACEBACK = "Traceback (most recent call last)"
+
+
+class ProcessLogs:
+    """The log of every worker and retrainer the integration tests start, read for Python tracebacks.
+
+    ``tests/integration/conftest.py`` fails a test whose processes logged one: a traceback in a worker that
+    recovered on its own (a faust agent restarted, a thread died) would otherwise pass unseen.
+    """
+
+    def __init__(self) -> None:
+        self._read_up_to: dict[Path, int] = {}
+
+    def watch(self, log_path: Path) -> None:
+        self._read_up_to.setdefault(log_path, 0)
+
+    def new_tracebacks(self) -> list[str]:
+        """Each traceback written since the last call, with its log's name and the lines that follow it."""
+        found = []
+        for path, offset in self._read_up_to.items():
+            if not path.exists():
+                continue
+            data = path.read_bytes()
+            self._read_up_to[path] = len(data)
+            text = data[offset:].decode(errors="replace")
+            start = text.find(TRACEBACK)
+            while start >= 0:
+                found.append(f"--- {path} ---\n{text[start:start + 2500]}")
+                start = text.find(TRACEBACK, start + 1)
+        return found
+
+
+PROCESS_LOGS = ProcessLogs()
+
+
+def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """:func:`streams.processes.start_worker`, with its log read for tracebacks after the test."""
+    PROCESS_LOGS.watch(log_path)
+    return processes.start_worker(env, log_path)
+
+
+def start_retrainer(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """:func:`streams.processes.start_retrainer`, with its log read for tracebacks after the test."""
+    PROCESS_LOGS.watch(log_path)
+    return processes.start_retrainer(env, log_path)
+
+
+def stop_cleanly(proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    """SIGTERM (then SIGKILL): the process must exit 0, not crash and not ignore the signal."""
+    code = stop_worker(proc)
+    assert code == 0, f"{log_path.name}: exit status {code} on SIGTERM\n{log_path.read_text(errors='replace')[-3000:]}"
 
 
 @dataclass
@@ -30,6 +82,8 @@ class Worker:
     settings: Settings
     web_port: int
     log_path: Path
+    #: The exit status once stopped (or dead); None while it runs.
+    exit_code: int | None = None
 
     @property
     def topics(self) -> TopicNames:
@@ -40,6 +94,14 @@ class Worker:
 
     def metric(self, name: str, **labels: str) -> float:
         return metric_sum(self.metrics(), name, **labels)
+
+    def wait_scored(self, n_examples: int, timeout: float = 120.0) -> dict:  # type: ignore[type-arg]
+        """Wait until the worker has scored ``n_examples`` labelled examples and nothing waits or is held back;
+        return its metrics.  Read its outputs to their end (:func:`read_to_end_when`) only after this."""
+        return self.wait_for(lambda m: metric_sum(m, "driftline_examples_total") >= n_examples
+                             and metric_sum(m, "driftline_join_pending") == 0
+                             and metric_sum(m, "driftline_join_held") == 0, timeout,
+                             f"{n_examples:,} examples scored")
 
     def wait_for(self, condition: Callable[[dict], bool], timeout: float, what: str) -> dict:  # type: ignore[type-arg]
         deadline = time.monotonic() + timeout
@@ -97,36 +159,71 @@ def running_worker(bootstrap: str, tmp_path: Path, config_yaml: str, **settings:
         yield worker
 
 
+class WorkerGroup:
+    """Workers of one consumer group (a fresh topic prefix and app id, its topics created), started one by one:
+    each with its own web port, data dir and log, and all stopped together."""
+
+    def __init__(self, bootstrap: str, tmp_path: Path, config_yaml: str, **settings: str) -> None:
+        self.run = uuid.uuid4().hex[:10]
+        self._tmp_path = tmp_path
+        config = tmp_path / f"monitors-{self.run}.yaml"
+        config.write_text(config_yaml)
+        self.env = worker_env(bootstrap, self.run, config, **settings)
+        self.settings = settings_of(self.env)
+        # Topics exist before anyone produces, so nothing is lost to a missing topic.
+        ensure_topics(self.settings)
+        self.workers: list[Worker] = []
+        self._procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, role: str | None = None) -> Worker:
+        """One more worker in the group (of ``DRIFTLINE_WORKER_ROLE`` ``role``, if given)."""
+        i = len(self.workers)
+        name = f"worker-{self.run}" + (f"-{i}" if i else "")
+        web_port = free_port()
+        own = {"DRIFTLINE_DATA_DIR": str(self._tmp_path / name), "DRIFTLINE_WEB_PORT": str(web_port),
+               **({"DRIFTLINE_WORKER_ROLE": role} if role else {})}
+        log_path = self._tmp_path / f"{name}.log"
+        self._procs.append(start_worker({**self.env, **own}, log_path))
+        self.workers.append(Worker(self.settings.model_copy(update={"data_dir": Path(own["DRIFTLINE_DATA_DIR"]),
+                                                                    "web_port": web_port}), web_port, log_path))
+        return self.workers[-1]
+
+    def stop(self) -> None:
+        """SIGTERM every worker at once (SIGKILL after a timeout); each one's exit status is kept."""
+        with ThreadPoolExecutor(max(len(self._procs), 1)) as pool:
+            for worker, code in zip(self.workers, pool.map(stop_worker, self._procs)):
+                worker.exit_code = code
+
+    def assert_clean_exits(self) -> None:
+        for worker in self.workers:
+            assert worker.exit_code == 0, (f"{worker.log_path.name}: exit status {worker.exit_code} on SIGTERM\n"
+                                           f"{worker.log_path.read_text(errors='replace')[-3000:]}")
+
+
+@contextmanager
+def running_group(bootstrap: str, tmp_path: Path, config_yaml: str, **settings: str) -> Iterator[WorkerGroup]:
+    """A :class:`WorkerGroup` stopped at the end; each worker must then exit 0 on SIGTERM (unless the block
+    failed already)."""
+    group = WorkerGroup(bootstrap, tmp_path, config_yaml, **settings)
+    try:
+        yield group
+    except BaseException:
+        group.stop()
+        raise
+    group.stop()
+    group.assert_clean_exits()
+
+
 @contextmanager
 def running_workers(
     bootstrap: str, tmp_path: Path, config_yaml: str, n_workers: int, roles: Sequence[str] = (), **settings: str
 ) -> Iterator[list[Worker]]:
-    """``n_workers`` workers in one consumer group (a fresh topic prefix and app id), each with its own
-    web port, data dir and log (and ``DRIFTLINE_WORKER_ROLE`` from ``roles``, if given); all are stopped at
-    the end, at the same time."""
-    run = uuid.uuid4().hex[:10]
-    config = tmp_path / f"monitors-{run}.yaml"
-    config.write_text(config_yaml)
-    env = worker_env(bootstrap, run, config, **settings)
-    resolved = settings_of(env)
-    # Topics exist before anyone produces, so nothing is lost to a missing topic.
-    ensure_topics(resolved)
-    procs: list[subprocess.Popen[bytes]] = []
-    workers: list[Worker] = []
-    try:
+    """``n_workers`` workers of a :func:`running_group`, started at once (with ``DRIFTLINE_WORKER_ROLE`` from
+    ``roles``, if given)."""
+    with running_group(bootstrap, tmp_path, config_yaml, **settings) as group:
         for i in range(n_workers):
-            name = f"worker-{run}" + (f"-{i}" if i else "")
-            web_port = free_port()
-            own = {"DRIFTLINE_DATA_DIR": str(tmp_path / name), "DRIFTLINE_WEB_PORT": str(web_port),
-                   **({"DRIFTLINE_WORKER_ROLE": roles[i]} if roles else {})}
-            log_path = tmp_path / f"{name}.log"
-            procs.append(start_worker({**env, **own}, log_path))
-            workers.append(Worker(resolved.model_copy(update={"data_dir": Path(own["DRIFTLINE_DATA_DIR"]),
-                                                              "web_port": web_port}), web_port, log_path))
-        yield workers
-    finally:
-        with ThreadPoolExecutor(max(len(procs), 1)) as pool:
-            list(pool.map(stop_worker, procs))
+            group.start(roles[i] if roles else None)
+        yield group.workers
 
 
 def assigned_partitions(bootstrap: str, group_id: str, topic: str,
@@ -204,6 +301,36 @@ def read_to_end(bootstrap: str, topic: str, timeout: float = 30.0,
         consumer.close()
 
 
+AlertFacts = tuple[str, str, str, float]
+
+
+def alert_facts(alerts: Sequence[Alert]) -> list[AlertFacts]:
+    """What each alert tells on-call: which one, fired or resolved, when in event time, and its statistic.
+
+    The statistic to 9 significant digits: a rolling metric is a running sum updated a batch at a time, and
+    a worker's batches are not the backtest's, so its last bits can differ (measured on the stock scenario's
+    error rate: 0.011013982 against 0.011013981999999988).
+    """
+    return [(a.alert_id, a.status, a.event_time.isoformat(), float(f"{a.statistic:.9g}")) for a in alerts]
+
+
+def read_to_end_when(bootstrap: str, topic: str, enough: Callable[[list[Message]], bool], timeout: float = 30.0,
+                     client_config: Mapping[str, object] | None = None) -> list[Message]:
+    """:func:`read_to_end`, again until ``enough`` holds of what it read.
+
+    Call it once the worker has scored every example (:meth:`Worker.wait_scored`): its last outputs are then
+    handed to the producer at most milliseconds before, and waiting for ``enough`` covers their delivery.
+    Whatever else is on the topic by then is read too: absence is proven by the end offsets, not by a pause.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        messages = read_to_end(bootstrap, topic, timeout, client_config)
+        if enough(messages):
+            return messages
+        assert time.monotonic() < deadline, f"{topic}: {len(messages)} messages, not enough after {timeout} s"
+        time.sleep(0.2)
+
+
 def play_the_app(scenario: Any, server: Any, logger: Any, per_second: float = 300,
                  outcome_lag: int = 20) -> list[tuple[int, str, bool]]:
     """A live app over a learnable speech scenario: ``per_second`` utterances a second, each served by
@@ -237,7 +364,8 @@ def labelled_batch(message: Message) -> MonitorBatch:
 
 
 def read_labelled(bootstrap: str, topic: str, expected: int, timeout: float = 60.0) -> list[LabelledExample]:
-    """Every labelled example in the batches on the labelled ``topic`` (in each partition's order), once
-    ``expected`` examples have come or the timeout passes."""
-    messages = read_topic(bootstrap, topic, expected, timeout, count=lambda m: len(labelled_batch(m).labelled))
+    """Every labelled example in the batches on the labelled ``topic`` (in each partition's order), read to the
+    end offsets once at least ``expected`` examples are there."""
+    messages = read_to_end_when(bootstrap, topic, lambda ms: sum(len(labelled_batch(m).labelled) for m in ms) >= expected,
+                                timeout)
     return [example for m in messages for example in labelled_batch(m).labelled]

@@ -28,10 +28,10 @@ from pydantic import TypeAdapter
 from schemas.events import Alert
 from streams.client import PredictionLogger
 from streams.localkafka import LocalKafka
-from streams.processes import free_port, metric_sum, scrape_metrics, start_worker, stop_worker
+from streams.processes import free_port, metric_sum, scrape_metrics, stop_worker
 from streams.scenarios import SpeechScenario
 from streams.topics import ensure_topics, faust_topic_specs
-from tests.integration.harness import read_to_end, read_topic, settings_of, worker_env
+from tests.integration.harness import read_to_end, read_to_end_when, settings_of, start_worker, worker_env
 from tests.speech_monitors import SPEECH_MONITORS
 
 pytestmark = pytest.mark.integration
@@ -68,6 +68,7 @@ class Supervised:
     def __init__(self, env: dict[str, str], tmp_path: Path, name: str) -> None:
         self.env, self.tmp_path, self.name = env, tmp_path, name
         self.exits: list[int] = []
+        self.stopped_with: int | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self._start()
@@ -88,8 +89,9 @@ class Supervised:
         return metric_sum(scrape_metrics(self.port), "driftline_examples_total")
 
     def stop(self) -> None:
+        """SIGTERM the current process; its exit status is kept in :attr:`stopped_with`."""
         if self.proc is not None:
-            stop_worker(self.proc)
+            self.stopped_with = stop_worker(self.proc)
 
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace")[-2000:] for p in sorted(self.tmp_path.glob(f"{self.name}-*.log")))
@@ -123,7 +125,8 @@ def _checkpoint(port: int) -> dict:  # type: ignore[type-arg]
 
 
 def _alerts_once(own_kafka: LocalKafka, topic: str) -> list[Alert]:
-    alerts = [ALERTS.validate_json(m.value()) for m in read_topic(own_kafka.bootstrap, topic, 1, timeout=10)]
+    """The alert topic read to its end (call once every example is in the state): each alert id once."""
+    alerts = [ALERTS.validate_json(m.value()) for m in read_to_end_when(own_kafka.bootstrap, topic, bool, timeout=10)]
     assert alerts, "the drift raised no alert"
     assert max(Counter(a.alert_id for a in alerts).values()) == 1, [a.alert_id for a in alerts]
     return alerts
@@ -174,6 +177,7 @@ def test_chaos_kill_9_then_broker_restart_during_start_up(own_kafka: LocalKafka,
     # Exactly once: the restored state plus what B admitted is every example; duplicates were dropped, not scored.
     assert state["n_seen"]["speech-asr"] == N_EVENTS
     assert 0 not in b.exits, "B only ever stops by failing, for its supervisor to restart it"
+    assert b.stopped_with == 0, f"B's exit status on SIGTERM: {b.stopped_with}\n{b.logs()}"
 
 
 def test_broker_down_a_minute_under_a_running_worker(own_kafka: LocalKafka, tmp_path: Path) -> None:
@@ -237,6 +241,7 @@ def test_broker_down_a_minute_under_a_running_worker(own_kafka: LocalKafka, tmp_
     assert into == out, (into, out)
     print(f"\noutage: broker up to first batch scored {first_after:.1f} s; exits {worker.exits}")
     assert worker.exits == [], "no crash, no crash loop"
+    assert worker.stopped_with == 0, f"exit status on SIGTERM: {worker.stopped_with}\n{worker.logs()}"
     # Noticed within one probe interval plus the probe's 5 s timeout; from then on, not ready all along.
     assert all(not_ready[5:]) and all(healthy), (not_ready, healthy)
     assert ready_again[0] == 200, ready_again

@@ -16,7 +16,8 @@ from schemas.config import parse_monitor_config
 from schemas.events import Alert, OutcomeEvent, PredictionEvent
 from streams.client import PredictionLogger
 from streams.scenarios import RobotScenario, StockScenario
-from tests.integration.harness import read_topic, running_worker
+from streams.processes import metric_value
+from tests.integration.harness import AlertFacts, alert_facts, read_to_end_when, running_worker
 
 pytestmark = pytest.mark.integration
 
@@ -49,16 +50,21 @@ def test_stock_and_robot_scenarios_alert_in_the_worker_as_in_the_backtest(kafka_
             else:
                 logger.log_outcome(event)
         assert logger.flush(30) == 0
-        n_predictions = sum(isinstance(e, PredictionEvent) for e in events)
-        worker.wait_for(lambda m: worker.metric("driftline_examples_total") >= n_predictions, 120,
-                        "every example scored")
-        alerts = [ALERTS.validate_json(m.value()) for m in read_topic(kafka_bootstrap, worker.topics.alerts,
-                                                                      len(expected))]
+        watched = {m for m, spec in parse_monitor_config(config_yaml).models.items() if spec.watches_predictions}
+        n_predictions = sum(isinstance(e, PredictionEvent) and e.model in watched for e in events)
+        n_outcomes = sum(isinstance(e, OutcomeEvent) for e in events)
+        # Alerts are counted in the step that scores their examples or predictions: once both counts are
+        # complete, so is the alert count, and the topic is read to its end once that many are there.
+        samples = worker.wait_for(lambda m: metric_value(m, "driftline_examples_total") >= n_outcomes
+                                  and metric_value(m, "driftline_predictions_total") >= n_predictions, 120,
+                                  "every example and every prediction scored")
+        alerts = [ALERTS.validate_json(m.value()) for m in read_to_end_when(
+            kafka_bootstrap, worker.topics.alerts, lambda ms: len(ms) >= metric_value(samples, "driftline_alerts_total"))]
 
-    def by_model(items: list[Alert]) -> dict[tuple[str, bool], list[str]]:
+    def by_model(items: list[Alert]) -> dict[tuple[str, bool], list[AlertFacts]]:
         # Performance monitors read labelled examples, data monitors read predictions: each family's alerts
         # come in a fixed order, but how the two interleave depends on how the worker's batches fell.
-        return {(m, family): [a.alert_id for a in items if a.model == m and (a.monitor == "performance") == family]
+        return {(m, family): alert_facts([a for a in items if a.model == m and (a.monitor == "performance") == family])
                 for m in models for family in (True, False)}
 
     def described(items: list[Alert]) -> str:
@@ -69,3 +75,5 @@ def test_stock_and_robot_scenarios_alert_in_the_worker_as_in_the_backtest(kafka_
     assert by_model(alerts) == by_model(expected), (
         f"worker:\n{described(alerts)}\nbacktest:\n{described(expected)}")
     assert all(a.model_version == "1" for a in alerts)
+    assert {stage: metric_value(samples, "driftline_events_late_total", stage=stage) for stage in ("ingest", "monitor")} \
+        == {"ingest": 0, "monitor": 0}

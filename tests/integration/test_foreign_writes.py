@@ -19,11 +19,11 @@ import pytest
 from confluent_kafka import Producer
 
 from streams.client import PredictionLogger
-from streams.processes import free_port, metric_sum, start_worker, stop_worker
+from streams.processes import free_port, metric_sum, stop_worker
 from streams.scenarios import SpeechScenario
 from streams.settings import Settings
 from streams.topics import ensure_topics
-from tests.integration.harness import Worker, settings_of, worker_env
+from tests.integration.harness import Worker, settings_of, start_worker, stop_cleanly, worker_env
 from tests.speech_monitors import SPEECH_MONITORS
 
 pytestmark = pytest.mark.integration
@@ -88,8 +88,10 @@ def test_foreign_writes_to_internal_topics_are_refused_and_never_executed(kafka_
     try:
         produce(pairs[:N_FIRST])
         Worker(settings, port, log_path).wait_for(lambda _m: _seen(port) == N_FIRST, 60, "a checkpoint of the first part")
-    finally:
+    except BaseException:
         stop_worker(first)
+        raise
+    stop_cleanly(first, log_path)
 
     target = tmp_path / "owned-by-a-forged-checkpoint"
     _write_foreign_records(settings, target)
@@ -101,8 +103,10 @@ def test_foreign_writes_to_internal_topics_are_refused_and_never_executed(kafka_
         # Cold: the forged record replaced the model's checkpoint, so the state holds the second part only.
         samples = worker.wait_for(lambda _m: _seen(port) == N_SECOND, 60, "the second part monitored")
         assert second.poll() is None, "the worker is still running"
-    finally:
+    except BaseException:
         stop_worker(second)
+        raise
+    stop_cleanly(second, log_path)
 
     assert not target.exists(), "a forged checkpoint was unpickled"
     rejected = {(state, reason): metric_sum(samples, "driftline_state_rejected_total", state=state, reason=reason)

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from schemas.events import SIDES
 from streams.client import PredictionLogger
-from streams.processes import free_port, start_worker, stop_worker
+from streams.processes import free_port, stop_worker
 from streams.scenarios import SpeechScenario
 from streams.topics import ensure_topics
-from tests.integration.harness import Worker, assigned_partitions, read_labelled, settings_of, worker_env
+from tests.integration.harness import Worker, assigned_partitions, read_labelled, settings_of, start_worker, worker_env
 from tests.speech_monitors import SPEECH_MONITORS
 
 pytestmark = pytest.mark.integration
@@ -87,11 +88,12 @@ def test_waiting_predictions_follow_their_partition_to_a_new_worker(kafka_bootst
                                                  for m in ms) == N_PAIRS, 60, "every outcome joined")
         labelled = read_labelled(kafka_bootstrap, settings.topics.labelled, N_PAIRS)
     finally:
-        for proc in procs:
-            stop_worker(proc)
+        exit_codes = [stop_worker(proc) for proc in procs]
+    assert exit_codes == [0, 0], f"exit statuses on SIGTERM: {exit_codes}"
 
+    # Every prediction joined exactly once: a duplicate join (both workers, or a replay) would repeat an id.
     ids = [example.prediction.prediction_id for example in labelled]
-    assert sorted(set(ids)) == sorted(p.prediction_id for p, _ in pairs)
+    assert sorted(ids) == sorted(p.prediction_id for p, _ in pairs), Counter(ids).most_common(3)
     for side in SIDES:
         assert sum(_sum(m, "driftline_events_processed_total", source=side) for m in done) == N_PAIRS
         assert sum(_sum(m, "driftline_events_expired_total", source=side) for m in done) == 0

@@ -1,50 +1,93 @@
-"""kill -9 mid-drift on the real broker: the restarted worker resumes warm, alerts once, loses nothing.
+"""kill -9 while traffic flows, at three points of one stream: the restarted workers publish the very alerts
+of an uninterrupted run, once each.
 
-Before the kill, the last ``WAITING`` predictions have no outcome yet: they wait in the join, their source
-offsets committed, so only the join's changelog can bring them back for the outcomes sent after the restart.
+One run per seed, on the real broker, one partition, traffic paced by a producer thread that never stops for
+the kills.  A speech model decays (it fires) and recovers (it resolves).  The worker is killed three times,
+each time where a crash can lose or repeat something:
+
+1. **the join waits**: predictions lead their outcomes by ``LAG``, so about ``LAG`` of them wait in the join;
+2. **right after an alert**: as soon as the first fired alert is published;
+3. **scored, not checkpointed**: once the monitor holds ``UNWRITTEN`` or more examples its last checkpoint
+   does not.
+
+Each restarted worker gets a fresh data dir, so its state comes from Kafka (the join's and the monitor state's
+changelogs), never from local files.  The reference is ``run_backtest`` over the same events: the worker's own
+pure code with no Kafka, which ``test_two_workers.py::test_one_worker_gives_the_backtest_alerts`` shows gives
+what an uninterrupted worker publishes, ``(alert_id, status, event_time, statistic)`` included.
+
+The first seed runs by default; the others carry the ``crash_matrix`` marker (``make test`` runs them too).
 """
-
 
 from __future__ import annotations
 
 import json
-import os
 import signal
+import subprocess
+import threading
 import time
 import urllib.request
 import uuid
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from pydantic import TypeAdapter
 
-from detectors.monitors.monitor_set import MonitorSet
+from detectors.monitors.backtest import run_backtest
 from detectors.registry import build_detector
 from schemas.config import MonitorConfig
-from schemas.events import Alert, LabelledExample
+from schemas.events import Alert, OutcomeEvent, PredictionEvent
 from streams.client import PredictionLogger
-from streams.processes import free_port, start_worker, stop_worker
+from streams.processes import free_port, metric_sum, scrape_metrics, stop_worker
 from streams.scenarios import SpeechScenario
+from streams.settings import Settings
 from streams.topics import ensure_topics
-from tests.integration.harness import Worker, read_topic, settings_of, worker_env
+from tests.integration.harness import alert_facts, read_to_end, settings_of, start_worker, worker_env
 from tests.speech_monitors import SPEECH_MONITORS
 
 pytestmark = pytest.mark.integration
 
-CONFIG = SPEECH_MONITORS
 ALERTS = TypeAdapter(Alert)
-N_EVENTS, CHANGE_AT, KILL_AT = 5000, 3000, 3100  # the detector alarms about 150 events after the change
-WAITING = 200
+MODEL = "speech-asr"
+# 1,200 utterances that decay (92% -> 78% at 400), then 800 that recover (78% -> 95% at 200), with a
+# 200-example window: the backtest fires near utterance 500 and resolves near 1,500 for seeds 1-4.
+DECAY, DECAY_AT, RECOVERY, RECOVERY_AT, WINDOW = 1200, 400, 800, 200, 200
+N = DECAY + RECOVERY
+LAG = 100  # outcomes are sent this many utterances after their predictions: that many wait in the join
+PER_SECOND = 80  # utterances a second: the traffic outlasts the three restarts
+UNWRITTEN = 60
+SEEDS = [1, pytest.param(2, marks=pytest.mark.crash_matrix), pytest.param(3, marks=pytest.mark.crash_matrix)]
 
 
-def _sum(samples: dict, name: str, **labels: str) -> float:  # type: ignore[type-arg]
-    return sum(v for (n, ls), v in samples.items() if n == name and all((k, x) in ls for k, x in labels.items()))
+def _config() -> str:
+    spec = yaml.safe_load(SPEECH_MONITORS)
+    spec["models"][MODEL]["performance"]["window"] = WINDOW
+    return yaml.safe_dump(spec)
 
 
-def _checkpoint(port: int) -> dict:  # type: ignore[type-arg]
+def _events(seed: int) -> list[tuple[PredictionEvent, OutcomeEvent]]:
+    decay = SpeechScenario(n_events=DECAY, change_at=DECAY_AT, accuracy_after=0.78, seed=seed)
+    recovery = SpeechScenario(n_events=RECOVERY, change_at=RECOVERY_AT, accuracy_before=0.78, accuracy_after=0.95,
+                              seed=seed + 50, start=decay.start + timedelta(seconds=DECAY * decay.seconds_apart))
+    return list(decay.events()) + list(recovery.events())
+
+
+def _sent_in_order(pairs: list[tuple[PredictionEvent, OutcomeEvent]]) -> list[PredictionEvent | OutcomeEvent]:
+    """Every event in the order the producer sends it: each outcome ``LAG`` utterances after its prediction."""
+    out: list[PredictionEvent | OutcomeEvent] = []
+    for i, (prediction, _) in enumerate(pairs):
+        out.append(prediction)
+        if i >= LAG:
+            out.append(pairs[i - LAG][1])
+    return out + [outcome for _, outcome in pairs[-LAG:]]
+
+
+def _checkpoint_page(port: int) -> dict[str, Any]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/checkpoint", timeout=2) as response:
             return json.loads(response.read())  # type: ignore[no-any-return]
@@ -52,103 +95,158 @@ def _checkpoint(port: int) -> dict:  # type: ignore[type-arg]
         return {}
 
 
-def _wait(condition, timeout: float, what: str, log_path: Path) -> None:  # type: ignore[no-untyped-def]
+class PacedProducer(threading.Thread):
+    """Sends the events at ``PER_SECOND`` utterances a second, whatever happens to the workers."""
+
+    def __init__(self, settings: Settings, events: list[PredictionEvent | OutcomeEvent]) -> None:
+        super().__init__(daemon=True)
+        self._logger = PredictionLogger(settings.confluent_config(), settings.topics)
+        self._events = events
+        self.n_sent = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            started, n_predictions = time.monotonic(), 0
+            for event in self._events:
+                if isinstance(event, PredictionEvent):
+                    self._logger.log_prediction(event)
+                    n_predictions += 1
+                    ahead = n_predictions / PER_SECOND - (time.monotonic() - started)
+                    if ahead > 0:
+                        self._logger.flush(0)
+                        time.sleep(ahead)
+                else:
+                    self._logger.log_outcome(event)
+                self.n_sent += 1
+            assert self._logger.flush(30) == 0, "the producer could not deliver every event"
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
+            self.error = exc
+
+
+@dataclass
+class Incarnation:
+    """One worker process of the run, on its own fresh data dir and web port."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    def metric(self, name: str, **labels: str) -> float:
+        return metric_sum(scrape_metrics(self.port), name, **labels)
+
+    def state(self) -> dict[str, Any]:
+        return _checkpoint_page(self.port)
+
+    def tail(self) -> str:
+        return f"--- {self.log_path.name} ---\n{self.log_path.read_text(errors='replace')[-3000:]}"
+
+
+@dataclass(frozen=True)
+class KillPoint:
+    name: str
+    reached: Callable[[Incarnation], bool]
+
+
+def _join_waits(worker: Incarnation) -> bool:
+    return worker.metric("driftline_examples_total") >= 150 and worker.metric("driftline_join_pending") >= LAG // 2
+
+
+def _just_alerted(worker: Incarnation) -> bool:
+    return worker.metric("driftline_alerts_total", status="fired") >= 1
+
+
+def _scored_not_checkpointed(worker: Incarnation) -> bool:
+    state = worker.state()
+    seen, written = state.get("n_seen", {}).get(MODEL, 0), state.get("written_seen", {}).get(MODEL, 0)
+    return seen >= 700 and seen - written >= UNWRITTEN
+
+
+KILL_POINTS = [KillPoint("join waits", _join_waits), KillPoint("right after an alert", _just_alerted),
+               KillPoint("scored, not checkpointed", _scored_not_checkpointed)]
+
+
+def _wait(condition: Callable[[], bool], timeout: float, what: str, worker: Incarnation) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if worker.proc.poll() is not None:
+            raise AssertionError(f"the worker exited ({worker.proc.returncode}) while waiting for {what}\n{worker.tail()}")
         if condition():
             return
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}; worker log tail:\n{log_path.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}\n{worker.tail()}")
 
 
-def test_kill_9_mid_drift_resumes_warm_without_duplicates(kafka_bootstrap: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("seed", SEEDS)
+def test_kill_9_while_traffic_flows_gives_the_uninterrupted_alerts_once(kafka_bootstrap: str, tmp_path: Path,
+                                                                       seed: int) -> None:
     run = uuid.uuid4().hex[:10]
     config_path = tmp_path / "monitors.yaml"
-    config_path.write_text(CONFIG)
-    # The killed member must leave the group quickly (session timeout 6 s) for the restarted one to get its partitions.
-    env = worker_env(kafka_bootstrap, run, config_path, app="driftline-kill", data_dir=str(tmp_path / "worker"),
-                     partitions="1", checkpoint_seconds="2", broker_session_timeout="6", broker_request_timeout="6")
+    config_yaml = _config()
+    config_path.write_text(config_yaml)
+    # A killed member leaves the group after one session timeout (6 s, the broker's minimum); checkpoints
+    # every 3 s leave the "scored, not checkpointed" window open for most of each interval.
+    env = worker_env(kafka_bootstrap, run, config_path, app="driftline-kill", partitions="1", checkpoint_seconds="3",
+                     broker_session_timeout="6", broker_request_timeout="6")
     settings = settings_of(env)
     ensure_topics(settings)
-    scenario = SpeechScenario(n_events=N_EVENTS, change_at=CHANGE_AT, seed=11)
-    pairs = list(scenario.events())
-    change_time = scenario.start + timedelta(seconds=CHANGE_AT * scenario.seconds_apart)
+    sent = _sent_in_order(_events(seed))
+    expected = run_backtest([e.model_dump_json() for e in sent], MonitorConfig.model_validate(yaml.safe_load(config_yaml)),
+                            build_detector).alerts
+    assert [a.status for a in expected] == ["fired", "resolved"], alert_facts(expected)
 
-    # What an uninterrupted monitor says about the same stream, in event-time order.
-    straight = MonitorSet(MonitorConfig.model_validate(yaml.safe_load(CONFIG)), build_detector)
-    examples = sorted((LabelledExample(prediction=p, outcome=o) for p, o in pairs),
-                      key=lambda e: e.completed_at)
-    expected = straight.observe(examples).alerts
-    assert expected and all(a.event_time > change_time for a in expected)
-    assert all(a.event_time > scenario.start + timedelta(seconds=KILL_AT) for a in expected), "kill before any alarm"
+    def start(i: int) -> Incarnation:
+        port, name = free_port(), f"worker-{i}"
+        own = {"DRIFTLINE_WEB_PORT": str(port), "DRIFTLINE_DATA_DIR": str(tmp_path / name)}  # fresh each time
+        return Incarnation(start_worker({**env, **own}, tmp_path / f"{name}.log"), port, tmp_path / f"{name}.log")
 
-    logger = PredictionLogger(settings.confluent_config(), settings.topics)
-
-    def produce(predictions: list, outcomes: list) -> None:  # type: ignore[type-arg]
-        for prediction in predictions:
-            logger.log_prediction(prediction)
-        for outcome in outcomes:
-            logger.log_outcome(outcome)
-        assert logger.flush(30) == 0
-
-    first_port, first_log = free_port(), tmp_path / "worker-1.log"
-    first = start_worker({**env, "DRIFTLINE_WEB_PORT": str(first_port)}, first_log)
+    producer = PacedProducer(settings, sent)
+    at_kill: list[dict[str, Any]] = []
+    restored: list[float] = []
+    worker = start(0)
     try:
-        w1 = Worker(settings, first_port, first_log)
-        produce([p for p, _ in pairs[:KILL_AT]], [o for _, o in pairs[:KILL_AT - WAITING]])
-        w1.wait_for(lambda m: _sum(m, "driftline_events_processed_total", source="prediction") >= KILL_AT - WAITING
-                    and _sum(m, "driftline_join_pending") == WAITING, 60, "the first part processed")
-        _wait(lambda: _checkpoint(first_port).get("written_seen", {}).get("speech-asr") == KILL_AT - WAITING, 20,
-              "a checkpoint covering the first part", first_log)
-        before_kill = w1.metrics()
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait()
+        _wait(lambda: bool(scrape_metrics(worker.port)), 60, "the first worker's metrics", worker)
+        producer.start()
+        for i, point in enumerate(KILL_POINTS, start=1):
+            _wait(lambda: point.reached(worker), 90, f"kill point {point.name!r}", worker)
+            at_kill.append({"point": point.name, "sent": producer.n_sent, **worker.state()})
+            assert producer.is_alive(), f"traffic had stopped before the kill {point.name!r}"
+            worker.proc.send_signal(signal.SIGKILL)
+            assert worker.proc.wait(10) == -signal.SIGKILL
+            worker = start(i)
+            if i == 1:
+                # The predictions waiting at the kill come back from the join's changelog, not from the sources.
+                _wait(lambda: worker.metric("driftline_join_restored_total", source="prediction") > 0, 60,
+                      "the waiting predictions restored from the join's changelog", worker)
+                restored.append(worker.metric("driftline_join_restored_total", source="prediction"))
+        producer.join(120)
+        assert producer.error is None and producer.n_sent == len(sent), (producer.error, producer.n_sent)
+        # Alerts go out before the checkpoint that covers their examples: once every example is in a written
+        # checkpoint, everything the run will publish is on the topic.
+        _wait(lambda: worker.state().get("written_seen", {}).get(MODEL, 0) >= N, 90,
+              f"a checkpoint holding all {N} examples", worker)
+        final = worker.state()
+        alerts = [ALERTS.validate_json(m.value()) for m in read_to_end(kafka_bootstrap, settings.topics.alerts)]
+        samples = scrape_metrics(worker.port)
     finally:
-        if first.poll() is None:
-            os.killpg(first.pid, signal.SIGKILL)
-    killed_at = time.monotonic()
-    assert _sum(before_kill, "driftline_alerts_total") == 0, "no alert before the kill: the drift is only half-way"
+        exit_code = stop_worker(worker.proc)
+    assert exit_code == 0, f"exit status {exit_code} on SIGTERM\n{worker.tail()}"
+    for state in at_kill:
+        print(f"seed {seed}, killed ({state['point']}) with {state['sent']} events sent: "
+              f"n_seen {state.get('n_seen')}, written_seen {state.get('written_seen')}")
+    print(f"seed {seed}: {restored[0]:.0f} predictions restored from the join's changelog; final state {final}")
 
-    second_port, second_log = free_port(), tmp_path / "worker-2.log"
-    second = start_worker({**env, "DRIFTLINE_WEB_PORT": str(second_port)}, second_log)
-    try:
-        w2 = Worker(settings, second_port, second_log)
-        produce([p for p, _ in pairs[KILL_AT:]], [o for _, o in pairs[KILL_AT - WAITING:]])
-        _wait(lambda: _checkpoint(second_port).get("n_restored") == 1, 60, "the state restored", second_log)
-        restored_after = time.monotonic() - killed_at
-        samples = w2.wait_for(
-            lambda m: _sum(m, "driftline_events_processed_total", source="prediction") >= N_EVENTS - KILL_AT
-            and _sum(m, "driftline_join_pending") == 0 and _sum(m, "driftline_join_held") == 0,
-            60, "the rest processed")
-        _wait(lambda: _checkpoint(second_port).get("n_seen", {}).get("speech-asr") == N_EVENTS, 30,
-              "every example in the monitor", second_log)
-        state = _checkpoint(second_port)
-        alerts = [ALERTS.validate_json(m.value()) for m in read_topic(kafka_bootstrap, settings.topics.alerts, len(expected))]
-    finally:
-        stop_worker(second)
-    print(f"kill -9 to state restored: {restored_after:.1f} s; checkpoint state {state}")
-
-    # Warm: exactly the alerts an uninterrupted monitor gives (a cold one would need a new 500-example window).
-    assert [a.alert_id for a in alerts] == [a.alert_id for a in expected]
-    assert all(a.event_time >= change_time for a in alerts)
-    assert max(Counter((a.status, a.episode_id) for a in alerts).values()) == 1
-    # Every example counted once: the state plus what the restarted worker admitted, nothing twice.
-    assert state["n_seen"]["speech-asr"] == N_EVENTS
-    for side in ("prediction", "outcome"):
-        processed = _sum(before_kill, "driftline_events_processed_total", source=side) + \
-            _sum(samples, "driftline_events_processed_total", source=side)
-        # The ingest stage may re-publish a batch it had not finished logging; the monitor drops those duplicates.
-        assert processed - state["n_duplicates"] == N_EVENTS, (side, processed, state)
-        # The predictions waiting at the kill came back from the join's changelog, and met their outcomes.
-        restored = _sum(samples, "driftline_join_restored_total", source=side)
-        assert restored == (WAITING if side == "prediction" else 0), (side, restored)
-        assert _sum(before_kill, "driftline_events_expired_total") + _sum(samples, "driftline_events_expired_total") == 0
-        # Everything read or restored by the second worker is accounted for; records it read again that the
-        # changelog shows were handled before the kill (offsets not yet committed) are skipped, and counted.
-        read = _sum(samples, "driftline_events_read_total", source=side)
-        assert read + restored == _sum(samples, "driftline_events_processed_total", source=side) + \
-            _sum(samples, "driftline_events_dead_lettered_total", source=side) + \
-            _sum(samples, "driftline_events_expired_total", source=side) + \
-            _sum(samples, "driftline_events_replayed_total", source=side)
-        print(f"{side}: read {read:.0f} (replayed and skipped "
-              f"{_sum(samples, 'driftline_events_replayed_total', source=side):.0f}), restored {restored:.0f}")
+    assert len(at_kill) == len(KILL_POINTS)
+    assert alert_facts(alerts) == alert_facts(expected), (
+        f"seed {seed}\nworkers: {alert_facts(alerts)}\nbacktest: {alert_facts(expected)}")
+    assert max(Counter(a.alert_id for a in alerts).values()) == 1
+    # Every example scored once across the four processes: the state holds each, duplicates were dropped.
+    assert final["n_seen"][MODEL] == N and final["written_seen"][MODEL] == N, final
+    # Whatever the last worker read or restored is accounted for.
+    into = metric_sum(samples, "driftline_events_read_total") + metric_sum(samples, "driftline_join_restored_total")
+    out = sum(metric_sum(samples, name) for name in (
+        "driftline_events_processed_total", "driftline_events_dead_lettered_total", "driftline_events_expired_total",
+        "driftline_join_pending", "driftline_join_handed_over_total", "driftline_events_replayed_total"))
+    assert into == out, (into, out)
+    assert metric_sum(samples, "driftline_events_dead_lettered_total") == 0
+    assert metric_sum(samples, "driftline_events_expired_total") == 0

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
 import re
 import shutil
 import subprocess
@@ -28,9 +27,9 @@ import yaml
 from confluent_kafka import Producer
 
 from streams.client import PredictionLogger
-from streams.processes import free_port
+from streams.processes import free_port, stop_worker
 from streams.scenarios import SpeechScenario
-from tests.integration.harness import running_worker
+from tests.integration.harness import running_worker, start_retrainer, stop_cleanly
 from tests.speech_monitors import SPEECH_MONITORS
 
 pytestmark = pytest.mark.integration
@@ -164,22 +163,18 @@ def running_retrainer(worker, tmp_path: Path) -> Iterator[int]:  # type: ignore[
     """``driftline retrainer`` on the worker's topics; yields its metrics port."""
     port = free_port()
     s = worker.settings
-    env = {**os.environ, "DRIFTLINE_KAFKA_BOOTSTRAP": s.kafka_bootstrap, "DRIFTLINE_TOPIC_PREFIX": s.topic_prefix,
+    env = {"DRIFTLINE_KAFKA_BOOTSTRAP": s.kafka_bootstrap, "DRIFTLINE_TOPIC_PREFIX": s.topic_prefix,
            "DRIFTLINE_APP_ID": s.app_id, "DRIFTLINE_MONITOR_CONFIG": str(s.monitor_config),
            "DRIFTLINE_PARTITIONS": str(s.partitions), "DRIFTLINE_RETRAINER_WEB_PORT": str(port),
            "DRIFTLINE_RETRAINER_DATA_DIR": str(tmp_path / "retrainer")}
-    with (tmp_path / "retrainer.log").open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "retrainer"], env=env, stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        try:
-            yield port
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    log_path = tmp_path / "retrainer.log"
+    proc = start_retrainer(env, log_path)
+    try:
+        yield port
+    except BaseException:
+        stop_worker(proc)
+        raise
+    stop_cleanly(proc, log_path)
 
 
 def _drive(worker, prometheus) -> None:  # type: ignore[no-untyped-def]

@@ -29,13 +29,13 @@ from schemas.config import parse_monitor_config
 from schemas.events import Alert, LabelledExample, ModelVersion, RetrainTrigger
 from streams.client import PredictionLogger
 from streams.demo import register_shipped_model
-from streams.processes import free_port, metric_sum, scrape_metrics, start_python, start_retrainer, stop_worker
+from streams.processes import free_port, metric_sum, scrape_metrics, start_python, stop_worker
 from streams.scenarios import LearnableSpeechScenario
 from streams.serving import ModelServer
 from streams.settings import Settings, load_settings
 from streams.topics import ensure_topics
 from streams.worker.messages import monitor_batches
-from tests.integration.harness import kafka_environment, play_the_app, read_topic, running_worker
+from tests.integration.harness import kafka_environment, play_the_app, read_topic, running_worker, start_retrainer, stop_cleanly
 
 pytestmark = pytest.mark.integration
 
@@ -105,12 +105,25 @@ def running_retrainer(settings: Settings, config_path: Path, data_dir: Path, log
         retrainer.wait_for("the retrainer's metrics endpoint", lambda: bool(scrape_metrics(web_port)) or proc.poll() is not None, 30)
         assert proc.poll() is None, f"retrainer exited with {proc.returncode}:\n{log_path.read_text(errors='replace')[-3000:]}"
         yield retrainer
-    finally:
+    except BaseException:
         stop_worker(proc)
+        raise
+    stop_cleanly(proc, log_path)
 
 
 def _versions(bootstrap: str, settings: Settings, expected: int, timeout: float = 10.0) -> list[tuple[bytes, ModelVersion]]:
-    return [(m.key(), VERSIONS.validate_json(m.value())) for m in read_topic(bootstrap, settings.topics.models, expected, timeout)]
+    """The models topic's records, each checked for the CloudEvents attributes the retrainer publishes with it."""
+    out = []
+    for message in read_topic(bootstrap, settings.topics.models, expected, timeout):
+        record = VERSIONS.validate_json(message.value())
+        headers = {k: v.decode() for k, v in message.headers()}
+        assert len(headers) == len(message.headers()), message.headers()
+        assert headers == {"ce_specversion": "1.0", "ce_type": f"dev.driftline.model_version.{record.status}",
+                           "ce_id": f"{record.model}@{record.version}:{record.status}:{record.created_at.isoformat()}",
+                           "ce_source": "urn:driftline:retrainer", "ce_time": record.created_at.isoformat(),
+                           "content-type": "application/json"}, headers
+        out.append((message.key(), record))
+    return out
 
 
 def test_decayed_stream_leads_to_a_promoted_version_and_recovered_live_accuracy(kafka_bootstrap: str, tmp_path: Path) -> None:
@@ -245,10 +258,13 @@ def test_restarted_retrainer_keeps_its_champion_and_does_not_rerun_a_handled_tri
 
     # A new consumer group reads the trigger and every example again: only the registry stops a re-run.
     with running_retrainer(settings, config, data_dir, tmp_path / "second.log", group=f"{settings.app_id}-other") as second:
-        second.wait_for("the trigger read again", lambda: second.metric("driftline_retrain_triggers_received_total") >= 1, 30)
+        # Judged a duplicate as it is read (the registry has handled it), a trigger is never left waiting for
+        # data: once this counter says so, nothing can run it later, however long one waits.
+        second.wait_for("the trigger read again and judged handled",
+                        lambda: second.metric("driftline_retrain_triggers_duplicate_total", model=MODEL) >= 1, 30)
         second.wait_for("all examples read again", lambda: second.metric("driftline_retrainer_examples_total") >= n, 30)
-        time.sleep(1.0)  # a few poll cycles in which a wrongly waiting trigger would run
         assert second.metric("driftline_retrain_triggers_duplicate_total", model=MODEL) == 1
+        assert second.metric("driftline_retrain_triggers_received_total") == 1
         assert second.metric("driftline_retrain_triggers_handled_total") == 0
         assert second.metric("driftline_challengers_total") == 0
         assert second.metric("driftline_model_version_info", model=MODEL, version="2") == 1

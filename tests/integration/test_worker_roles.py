@@ -13,18 +13,14 @@ from detectors.registry import build_detector
 from schemas.config import MonitorConfig
 from schemas.events import Alert
 from streams.client import PredictionLogger
-from streams.processes import metric_sum
+from streams.processes import metric_sum, metric_value
 from streams.scenarios import SpeechScenario
-from tests.integration.harness import read_topic, running_workers
+from tests.integration.harness import alert_facts, read_to_end_when, running_workers
 from tests.speech_monitors import SPEECH_MONITORS
 
 pytestmark = pytest.mark.integration
 
 ALERTS = TypeAdapter(Alert)
-
-
-def _content(alerts: list[Alert]) -> list[tuple[str, str, str, float]]:
-    return [(a.alert_id, a.status, a.event_time.isoformat(), a.statistic) for a in alerts]
 
 
 def test_an_ingest_process_and_a_monitor_process_give_the_backtest_alerts(kafka_bootstrap: str,
@@ -44,9 +40,11 @@ def test_an_ingest_process_and_a_monitor_process_give_the_backtest_alerts(kafka_
         done = monitor.wait_for(lambda m: metric_sum(m, "driftline_examples_total") >= len(events), 120,
                                 "every example scored by the monitor process")
         read = ingest.metrics()
-        alerts = [ALERTS.validate_json(m.value()) for m in read_topic(kafka_bootstrap, ingest.topics.alerts,
-                                                                       len(reference))]
-    assert _content(alerts) == _content(reference)
+        alerts = [ALERTS.validate_json(m.value()) for m in read_to_end_when(
+            kafka_bootstrap, ingest.topics.alerts, lambda ms: len(ms) >= metric_value(done, "driftline_alerts_total"))]
+    assert alert_facts(alerts) == alert_facts(reference)
+    assert [metric_value(s, "driftline_events_late_total", stage=stage) for s, stage in ((read, "ingest"), (done, "monitor"))] \
+        == [0, 0], "no event reached an ordering stage after its watermark"
     # Each process did its own stage only.
     assert metric_sum(read, "driftline_events_read_total") == 2 * len(events)
     assert metric_sum(read, "driftline_examples_total") == 0

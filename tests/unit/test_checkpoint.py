@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
 from detectors.monitors.checkpoint import Checkpoint, Checkpointer, RecentIds, decode_checkpoint, encode_checkpoint
@@ -9,7 +10,7 @@ from detectors.monitors.monitor_set import MonitorSet
 from detectors.monitors.signed_state import StateRejection, StateSigner
 from detectors.registry import build_detector
 from schemas.config import MonitorConfig
-from schemas.events import LabelledExample
+from schemas.events import Alert, LabelledExample
 from streams.scenarios import SpeechScenario
 from tests.speech_monitors import SPEECH_MONITORS
 
@@ -96,41 +97,50 @@ def test_due_after_the_interval() -> None:
     assert not cp.due(115.0)
 
 
-def test_a_restored_monitor_alerts_exactly_as_an_uninterrupted_one() -> None:
-    """Checkpoint mid-drift, replay from an earlier offset with duplicates: the same alerts, each example once.
+def _alert_facts(alerts: list[Alert]) -> list[tuple[str, str, str, float]]:
+    return [(a.alert_id, a.status, a.event_time.isoformat(), a.statistic) for a in alerts]
 
-    Messages of 100 examples; the checkpoint is taken while half of one message is still waiting to be scored.
+
+# Messages of 100 examples; the uninterrupted monitor fires at messages 21 (GLR) and 23 (threshold).
+@pytest.mark.parametrize(("checkpoint_message", "n_alerts_before"), [(20, 0), (22, 1), (30, 2)],
+                         ids=["before-the-alerts", "between-them", "after-both"])
+def test_a_restored_monitor_alerts_exactly_as_an_uninterrupted_one(checkpoint_message: int, n_alerts_before: int) -> None:
+    """Checkpoint mid-drift, replay from an earlier offset with duplicates: the same alerts, each once.
+
+    The checkpoint is taken while half of one message is still waiting to be scored: before the first alert,
+    between the two, or after both (their facts must then not come again from the replay).
     """
     examples = _examples()
     straight = MonitorSet(CONFIG, build_detector)
-    expected = [a.alert_id for i in range(0, len(examples), 100) for a in straight.observe(examples[i:i + 100]).alerts]
-    assert expected, "the scenario must alert for this test to mean anything"
+    expected = [a for i in range(0, len(examples), 100) for a in straight.observe(examples[i:i + 100]).alerts]
+    assert [(a.status, a.detector) for a in expected] == [("fired", "bernoulli_glr"), ("fired", "threshold")]
 
     def run(monitors: MonitorSet, cp: Checkpointer, first_message: int, last_message: int,
-            score_only: int | None = None) -> list[str]:
-        ids = []
+            score_only: int | None = None) -> list[Alert]:
+        alerts = []
         for offset in range(first_message, last_message):
             items = examples[offset * 100:(offset + 1) * 100]
             if not cp.arrive("speech-asr", 0, offset, len(items)):
                 continue
             due = items if score_only is None or offset < last_message - 1 else items[:score_only]
             batch = [e for e in due if cp.admit("speech-asr", offset, "l:" + e.prediction.prediction_id)]
-            ids += [a.alert_id for a in monitors.observe(batch).alerts]
-        return ids
+            alerts += monitors.observe(batch).alerts
+        return alerts
 
     first = MonitorSet(CONFIG, build_detector)
     cp = Checkpointer(10, 5000)
-    before = run(first, cp, 0, 21, score_only=50)  # message 20: half scored when the checkpoint is taken
+    before = run(first, cp, 0, checkpoint_message + 1, score_only=50)  # the last message half scored
     [snap] = cp.snapshot(first, now=0.0)
-    assert snap.next_offset == 20
+    assert snap.next_offset == checkpoint_message
     second = MonitorSet(CONFIG, build_detector)
     restored = _round_trip(snap)
     second.install("speech-asr", restored.monitor, restored.segments, restored.data)
     cp2 = Checkpointer(10, 5000)
     cp2.restore(restored)
-    after = run(second, cp2, 18, len(examples) // 100)  # the committed offset may lag the checkpoint
+    after = run(second, cp2, checkpoint_message - 2, len(examples) // 100)  # the committed offset may lag
     assert cp2.n_replayed == 2 and cp2.n_duplicates == 50
-    assert before + after == expected
+    assert _alert_facts(before + after) == _alert_facts(expected)
+    assert len(before) == n_alerts_before
     assert second.monitors["speech-asr"].n_seen == len(examples)
 
 
