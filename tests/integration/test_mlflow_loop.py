@@ -116,7 +116,7 @@ def test_kill_9_between_the_mlflow_write_and_the_topic_write_then_a_restart_make
     env = _mlflow_env(mlflow_server, settings)
     model, examples, trigger = _own_model(settings, config, *_scenario_and_trigger(settings))
     with running_retrainer(settings, config, tmp_path / "data", tmp_path / "crashed.log", extra_env=env,
-                           python_code=CRASH_BEFORE_THE_TOPIC) as crashed:
+                           python_code=CRASH_BEFORE_THE_TOPIC, killed_by_the_test=True) as crashed:
         _play_worker(settings, iter(examples), trigger, model=model)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and crashed.proc is not None and crashed.proc.poll() is None:

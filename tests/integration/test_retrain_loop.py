@@ -82,8 +82,13 @@ class RetrainerProc:
 @contextmanager
 def running_retrainer(settings: Settings, config_path: Path, data_dir: Path, log_path: Path,
                       group: str | None = None, replay_examples: int | None = None,
-                      extra_env: dict[str, str] | None = None, python_code: str | None = None) -> Iterator[RetrainerProc]:
-    """``driftline retrainer`` as a subprocess (or ``python -c python_code``, which must run it) on ``settings``' topics."""
+                      extra_env: dict[str, str] | None = None, python_code: str | None = None,
+                      killed_by_the_test: bool = False) -> Iterator[RetrainerProc]:
+    """``driftline retrainer`` as a subprocess (or ``python -c python_code``, which must run it) on ``settings``' topics.
+
+    On leaving, it must exit 0 on SIGTERM; ``killed_by_the_test``: it was meant to die (kill -9) and the test
+    checks how, so it is only reaped.
+    """
     web_port = free_port()
     env = {
         **kafka_environment(settings),
@@ -108,7 +113,10 @@ def running_retrainer(settings: Settings, config_path: Path, data_dir: Path, log
     except BaseException:
         stop_worker(proc)
         raise
-    stop_cleanly(proc, log_path)
+    if killed_by_the_test:
+        stop_worker(proc)
+    else:
+        stop_cleanly(proc, log_path)
 
 
 def _versions(bootstrap: str, settings: Settings, expected: int, timeout: float = 10.0) -> list[tuple[bytes, ModelVersion]]:
