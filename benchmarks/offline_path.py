@@ -21,6 +21,7 @@ from detectors.ingest.stage import JoinStage, RawRecord
 from detectors.monitors.monitor_set import MonitorSet
 from detectors.registry import build_detector
 from schemas.config import parse_monitor_config
+from streams.gc_tuning import tune_garbage_collection
 from streams.settings import load_settings
 from workloads import WORKLOADS
 
@@ -87,4 +88,5 @@ def run(name: str, n_predictions: int) -> dict[str, float]:
 
 
 if __name__ == "__main__":
+    tune_garbage_collection()  # as `driftline backtest` and the worker run
     print(json.dumps(run(sys.argv[1], int(sys.argv[2]))))

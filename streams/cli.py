@@ -163,8 +163,11 @@ def worker(
 
     from streams.app import DriftlineWorker, create_app, start_watchdog
 
+    from streams.gc_tuning import tune_garbage_collection
+
     faust_app = create_app(settings, monitor_config)
     start_watchdog(faust_app, settings)
+    tune_garbage_collection()
     DriftlineWorker(faust_app, loglevel=settings.log_level.lower()).execute_from_commandline()
 
 
@@ -303,12 +306,14 @@ def backtest(
     from rich.console import Console
 
     from streams.backtest_report import alerts_table, backtest_file, plot_report, summary_table
+    from streams.gc_tuning import tune_garbage_collection
 
     console = Console(highlight=False)
     monitor_config = load_monitor_config(config)
     _warn_about(monitor_config, lambda text: console.print(f"[yellow]warning[/]: {text}"))
     if not input.exists():
         raise typer.BadParameter(f"{input} does not exist", param_hint="--input")
+    tune_garbage_collection()
     result = backtest_file(monitor_config, input, ttl_seconds, console)
     for bad in result.bad_lines[:20]:
         where = f"line {bad.line_number}" if bad.line_number else "example"
