@@ -11,7 +11,9 @@ so faust's table recovery has read it before the monitor agent gets that partiti
 written straight to the changelog with the producer and the acks awaited, once per checkpoint interval (and
 at once after a batch that alerts).  A monitor-input message is acked only once all its items are scored and
 checkpointed: the committed offset never passes the state, so a kill -9 replays at most the messages since
-the last checkpoint, and what the state already holds is skipped.
+the last checkpoint, and what the state already holds is skipped.  A foreign message refused here is
+dead-lettered once per process, and once across a crash if a restored checkpoint lies past it
+(:meth:`Checkpointer.first_dead_letter`).
 """
 
 from __future__ import annotations
@@ -199,7 +201,10 @@ class MonitorService:
             if decoded is None:
                 decoded = decode_monitor_input(event.value, self._max_bytes, self.settings.partitions)
             if isinstance(decoded, Rejection):
-                dead.append((RawRecord("prediction", event.value, source_ref(event)), decoded))
+                if self.checkpointer.first_dead_letter(partition, offset):
+                    dead.append((RawRecord("prediction", event.value, source_ref(event)), decoded))
+                else:
+                    log.warning("%s[%d]@%d was dead-lettered already: not again", event.message.topic, partition, offset)
                 continue
             # A message carries the items of every model of its partition: each model's share is judged alone.
             n_items = Counter(p.model for p in decoded.predictions) + Counter(e.prediction.model for e in decoded.labelled)
