@@ -104,6 +104,9 @@ class Checkpoint:
     estimates: dict[str, EstimateMonitor] = field(default_factory=dict)
     #: (labelled examples, errors) of the model's pooled baseline, which its segments borrow.
     pool: tuple[int, int] | None = None
+    #: Where the model's alert-topic partition ended when this was written, as far as the worker knew: the
+    #: alerts it publishes later lie at or past it (:mod:`detectors.monitors.alert_replay`).  None: unknown.
+    alerts_end: int | None = None
 
 
 def encode_checkpoint(checkpoint: Checkpoint, signer: StateSigner) -> bytes:
