@@ -19,6 +19,8 @@ __all__ = ["AlertLog"]
 
 log = logging.getLogger(__name__)
 _ALERT = TypeAdapter(Alert)
+# A read back runs while the monitor stage waits for it: past this, give up and fall back to at least once.
+READ_BACK_SECONDS = 10.0
 
 
 class AlertLog:
@@ -37,10 +39,19 @@ class AlertLog:
         return None if self._n_partitions is None else partition_of(model.encode(), self._n_partitions)
 
     async def seed(self, guard: AlertReplayGuard) -> None:
-        """Note the alert partitions' ends, once, before this process publishes any alert."""
+        """Note the alert partitions' ends, once, before this process publishes any alert.
+
+        If they cannot be read, checkpoints record no end until a later restore reads them (a later read is
+        still a lower bound of where the alerts sent after it land).
+        """
         if self._n_partitions is not None:
             return
-        ends = await asyncio.to_thread(partition_ends, self._settings, self._topic)
+        try:
+            ends = await asyncio.to_thread(partition_ends, self._settings, self._topic, READ_BACK_SECONDS)
+        except TopicError as exc:
+            log.warning("could not read the end offsets of %s (%s): checkpoints record none until they are",
+                        self._topic, exc)
+            return
         for partition, end in ends.items():
             guard.note_end(partition, end)
         self._n_partitions = len(ends)
@@ -58,7 +69,7 @@ class AlertLog:
         for partition, models in by_partition.items():
             try:
                 records = await asyncio.to_thread(read_partition_from, self._settings, self._topic, partition,
-                                                  min(models.values()))
+                                                  min(models.values()), READ_BACK_SECONDS)
             except TopicError as exc:
                 log.warning("could not read back %s[%d] on restore (%s): alerts published since the checkpoints "
                             "of %s may be sent again", self._topic, partition, exc, sorted(models))
