@@ -220,6 +220,10 @@ class RetrainerMetrics:
                                "Not learnt from, by topic and reason: a message that does not decode counts once, "
                                "a labelled example that cannot be learnt (unknown_model, bad_example) once per example.",
                                ["topic", "reason"], registry=r)
+        self.position = Gauge("driftline_retrainer_position",
+                              "Next offset of each partition read, every message before it handled (learnt, or its "
+                              "trigger decided or left waiting); its commit follows. By topic: labelled or retrain.",
+                              ["topic", "partition"], registry=r)
         self.versions_published = Counter("driftline_model_versions_published", "Model-version records published.", ["model", "status"], registry=r)
         self.publish_failures = Counter("driftline_model_versions_publish_failures", "Model-version messages the broker did not take.", registry=r)
         self.triggers_only = Gauge("driftline_retrainer_triggers_only",
@@ -432,6 +436,10 @@ class RetrainerService:
                 records += self._learn(message.value())
             elif topic == self.topics.retrain:
                 records += self._trigger(message.value(), partition, offset, now)
+        # Set once the batch is handled: a scrape that shows a partition's end shows every count it led to.
+        for (topic, partition), position in self._positions.items():
+            role = "labelled" if topic == self.topics.labelled else "retrain"
+            self.metrics.position.labels(role, str(partition)).set(position)
         return records
 
     def _learn(self, value: bytes | None) -> list[ModelVersion]:

@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     checkpoint_seconds: Annotated[float, Field(gt=0, le=3600)] = 10.0
     # Prediction ids remembered per model to drop examples re-published by a restarted ingest stage.
     checkpoint_dedupe_ids: Annotated[int, Field(ge=0, le=1_000_000)] = 5000
+    # FAULT INJECTION, for tests only (tests/integration/test_kill_recovery.py): the monitor stage ends the
+    # process at once (os._exit, status 72) right after the first alerts it publishes are acknowledged, before the
+    # checkpoint that covers them: the crash window streams.worker.alert_log reads the alert topic back for.
+    fault_exit_after_alert: bool = False
     # Static group membership (group.instance.id) for the ingest stage's and the monitor stage's consumers: a
     # restarted process with the same id gets its partitions back at once, without waiting out the session
     # timeout.  Must be unique per running process and stable across its restarts (a pod's or host's name);

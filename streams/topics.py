@@ -13,8 +13,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from streams.exceptions import KafkaSecurityError, TopicError
 from streams.settings import Settings
 
-__all__ = ["AdminConnection", "TopicSpec", "connect_admin", "ensure_topics", "faust_topic_specs", "read_partition",
-           "retrainer_topic_specs", "topic_specs"]
+__all__ = ["AdminConnection", "TopicSpec", "connect_admin", "ensure_topics", "faust_topic_specs", "partition_ends",
+           "read_partition", "read_partition_from", "retrainer_topic_specs", "topic_specs"]
 
 # Errors no retry mends: librdkafka would go on reconnecting (and logging) with the same credentials forever.
 _REFUSED = {KafkaError._AUTHENTICATION: "refused the credentials of DRIFTLINE_KAFKA_SASL_USERNAME={user}",
@@ -165,16 +165,23 @@ def ensure_topics(settings: Settings, timeout: float = 30.0, extra: Sequence[Top
 
 def read_partition(settings: Settings, topic: str, partition: int, timeout: float = 60.0) -> list[tuple[bytes, bytes | None]]:
     """Every ``(key, value)`` of one partition, from its first offset to its end when called, in order."""
+    return [(key, value) for _offset, key, value in read_partition_from(settings, topic, partition, None, timeout)]
+
+
+def read_partition_from(settings: Settings, topic: str, partition: int, start: int | None,
+                        timeout: float = 60.0) -> list[tuple[int, bytes, bytes | None]]:
+    """Every ``(offset, key, value)`` of one partition from ``start`` (None: its first offset) to its end when
+    called, in order."""
     # The end is signalled (partition EOF) rather than waited for: in a compacted topic the last offsets may be
     # gone, and waiting for a message at high - 1 would run to the timeout.
-    consumer = Consumer({**settings.confluent_config(), "group.id": f"{settings.app_id}-reader",
-                         "enable.auto.commit": False, "enable.partition.eof": True})
+    consumer = _reader(settings)
     try:
         low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
-        records: list[tuple[bytes, bytes | None]] = []
-        if high <= low:
+        first = low if start is None else max(low, start)
+        records: list[tuple[int, bytes, bytes | None]] = []
+        if high <= first:
             return records
-        consumer.assign([TopicPartition(topic, partition, low)])
+        consumer.assign([TopicPartition(topic, partition, first)])
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for message in consumer.consume(10_000, timeout=0.2):
@@ -186,7 +193,7 @@ def read_partition(settings: Settings, topic: str, partition: int, timeout: floa
                 if error is not None:
                     raise TopicError(f"reading {topic}[{partition}]: {error}")
                 if message.offset() < high:
-                    records.append((message.key(), message.value()))
+                    records.append((message.offset(), message.key(), message.value()))
                 if message.offset() >= high - 1:
                     return records
         raise TopicError(f"reading {topic}[{partition}] to offset {high} took over {timeout:.0f} s")
@@ -194,3 +201,24 @@ def read_partition(settings: Settings, topic: str, partition: int, timeout: floa
         raise TopicError(f"reading {topic}[{partition}]: {exc}") from exc
     finally:
         consumer.close()
+
+
+def partition_ends(settings: Settings, topic: str, timeout: float = 60.0) -> dict[int, int]:
+    """Each partition of ``topic`` and its end offset (high watermark) now."""
+    consumer = _reader(settings)
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        if metadata is None or metadata.error is not None or not metadata.partitions:
+            raise TopicError(f"topic {topic} is missing: {None if metadata is None else metadata.error}")
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1]
+                for p in sorted(metadata.partitions)}
+    except KafkaException as exc:
+        raise TopicError(f"reading the end offsets of {topic}: {exc}") from exc
+    finally:
+        consumer.close()
+
+
+def _reader(settings: Settings) -> Consumer:
+    # assign() only, never a commit: the group id is one librdkafka requires, not a group that is joined.
+    return Consumer({**settings.confluent_config(), "group.id": f"{settings.app_id}-reader",
+                     "enable.auto.commit": False, "enable.partition.eof": True})

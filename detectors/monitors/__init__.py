@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from detectors.monitors.alert_replay import AlertReplayGuard
 from detectors.monitors.backtest import BacktestResult, run_backtest
 from detectors.monitors.checkpoint import Checkpointer, decode_checkpoint, encode_checkpoint
 from detectors.monitors.budget import AlarmBudget
@@ -15,6 +16,7 @@ from detectors.monitors.performance_monitor import ModelMonitor, loss_of
 __all__ = [
     "AlarmBudget",
     "AlertEpisodes",
+    "AlertReplayGuard",
     "BacktestResult",
     "Checkpointer",
     "DataMonitor",

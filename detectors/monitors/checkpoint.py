@@ -45,6 +45,9 @@ __all__ = ["Checkpoint", "Checkpointer", "RecentIds", "decode_checkpoint", "enco
 # DLC2 added the label-free estimates and the pooled segment baseline; a DLC1 record is refused (a cold start).
 _MAGIC = b"DLC2"
 _OLDER_FORMATS = (b"DLC1",)
+# Dead letters from an internal topic come from foreign producers only, so they are rare; this bounds the memory of
+# those already sent if a producer floods one with garbage.
+DEAD_LETTERS_REMEMBERED = 10_000
 
 
 class RecentIds:
@@ -101,6 +104,9 @@ class Checkpoint:
     estimates: dict[str, EstimateMonitor] = field(default_factory=dict)
     #: (labelled examples, errors) of the model's pooled baseline, which its segments borrow.
     pool: tuple[int, int] | None = None
+    #: Where the model's alert-topic partition ended when this was written, as far as the worker knew: the
+    #: alerts it publishes later lie at or past it (:mod:`detectors.monitors.alert_replay`).  None: unknown.
+    alerts_end: int | None = None
 
 
 def encode_checkpoint(checkpoint: Checkpoint, signer: StateSigner) -> bytes:
@@ -164,6 +170,8 @@ class Checkpointer:
         self._after_last: dict[str, int] = {}  # model -> one past the last message that arrived
         self._waiting: dict[str, Counter[int]] = {}  # model -> offset -> items arrived and not yet scored
         self._recent: dict[str, RecentIds] = {}
+        # Kept through forget_partition: a partition that comes back is re-read from its committed offset.
+        self._dead_lettered = RecentIds(DEAD_LETTERS_REMEMBERED)
         self._dirty: set[str] = set()
         self._last: float | None = None
         self.n_replayed = 0
@@ -201,6 +209,17 @@ class Checkpointer:
         if n_items:
             self._waiting.setdefault(model, Counter())[offset] += n_items
         return True
+
+    def first_dead_letter(self, partition: int, offset: int) -> bool:
+        """A message at ``offset`` is refused: whether to dead-letter it, False if that was done already.
+
+        It was if this process dead-lettered it before (a rebalance had it read again before its ack was
+        committed), or if the restored checkpoint of a model of its partition lies past it: that state was
+        written after the message was read, and a refused message's dead letter is acknowledged in the step
+        that reads it, before any checkpoint.
+        """
+        covered = any(p == partition and offset < next_offset for p, next_offset in self._skip_below.values())
+        return self._dead_lettered.add(f"{partition}@{offset}") and not covered
 
     def admit(self, model: str, offset: int, item_id: str) -> bool:
         """An item of an arrived message is due for scoring: False if it was scored before (drop it)."""

@@ -11,13 +11,16 @@ so faust's table recovery has read it before the monitor agent gets that partiti
 written straight to the changelog with the producer and the acks awaited, once per checkpoint interval (and
 at once after a batch that alerts).  A monitor-input message is acked only once all its items are scored and
 checkpointed: the committed offset never passes the state, so a kill -9 replays at most the messages since
-the last checkpoint, and what the state already holds is skipped.
+the last checkpoint, and what the state already holds is skipped.  A foreign message refused here is
+dead-lettered once per process, and once across a crash if a restored checkpoint lies past it
+(:meth:`Checkpointer.first_dead_letter`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Collection, Sequence
@@ -27,6 +30,7 @@ import faust
 
 from detectors.ingest.merge import Held, MonitorInputOrder, decode_monitor_input
 from detectors.ingest.stage import RawRecord
+from detectors.monitors.alert_replay import AlertReplayGuard
 from detectors.monitors.checkpoint import Checkpointer
 from detectors.monitors.episodes import MonitorResult
 from detectors.monitors.monitor_set import MonitorSet
@@ -38,6 +42,7 @@ from schemas.events import LabelledExample, PredictionEvent
 from streams.cloudevents import cloudevents_headers
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
+from streams.worker.alert_log import AlertLog
 from streams.worker.messages import (
     BATCH_BYTES,
     CLOUDEVENTS_SOURCE,
@@ -54,6 +59,7 @@ from streams.worker.totals import Totals
 __all__ = ["MonitorService"]
 
 log = logging.getLogger(__name__)
+EXIT_FAULT_INJECTED = 72  # Settings.fault_exit_after_alert
 Dead = tuple[RawRecord[SourceRef], Rejection]
 
 
@@ -88,6 +94,10 @@ class MonitorService:
         self.metrics = metrics
         self.monitors = MonitorSet(config, build_detector)
         self.checkpointer = Checkpointer(settings.checkpoint_seconds, settings.checkpoint_dedupe_ids)
+        # Alerts are acked before the checkpoint that covers them: those a crash left uncovered are read back on
+        # restore, so that the replay that re-derives them does not send them again.
+        self.replay_guard = AlertReplayGuard()
+        self._alert_log = AlertLog(settings)
         self._outbox = outbox
         self._app = app
         self._state = state
@@ -131,6 +141,7 @@ class MonitorService:
             "written_seen": self.written_seen,
             "n_replayed": self.checkpointer.n_replayed,
             "n_duplicates": self.checkpointer.n_duplicates,
+            "n_alerts_not_resent": self.replay_guard.n_suppressed,
             "n_held": len(self._held),
             "n_held_items": sum(merge.n_held for merge in self._merges.values()),
             "n_seen": {model: m.n_seen for model, m in self.monitors.monitors.items()},
@@ -188,7 +199,7 @@ class MonitorService:
         for event in events:
             partition, offset = event.message.partition, event.message.offset
             if partition not in self._restored_partitions:
-                self._restore_partition(partition)
+                await self._restore_partition(partition)
             # Hold the ack (take_events acks once; this reference is released by _write_checkpoint).
             event.message.incref()
             self._held.append(event)
@@ -199,7 +210,10 @@ class MonitorService:
             if decoded is None:
                 decoded = decode_monitor_input(event.value, self._max_bytes, self.settings.partitions)
             if isinstance(decoded, Rejection):
-                dead.append((RawRecord("prediction", event.value, source_ref(event)), decoded))
+                if self.checkpointer.first_dead_letter(partition, offset):
+                    dead.append((RawRecord("prediction", event.value, source_ref(event)), decoded))
+                else:
+                    log.warning("%s[%d]@%d was dead-lettered already: not again", event.message.topic, partition, offset)
                 continue
             # A message carries the items of every model of its partition: each model's share is judged alone.
             n_items = Counter(p.model for p in decoded.predictions) + Counter(e.prediction.model for e in decoded.labelled)
@@ -255,7 +269,15 @@ class MonitorService:
             if model in monitors.monitors:
                 metrics.examples.labels(model).inc(n)
         self._publish(result, dead)
-        await self._outbox.send()
+        n_alerts_sent = 0
+        for sent in await self._outbox.send():
+            if sent.topic == self.topics.alerts:
+                self.replay_guard.note_end(sent.partition, sent.offset + 1)
+                n_alerts_sent += 1
+        if n_alerts_sent and self.settings.fault_exit_after_alert:
+            log.warning("fault injection (DRIFTLINE_FAULT_EXIT_AFTER_ALERT): exiting after %d alerts were "
+                        "acknowledged, before their checkpoint", n_alerts_sent)
+            os._exit(EXIT_FAULT_INJECTED)
         metrics.observe_label_delay(examples, monitors.monitors)
         if events:
             metrics.observe_alert_latency(result.alerts, events)
@@ -267,8 +289,13 @@ class MonitorService:
             await self._write_checkpoint({each.model for each in [*result.alerts, *result.triggers]})
 
     def _publish(self, result: MonitorResult, dead: Sequence[Dead]) -> None:
+        unsent = {id(alert) for alert in self.replay_guard.unsent(result.alerts)}
         names, outbox, metrics = self.topics, self._outbox, self.metrics
         for alert in result.alerts:
+            if id(alert) not in unsent:
+                log.warning("alert %s %s was published before this worker's restore: not again", alert.status,
+                            alert.alert_id)
+                continue
             outbox.add(
                 names.alerts, alert.model.encode(), alert.model_dump_json().encode(),
                 cloudevents_headers(CLOUDEVENTS_SOURCE, alert.alert_id, f"dev.driftline.alert.{alert.status}",
@@ -304,7 +331,15 @@ class MonitorService:
 
     # -- checkpoints -----------------------------------------------------------
 
-    def _restore_partition(self, partition: int) -> None:
+    async def _restore_partition(self, partition: int) -> None:
+        """Install the partition's checkpoints, then read back the alerts published since them (see AlertLog)."""
+        alerts_from = self._install_checkpoints(partition)
+        await self._alert_log.seed(self.replay_guard)
+        await self._alert_log.read_back(self.replay_guard, alerts_from)
+
+    def _install_checkpoints(self, partition: int) -> dict[str, int]:
+        """Install the verified checkpoints of ``partition``; each restored model's recorded alert-partition end."""
+        alerts_from: dict[str, int] = {}
         for checkpoint in self._state.checkpoints(partition):  # verified: refused records are counted there
             current = self.monitors.monitors.get(checkpoint.model)
             if current is None:
@@ -315,12 +350,15 @@ class MonitorService:
             self.monitors.install(checkpoint.model, checkpoint.monitor, checkpoint.segments, checkpoint.data,
                                   checkpoint.metrics, checkpoint.n_predictions, checkpoint.estimates, checkpoint.pool)
             self.checkpointer.restore(checkpoint)
+            if checkpoint.alerts_end is not None:
+                alerts_from[checkpoint.model] = checkpoint.alerts_end
             self.n_restored += 1
             log.warning("restored %s from its checkpoint at monitor-input offset %d (%d examples seen)",
                         checkpoint.model, checkpoint.next_offset, checkpoint.monitor.n_seen)
         self._restored_partitions.add(partition)
         if self._handoff is not None:
             self._handoff.want(partition)
+        return alerts_from
 
     async def _write_checkpoint(self, only: set[str] | None = None) -> None:
         """Write the changed models' state, then ack the events it wholly covers (call under the lock).
@@ -332,6 +370,8 @@ class MonitorService:
         topic = self._state.topic
         # Encoded before any await: the monitors must not change between snapshot and bytes.
         for c in snapshots:
+            alert_partition = self._alert_log.partition_of(c.model)
+            c.alerts_end = None if alert_partition is None else self.replay_guard.end_of(alert_partition)
             self._outbox.add(topic, c.model.encode(), self._state.encode(c), partition=c.partition)
         written = {c.model: c.next_offset for c in snapshots}
         seen = {c.model: c.monitor.n_seen for c in snapshots}

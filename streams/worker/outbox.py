@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import faust
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -57,12 +58,14 @@ class Outbox(_Pending):
         # were added: one model's alerts must reach its partition in the order they were decided.
         self._enqueueing = asyncio.Lock()
 
-    async def send(self) -> None:
+    async def send(self) -> list[Any]:
+        """Send what was added and await the acks: each one's record metadata (``topic``, ``partition``,
+        ``offset``), in the order the messages were added."""
         async with self._enqueueing:
             producer = self._app.producer
             acks = [await producer.send(topic, key, value, partition, None, headers)
                     for topic, key, value, partition, headers in self._take()]
-        await asyncio.gather(*acks)
+        return list(await asyncio.gather(*acks))
 
 
 class ProducerOutbox(_Pending):

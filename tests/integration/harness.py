@@ -255,35 +255,6 @@ def assigned_partitions(bootstrap: str, group_id: str, topic: str,
             for member in group.members]
 
 
-def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 60.0,
-               count: Callable[[Message], int] = lambda _message: 1,
-               client_config: Mapping[str, object] | None = None) -> list[Message]:
-    """Every message on ``topic`` from the beginning, once ``expected`` items have come (``count`` says how many
-    a message holds: one by default) or the timeout passes; ``client_config`` connects to a secured broker."""
-    # The group's name starts as Driftline's own do, so a secured broker's ACLs for them let it read.
-    consumer = Consumer({**_client_config(bootstrap, client_config), "group.id": f"driftline-reader-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    consumer.subscribe([topic])
-    messages: list[Message] = []
-    items = 0
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline and items < expected:
-            message = consumer.poll(0.5)
-            if message is not None and not message.error():
-                messages.append(message)
-                items += count(message)
-        # A short grace period so that extra, unexpected messages are seen too.
-        grace = time.monotonic() + 2.0
-        while time.monotonic() < grace:
-            message = consumer.poll(0.2)
-            if message is not None and not message.error():
-                messages.append(message)
-    finally:
-        consumer.close()
-    return messages
-
-
 def read_to_end(bootstrap: str, topic: str, timeout: float = 30.0,
                 client_config: Mapping[str, object] | None = None) -> list[Message]:
     """Every message of every partition of ``topic``, up to the end offsets as they stand when called.

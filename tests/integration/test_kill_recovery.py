@@ -47,6 +47,7 @@ from streams.processes import free_port, metric_sum, scrape_metrics, stop_worker
 from streams.scenarios import SpeechScenario
 from streams.settings import Settings
 from streams.topics import ensure_topics
+from streams.worker.monitor import EXIT_FAULT_INJECTED
 from tests.integration.harness import alert_facts, read_to_end, settings_of, start_worker, worker_env
 from tests.speech_monitors import SPEECH_MONITORS
 
@@ -162,6 +163,31 @@ def _scored_not_checkpointed(worker: Incarnation) -> bool:
     return seen >= 700 and seen - written >= UNWRITTEN
 
 
+def _start(env: dict[str, str], tmp_path: Path, i: int, **extra: str) -> Incarnation:
+    port, name = free_port(), f"worker-{i}"
+    own = {"DRIFTLINE_WEB_PORT": str(port), "DRIFTLINE_DATA_DIR": str(tmp_path / name)}  # fresh each time
+    return Incarnation(start_worker({**env, **own, **extra}, tmp_path / f"{name}.log"), port, tmp_path / f"{name}.log")
+
+
+def _run_of(kafka_bootstrap: str, tmp_path: Path, seed: int) -> tuple[dict[str, str], Settings,
+                                                                        list[PredictionEvent | OutcomeEvent], list[Alert]]:
+    """The workers' environment and settings (one partition), the events the producer sends, the backtest's alerts."""
+    config_path = tmp_path / "monitors.yaml"
+    config_yaml = _config()
+    config_path.write_text(config_yaml)
+    # A killed member leaves the group after one session timeout (6 s, the broker's minimum); checkpoints
+    # every 3 s leave the "scored, not checkpointed" window open for most of each interval.
+    env = worker_env(kafka_bootstrap, uuid.uuid4().hex[:10], config_path, app="driftline-kill", partitions="1",
+                     checkpoint_seconds="3", broker_session_timeout="6", broker_request_timeout="6")
+    settings = settings_of(env)
+    ensure_topics(settings)
+    sent = _sent_in_order(_events(seed))
+    expected = run_backtest([e.model_dump_json() for e in sent], MonitorConfig.model_validate(yaml.safe_load(config_yaml)),
+                            build_detector).alerts
+    assert [a.status for a in expected] == ["fired", "resolved"], alert_facts(expected)
+    return env, settings, sent, expected
+
+
 KILL_POINTS = [KillPoint("join waits", _join_waits), KillPoint("right after an alert", _just_alerted),
                KillPoint("scored, not checkpointed", _scored_not_checkpointed)]
 
@@ -180,25 +206,10 @@ def _wait(condition: Callable[[], bool], timeout: float, what: str, worker: Inca
 @pytest.mark.parametrize("seed", SEEDS)
 def test_kill_9_while_traffic_flows_gives_the_uninterrupted_alerts_once(kafka_bootstrap: str, tmp_path: Path,
                                                                        seed: int) -> None:
-    run = uuid.uuid4().hex[:10]
-    config_path = tmp_path / "monitors.yaml"
-    config_yaml = _config()
-    config_path.write_text(config_yaml)
-    # A killed member leaves the group after one session timeout (6 s, the broker's minimum); checkpoints
-    # every 3 s leave the "scored, not checkpointed" window open for most of each interval.
-    env = worker_env(kafka_bootstrap, run, config_path, app="driftline-kill", partitions="1", checkpoint_seconds="3",
-                     broker_session_timeout="6", broker_request_timeout="6")
-    settings = settings_of(env)
-    ensure_topics(settings)
-    sent = _sent_in_order(_events(seed))
-    expected = run_backtest([e.model_dump_json() for e in sent], MonitorConfig.model_validate(yaml.safe_load(config_yaml)),
-                            build_detector).alerts
-    assert [a.status for a in expected] == ["fired", "resolved"], alert_facts(expected)
+    env, settings, sent, expected = _run_of(kafka_bootstrap, tmp_path, seed)
 
     def start(i: int) -> Incarnation:
-        port, name = free_port(), f"worker-{i}"
-        own = {"DRIFTLINE_WEB_PORT": str(port), "DRIFTLINE_DATA_DIR": str(tmp_path / name)}  # fresh each time
-        return Incarnation(start_worker({**env, **own}, tmp_path / f"{name}.log"), port, tmp_path / f"{name}.log")
+        return _start(env, tmp_path, i)
 
     producer = PacedProducer(settings, sent)
     at_kill: list[dict[str, Any]] = []
@@ -250,3 +261,36 @@ def test_kill_9_while_traffic_flows_gives_the_uninterrupted_alerts_once(kafka_bo
     assert into == out, (into, out)
     assert metric_sum(samples, "driftline_events_dead_lettered_total") == 0
     assert metric_sum(samples, "driftline_events_expired_total") == 0
+
+
+def test_a_crash_between_an_alert_and_its_checkpoint_publishes_it_once(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """The narrowest window: the first worker dies right after its first alert is acknowledged, before the
+    checkpoint that covers it (the fault-injection setting ``DRIFTLINE_FAULT_EXIT_AFTER_ALERT``, which nothing
+    but this test sets).  Its successor restores the older checkpoint, replays the input since and decides the
+    alert again; it reads the alert topic back from the end that checkpoint recorded and does not send it twice.
+    """
+    env, settings, sent, expected = _run_of(kafka_bootstrap, tmp_path, seed=1)
+    producer = PacedProducer(settings, sent)
+    worker = _start(env, tmp_path, 0, DRIFTLINE_FAULT_EXIT_AFTER_ALERT="true")
+    try:
+        _wait(lambda: bool(scrape_metrics(worker.port)), 60, "the first worker's metrics", worker)
+        producer.start()
+        assert worker.proc.wait(90) == EXIT_FAULT_INJECTED, worker.tail()
+        before = [ALERTS.validate_json(m.value()) for m in read_to_end(kafka_bootstrap, settings.topics.alerts)]
+        assert alert_facts(before) == alert_facts(expected[:1]), "the first worker published the fired alert"
+        assert producer.is_alive(), "traffic had stopped before the crash"
+        worker = _start(env, tmp_path, 1)
+        producer.join(120)
+        assert producer.error is None and producer.n_sent == len(sent), (producer.error, producer.n_sent)
+        _wait(lambda: worker.state().get("written_seen", {}).get(MODEL, 0) >= N, 90,
+              f"a checkpoint holding all {N} examples", worker)
+        final = worker.state()
+        alerts = [ALERTS.validate_json(m.value()) for m in read_to_end(kafka_bootstrap, settings.topics.alerts)]
+    finally:
+        exit_code = stop_worker(worker.proc)
+    assert exit_code == 0, f"exit status {exit_code} on SIGTERM\n{worker.tail()}"
+    print(f"after the crash: {final}")
+    # The successor did decide the fired alert again (the window was hit), and held it back.
+    assert final["n_alerts_not_resent"] == 1, final
+    assert alert_facts(alerts) == alert_facts(expected), f"workers: {alert_facts(alerts)}\nbacktest: {alert_facts(expected)}"
+    assert final["n_seen"][MODEL] == N and final["written_seen"][MODEL] == N, final

@@ -21,7 +21,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Message, Producer
 from pydantic import TypeAdapter
 
 from retrainer.config import open_registry, open_store, retrainer_config
@@ -33,9 +33,10 @@ from streams.processes import free_port, metric_sum, scrape_metrics, start_pytho
 from streams.scenarios import LearnableSpeechScenario
 from streams.serving import ModelServer
 from streams.settings import Settings, load_settings
-from streams.topics import ensure_topics
+from streams.topics import ensure_topics, partition_ends
 from streams.worker.messages import monitor_batches
-from tests.integration.harness import kafka_environment, play_the_app, read_topic, running_worker, start_retrainer, stop_cleanly
+from tests.integration.harness import (kafka_environment, play_the_app, read_to_end_when, running_worker,
+                                       start_retrainer, stop_cleanly)
 
 pytestmark = pytest.mark.integration
 
@@ -77,6 +78,13 @@ class RetrainerProc:
             time.sleep(0.3)
         raise AssertionError(f"timed out waiting for {what}; retrainer log tail:\n"
                              f"{self.log_path.read_text(errors='replace')[-3000:]}")
+
+    def wait_read_to_end(self, timeout: float = 30.0) -> None:
+        """Wait until it has handled every message now on the labelled topic: its counts are then final."""
+        ends = partition_ends(self.settings, self.settings.topics.labelled)
+        self.wait_for(f"the labelled topic handled to its end offsets {ends}",
+                      lambda: all(self.metric("driftline_retrainer_position", topic="labelled", partition=str(p)) >= end
+                                  for p, end in ends.items() if end > 0), timeout)
 
 
 @contextmanager
@@ -120,9 +128,10 @@ def running_retrainer(settings: Settings, config_path: Path, data_dir: Path, log
 
 
 def _versions(bootstrap: str, settings: Settings, expected: int, timeout: float = 10.0) -> list[tuple[bytes, ModelVersion]]:
-    """The models topic's records, each checked for the CloudEvents attributes the retrainer publishes with it."""
+    """The models topic's records (at least ``expected``), each checked for the CloudEvents attributes the retrainer publishes with it."""
     out = []
-    for message in read_topic(bootstrap, settings.topics.models, expected, timeout):
+    # Read to the end once a decision is seen: its records were flushed before it was counted, so all are there.
+    for message in read_to_end_when(bootstrap, settings.topics.models, lambda ms: len(ms) >= expected, timeout):
         record = VERSIONS.validate_json(message.value())
         headers = {k: v.decode() for k, v in message.headers()}
         assert len(headers) == len(message.headers()), message.headers()
@@ -149,13 +158,15 @@ def test_decayed_stream_leads_to_a_promoted_version_and_recovered_live_accuracy(
         # A live app: 300 utterances a second, so the loop can close while it runs.
         served = play_the_app(scenario, server, logger)
         assert logger.flush(30) == 0
-        worker.wait_for(lambda m: metric_sum(m, "driftline_events_processed_total") >= 2 * scenario.n_events, 60,
-                        "all events processed")
+        worker.wait_scored(scenario.n_events, 60)
         retrainer.wait_for("a promotion", lambda: retrainer.metric("driftline_challengers_total", outcome="promoted") >= 1, 30)
         assert retrainer.metric("driftline_model_version_info", model=MODEL, version="2") == 1
         server.stop()
-        triggers = [TRIGGERS.validate_json(m.value()) for m in read_topic(kafka_bootstrap, worker.topics.retrain, 1, 10)]
-        alerts = [ALERTS.validate_json(m.value()) for m in read_topic(kafka_bootstrap, worker.topics.alerts, 3, 20)]
+        # Every example is scored: the topics are read to their end offsets once the last sends have landed.
+        triggers = [TRIGGERS.validate_json(m.value()) for m in
+                    read_to_end_when(kafka_bootstrap, worker.topics.retrain, lambda ms: len(ms) >= 1, 10)]
+        alerts = [ALERTS.validate_json(m.value()) for m in
+                  read_to_end_when(kafka_bootstrap, worker.topics.alerts, _every_fired_alert_resolved, 20)]
         versions = _versions(kafka_bootstrap, worker.settings, 5)
 
     assert len(triggers) == 1
@@ -182,6 +193,12 @@ def test_decayed_stream_leads_to_a_promoted_version_and_recovered_live_accuracy(
     assert fired and all(a.event_time >= change_time for a in fired)
     assert {a.episode_id for a in resolved} == {a.episode_id for a in fired}, "every alert resolved"
     assert all(scenario.utterance_at(a.event_time) > first_fresh for a in resolved)
+
+
+def _every_fired_alert_resolved(messages: list[Message]) -> bool:
+    alerts = [ALERTS.validate_json(m.value()) for m in messages]
+    fired = {a.episode_id for a in alerts if a.status == "fired"}
+    return bool(fired) and fired == {a.episode_id for a in alerts if a.status == "resolved"}
 
 
 def _labelled(scenario: LearnableSpeechScenario, relabel: range = range(0)) -> Iterator[LabelledExample]:
@@ -308,7 +325,6 @@ def test_a_restarted_retrainer_replays_the_configured_number_of_examples(kafka_b
 
     # The same group again: each labelled partition is rewound by examples, not by messages (whole batches).
     with running_retrainer(settings, config, data_dir, tmp_path / "second.log", replay_examples=680) as second:
-        second.wait_for("the replay", lambda: second.metric("driftline_retrainer_examples_total") >= 680, 30)
-        time.sleep(1.5)  # a few more consume calls, in which anything past the replay would be counted
+        second.wait_read_to_end()  # anything read past the replay would be counted by then
         assert second.metric("driftline_retrainer_examples_total") == 700, "the 14 batches holding the last 680"
         assert second.metric("driftline_retrainer_messages_skipped_total") == 0

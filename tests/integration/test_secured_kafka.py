@@ -32,7 +32,7 @@ from streams.secure_broker import ADMIN_USER
 from streams.serving import ModelServer
 from streams.settings import Settings, load_settings
 from streams.topics import ensure_topics
-from tests.integration.harness import play_the_app, read_topic, running_worker
+from tests.integration.harness import play_the_app, read_to_end_when, running_worker
 from tests.integration.test_retrain_loop import MODEL, MONITORS, running_retrainer
 
 pytestmark = pytest.mark.integration
@@ -92,7 +92,9 @@ def test_the_speech_loop_runs_on_the_secured_listener_and_no_log_holds_the_passw
         retrainer.wait_for("a promotion", lambda: retrainer.metric("driftline_challengers_total", outcome="promoted") >= 1, 40)
         fired = _alerts_until(subscriber, lambda alerts: any(a.status == "fired" for a in alerts), 20)
         versions = [VERSIONS.validate_json(m.value())
-                    for m in read_topic(worker.settings.kafka_bootstrap, worker.topics.models, 5, 10, client_config=client)
+                    # After the promotion: its records were flushed before it was counted, so they are all there.
+                    for m in read_to_end_when(worker.settings.kafka_bootstrap, worker.topics.models,
+                                              lambda ms: len(ms) >= 5, 10, client_config=client)
                     if m.key() == MODEL.encode()]
         pages = [_page(worker.web_port), _page(retrainer.web_port)]
         server.stop()

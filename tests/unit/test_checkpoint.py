@@ -77,6 +77,23 @@ def test_arrive_skips_replayed_messages_and_admit_drops_duplicate_ids() -> None:
     assert fresh.next_offset("speech-asr") is None and not fresh.dirty
 
 
+def test_a_refused_message_is_dead_lettered_once_per_process_and_not_again_below_a_restored_checkpoint() -> None:
+    cp = Checkpointer(interval_seconds=10, dedupe_size=0)  # the memory of dead letters is not the ids' one
+    assert cp.first_dead_letter(0, 5) and cp.first_dead_letter(1, 5)
+    cp.forget_partition(0)  # a rebalance took partition 0 away and gave it back: it is re-read from offset 5
+    assert not cp.first_dead_letter(0, 5) and not cp.first_dead_letter(1, 5)
+    assert cp.first_dead_letter(0, 6)
+
+    monitors = MonitorSet(CONFIG, build_detector)
+    assert cp.arrive("speech-asr", 0, 7, 1) and cp.admit("speech-asr", 7, "l:p0")
+    [snap] = cp.snapshot(monitors, now=0.0)
+    restarted = Checkpointer(interval_seconds=10, dedupe_size=0)  # after a crash, the memory is gone
+    restarted.restore(snap)  # the state was written after offsets 5 and 6 were read, and their dead letters acked
+    assert snap.next_offset == 8 and not restarted.first_dead_letter(0, 6)
+    assert restarted.first_dead_letter(0, 8), "past the checkpoint: not dead-lettered before"
+    assert restarted.first_dead_letter(1, 6), "another partition's checkpoint says nothing of this one"
+
+
 def test_a_snapshot_of_named_models_leaves_the_others_dirty_and_the_interval_running() -> None:
     config = MonitorConfig.model_validate(yaml.safe_load(SPEECH_MONITORS.replace("speech-asr", "other")
                                                          + SPEECH_MONITORS.removeprefix("models:\n")))

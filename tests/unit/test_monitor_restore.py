@@ -82,7 +82,7 @@ def _restore(blob: bytes, config: MonitorConfig) -> tuple[MonitorService, Worker
     asyncio.run(state.on_changelog_event(event))
     service = MonitorService(load_settings(), config, metrics, outbox=None, app=None, state=state)  # type: ignore[arg-type]
     metrics.declare(service.metric_series(), get_args(RejectionKind))  # as the app does, before any event
-    service._restore_partition(0)
+    service._install_checkpoints(0)
     return service, metrics
 
 

@@ -108,6 +108,8 @@ def test_a_batch_of_three_examples_is_learnt_as_three_examples(service: Retraine
     assert service.retrainer.n_buffered("asr") == 3
     # Positions stay per message: the next offset to commit is the one after the batch.
     assert service._positions == {(service.topics.labelled, 0): 42}
+    # And its metric, what a test waits on before it reads a count as final.
+    assert _count(service, "driftline_retrainer_position", topic="labelled", partition="0") == 42
 
 
 def test_examples_are_learnt_in_order_across_the_batches_a_step_is_cut_into(service: RetrainerService) -> None:
