@@ -9,7 +9,7 @@ from detectors.exceptions import InvalidParameter
 
 __all__ = ["SMALL_BATCH", "RollingMean"]
 
-#: Batches up to this long, once the window is full, take :meth:`RollingMean._update_steady`.
+#: Batches up to this long take :meth:`RollingMean._update_steady` (or ``_update_filling`` before the window is full).
 SMALL_BATCH = 4
 
 
@@ -60,8 +60,11 @@ class RollingMean:
         xs = np.asarray(xs, dtype=float)
         if xs.size == 0:
             return np.empty(0)
-        if len(self._tail) == self.window and len(xs) <= SMALL_BATCH and len(xs) < self.window:
-            return self._update_steady(xs)
+        if len(xs) <= SMALL_BATCH:
+            if len(self._tail) == self.window and len(xs) < self.window:
+                return self._update_steady(xs)
+            if len(self._tail) + len(xs) <= self.window:
+                return self._update_filling(xs)
         return self._update_general(xs)
 
     def _update_general(self, xs: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -70,6 +73,15 @@ class RollingMean:
         counts = np.minimum(np.arange(len(self._tail) + 1, len(joined) + 1), self.window)
         means = means / counts
         self._tail = joined[-self.window :].copy()
+        self._n_seen += len(xs)
+        return means
+
+    def _update_filling(self, xs: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """:meth:`_update_general` while tail and batch fit in one window: its one block's running sums."""
+        joined = np.concatenate([self._tail, xs])
+        means: npt.NDArray[np.float64] = np.cumsum(joined)[len(self._tail):] / np.arange(
+            len(self._tail) + 1, len(joined) + 1)
+        self._tail = joined
         self._n_seen += len(xs)
         return means
 

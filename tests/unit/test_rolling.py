@@ -93,8 +93,8 @@ def test_huge_value_leaving_the_window_does_not_poison_the_batch() -> None:
     st.integers(1, 30),
     st.lists(st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=2 * SMALL_BATCH), max_size=40),
 )
-def test_small_batches_on_a_full_window_give_the_general_paths_bits(window: int, batches: list[list[float]]) -> None:
-    """The shortcut for a few values on a full window adds the same floats in the same order."""
+def test_small_batches_give_the_general_paths_bits(window: int, batches: list[list[float]]) -> None:
+    """The shortcuts for a few values (filling the window, or on a full one) add the same floats in the same order."""
     fast, general = RollingMean(window), RollingMean(window)
     for batch in batches:
         got = fast.update_many(batch)
