@@ -7,7 +7,10 @@ import numpy.typing as npt
 
 from detectors.exceptions import InvalidParameter
 
-__all__ = ["RollingMean"]
+__all__ = ["SMALL_BATCH", "RollingMean"]
+
+#: Batches up to this long take :meth:`RollingMean._update_steady` (or ``_update_filling`` before the window is full).
+SMALL_BATCH = 4
 
 
 class RollingMean:
@@ -57,12 +60,45 @@ class RollingMean:
         xs = np.asarray(xs, dtype=float)
         if xs.size == 0:
             return np.empty(0)
+        if len(xs) <= SMALL_BATCH:
+            if len(self._tail) == self.window and len(xs) < self.window:
+                return self._update_steady(xs)
+            if len(self._tail) + len(xs) <= self.window:
+                return self._update_filling(xs)
+        return self._update_general(xs)
+
+    def _update_general(self, xs: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         joined = np.concatenate([self._tail, xs])
         means = _window_sums(joined, self.window)[len(self._tail) :]
         counts = np.minimum(np.arange(len(self._tail) + 1, len(joined) + 1), self.window)
         means = means / counts
         self._tail = joined[-self.window :].copy()
         self._n_seen += len(xs)
+        return means
+
+    def _update_filling(self, xs: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """:meth:`_update_general` while tail and batch fit in one window: its one block's running sums."""
+        joined = np.concatenate([self._tail, xs])
+        means: npt.NDArray[np.float64] = np.cumsum(joined)[len(self._tail):] / np.arange(
+            len(self._tail) + 1, len(joined) + 1)
+        self._tail = joined
+        self._n_seen += len(xs)
+        return means
+
+    def _update_steady(self, xs: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """:meth:`_update_general` with a full tail and fewer new values than the window, the same sums.
+
+        :func:`_window_sums` of ``tail + xs`` cuts them into the tail and ``xs``: the mean after ``xs[k]`` is
+        the tail's suffix from ``k + 1``, summed from its end, plus ``xs``' prefix to ``k``.  Only those sums,
+        in that order (numpy's ``cumsum`` adds sequentially), not the whole padded two-block arithmetic:
+        20 -> 5.5 us a one-value batch at window 100 (timeit), where a thousand models mostly bring one example
+        each.
+        """
+        n, window = len(xs), self.window
+        suffix = np.cumsum(self._tail[:0:-1])[window - 1 - n:][::-1]
+        means: npt.NDArray[np.float64] = (suffix + np.cumsum(xs)) / window
+        self._tail = np.concatenate([self._tail[n:], xs])
+        self._n_seen += n
         return means
 
 

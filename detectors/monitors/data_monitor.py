@@ -296,7 +296,8 @@ class DataMonitor:
         start = self.n_seen
         columns = {c.name: self._column(c, predictions) for c in self._channels}
         for channel in self._channels:
-            if channel.kind == "numeric":
+            # Most numeric features have neither a spike nor a trend detector: no array to build for them.
+            if channel.kind == "numeric" and (channel.spike is not None or channel.trend is not None):
                 self._sequential(channel, np.asarray(columns[channel.name], dtype=float), start, predictions, pending)
         # Reference, then consecutive blocks; a block is judged on the prediction that completes it.
         reference_size, window = self._to_collect, self.spec.drift.window

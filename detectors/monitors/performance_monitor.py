@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import numpy.typing as npt
 
-from detectors.base import DriftDetector, alarms_with_state
+from detectors.base import SMALL_BATCH, DriftDetector, alarms_with_state
 from detectors.monitors.episodes import AlertEpisodes, MonitorResult, RetrainGate
 from detectors.performance import RollingMetric, UnscorableExample, components_of
 from schemas.config import ModelSpec
@@ -54,6 +54,19 @@ class _Alarm:
     statistic: float
     threshold: float
     change_start: int | None
+
+
+
+#: Per-example flags of a batch: an array, or a list for a batch of a few (see ModelMonitor.observe).
+Flags = npt.NDArray[np.bool_] | list[bool]
+
+
+def _first_true(flags: Flags, start: int) -> int | None:
+    """The first index from ``start`` on whose flag is set, if any."""
+    if isinstance(flags, list):
+        return next((i for i in range(start, len(flags)) if flags[i]), None)
+    hits = np.flatnonzero(flags[start:])
+    return start + int(hits[0]) if len(hits) else None
 
 
 class ModelMonitor:
@@ -174,7 +187,19 @@ class ModelMonitor:
         n_in_window = self._rolling.counts
         self._times.extend(e.prediction.event_time for e in scored)
         min_samples = perf.min_samples or perf.window
-        if self._higher_is_better:
+        breach: Flags
+        healthy: Flags
+        if len(scored) <= SMALL_BATCH:
+            # The same comparisons on Python floats (NaN compares false in both): with 1,000 models most batches
+            # hand a model one example, and five array operations on one value cost more than the rest.
+            pairs = list(zip(values.tolist(), n_in_window.tolist(), strict=True))
+            if self._higher_is_better:
+                breach = [v < perf.threshold and n >= min_samples for v, n in pairs]
+                healthy = [v >= perf.threshold + perf.hysteresis for v, _ in pairs]
+            else:
+                breach = [v > perf.threshold and n >= min_samples for v, n in pairs]
+                healthy = [v <= perf.threshold - perf.hysteresis for v, _ in pairs]
+        elif self._higher_is_better:
             breach = (values < perf.threshold) & (n_in_window >= min_samples)
             healthy = values >= perf.threshold + perf.hysteresis
         else:
@@ -200,11 +225,10 @@ class ModelMonitor:
                     open_since = idx
                 else:
                     # Judge recovery only on a full window of examples after the firing.
-                    earliest = max(pos, open_since + perf.window)
-                    hits = np.flatnonzero(healthy[earliest:]) if earliest < len(scored) else np.empty(0, np.intp)
-                    if len(hits) == 0:
+                    recovered = _first_true(healthy, max(pos, open_since + perf.window))
+                    if recovered is None:
                         break
-                    idx = earliest + int(hits[0])
+                    idx = recovered
                     transitions.append((idx, order, name, None))
                     open_since = None
                 pos = idx + 1
@@ -278,11 +302,11 @@ class ModelMonitor:
         return names
 
     def _next_fire(
-        self, name: str, pos: int, breach: npt.NDArray[np.bool_], alarms: dict[int, _Alarm]
+        self, name: str, pos: int, breach: Flags, alarms: dict[int, _Alarm]
     ) -> tuple[int, _Alarm | None] | None:
         if name == self.threshold_name:
-            hits = np.flatnonzero(breach[pos:])
-            return (pos + int(hits[0]), None) if len(hits) else None
+            hit = _first_true(breach, pos)
+            return (hit, None) if hit is not None else None
         later = [a for a in alarms if a >= pos]
         return (min(later), alarms[min(later)]) if later else None
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detectors.exceptions import InvalidParameter
-from detectors.rolling import RollingMean
+from detectors.rolling import SMALL_BATCH, RollingMean
 
 
 def naive(values: list[float], window: int) -> list[float]:
@@ -86,3 +86,18 @@ def test_window_must_be_positive(window: int) -> None:
 def test_huge_value_leaving_the_window_does_not_poison_the_batch() -> None:
     got = RollingMean(2).update_many([1e17, 1.0, 1.0, 1.0]).tolist()
     assert got[2:] == [1.0, 1.0]  # naive: mean of [1, 1]; update_many returns [0.0, 0.0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 30),
+    st.lists(st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=2 * SMALL_BATCH), max_size=40),
+)
+def test_small_batches_give_the_general_paths_bits(window: int, batches: list[list[float]]) -> None:
+    """The shortcuts for a few values (filling the window, or on a full one) add the same floats in the same order."""
+    fast, general = RollingMean(window), RollingMean(window)
+    for batch in batches:
+        got = fast.update_many(batch)
+        expected = general._update_general(np.asarray(batch, dtype=float))
+        assert got.tobytes() == expected.tobytes()
+        assert fast._tail.tobytes() == general._tail.tobytes() and fast.n_seen == general.n_seen

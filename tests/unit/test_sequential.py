@@ -8,6 +8,8 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from detectors.cusum_bank import SCALE, normal_scores, randomized_normal_scores
 from detectors.exceptions import InvalidParameter
@@ -16,7 +18,7 @@ from detectors.monitors.data_monitor import DataMonitor
 from detectors.monitors.monitor_set import MonitorSet
 from detectors.monitors.signed_state import StateSigner
 from detectors.registry import build_detector
-from detectors.sequential import CUSUMArray, SequentialTests, position_uniforms
+from detectors.sequential import STEP_BATCH, CUSUMArray, SequentialTests, position_uniforms
 from schemas.config import parse_monitor_config
 from schemas.events import PredictionEvent
 from schemas.exceptions import ConfigError
@@ -64,6 +66,47 @@ def test_alarms_do_not_depend_on_how_the_stream_is_batched_and_survive_pickling(
     resumed: SequentialTests = pickle.loads(pickle.dumps(half))
     second = _alarms(resumed, numeric_half[:, 3500:], [c[3500:] for c in categorical_half], [700], offset=3500)
     assert first + second == whole and len(second) > 0
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(1, 2 * STEP_BATCH), min_size=1, max_size=400), st.integers(2600, 3100))
+def test_small_batches_stepped_in_python_give_the_vectorised_alarms_and_state(sizes: list[int], start: int) -> None:
+    """Batches of up to STEP_BATCH events go through CUSUMArray.step, longer ones through numpy: same bits."""
+    stepped, numeric, categorical = _stream(1)
+    vectorised, _, _ = _stream(1)
+    for tests in (stepped, vectorised):
+        tests.update(numeric[:, :start], [c[:start] for c in categorical], 0)
+    edges = np.cumsum([start, *sizes]).tolist()
+    got, expected = [], []
+    for lo, hi in zip(edges, edges[1:]):
+        batch = (numeric[:, lo:hi], [c[lo:hi] for c in categorical], lo)
+        got += [(a.test, lo + a.index, a.statistic, a.threshold, a.change_start) for a in stepped.update(*batch)]
+    whole = (numeric[:, start:edges[-1]], [c[start:edges[-1]] for c in categorical], start)
+    expected = [(a.test, start + a.index, a.statistic, a.threshold, a.change_start)
+                for a in vectorised._update_vectorised(*whole)]
+    assert got == expected
+    assert np.array_equal(stepped._array._s, vectorised._array._s)
+    assert np.array_equal(stepped._array._since, vectorised._array._since)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(0, 5990), st.integers(1, STEP_BATCH))
+def test_python_increments_of_a_few_events_are_numpys(lo: int, n: int) -> None:
+    """Each increment, not only the alarms: a rounding difference could hide in a quiet stretch."""
+    tests, numeric, categorical = _stream(1)
+    batch = (numeric[:, lo:lo + n], [c[lo:lo + n] for c in categorical])
+    expected = tests._increments(*batch, lo)
+    assert expected is not None
+    assert np.array_equal(np.array(tests._increments_few(*batch, n, lo), dtype=np.int64).T, expected)
+
+
+def test_stepped_batches_alarm_on_every_kind_of_test() -> None:
+    """The stream of the property test above alarms on all three tests inside its batches (so it compares alarms)."""
+    tests, numeric, categorical = _stream(1)
+    tests.update(numeric[:, :3000], [c[:3000] for c in categorical], 0)
+    kinds = Counter(tests.tests[a.test][0] for lo in range(3000, 4500, 3)
+                    for a in tests.update(numeric[:, lo:lo + 3], [c[lo:lo + 3] for c in categorical], lo))
+    assert set(kinds) == {"scores", "unseen", "share"}, kinds
 
 
 def test_a_test_restarts_after_each_alarm_and_keeps_the_others_running() -> None:
