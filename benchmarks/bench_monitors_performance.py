@@ -121,7 +121,7 @@ def _part1_stream(seed: int, offset: float, n: int, change: int | None) -> tuple
 
 def _part1_config(window: int, calibration: str | None) -> str:
     if calibration == "isotonic-once":
-        extra = ", max_calibration_size: 2000"  # fitted on the first 2,000 labels only, never refitted
+        extra = ", max_calibration_size: 2000, keep_refitting: false"  # fitted on the first 2,000 labels only
     else:
         extra = f", calibration: {calibration}" if calibration else ""
     return ("models: {m: {task: classification, performance: {threshold: 0.5}, detector: null,"

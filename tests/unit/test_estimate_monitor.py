@@ -196,3 +196,24 @@ def test_bad_estimate_config_names_the_field(estimate: str, field: str) -> None:
                              f" estimated_performance: {estimate}}}}}")
     assert field in str(info.value)
 
+
+
+@pytest.mark.parametrize("keep_refitting", [True, False])
+def test_after_the_largest_fit_the_map_follows_the_latest_labels_unless_told_not_to(keep_refitting: bool) -> None:
+    # The accuracy at a confidence falls from c to c - 0.2 after 800 labels: refitting every 200 labels on the
+    # latest 400 (the map the scores now need) catches it up; the map fitted on the first 400 stays where it was.
+    spec = parse_monitor_config(
+        "models: {m: {task: classification, performance: {threshold: 0.5}, detector: null, estimated_performance:"
+        " {threshold: 0.5, window: 500, calibration_size: 200, max_calibration_size: 400,"
+        f" keep_refitting: {str(keep_refitting).lower()}}}}}}}").models["m"]
+    monitor = EstimateMonitor("m", "1", spec)
+    _, before = _stream(800, np.full(800, 0.85), 0.0, seed=3)
+    _, after = _stream(1200, np.full(1200, 0.85), -0.2, seed=4)
+    monitor.observe_labelled(before + after)
+    predictions, _ = _stream(500, np.full(500, 0.85), 0.0, seed=5)
+    monitor.observe_predictions(predictions)
+    assert len(monitor._fit_right) == (400 if keep_refitting else 0)  # only the latest pairs are kept
+    if keep_refitting:
+        assert monitor.estimates["accuracy"] == pytest.approx(0.65, abs=0.05)
+    else:
+        assert monitor.estimates["accuracy"] == pytest.approx(0.85, abs=0.05)
