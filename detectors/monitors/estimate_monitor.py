@@ -161,6 +161,26 @@ class EstimateMonitor:
         self._label = f"{model} version {version}"
         self.observe_labelled(reference)
 
+    def __setstate__(self, state: dict[str, object]) -> None:
+        # A checkpoint from before keep_refitting counted the fitting pairs' predicted positives instead of keeping
+        # a flag per pair, stopped at max_calibration_size (emptying its pairs), and its spec lacks the field.
+        if "_fit_predicted" not in state:
+            spec = state["spec"]
+            assert isinstance(spec, EstimatedPerformanceSpec)
+            state["spec"] = EstimatedPerformanceSpec.model_validate(
+                {name: getattr(spec, name) for name in type(spec).model_fields if name in spec.__dict__})
+            right = state["_fit_right"]
+            assert isinstance(right, np.ndarray)
+            counted = state.pop("_n_fit_predicted_positive", 0)
+            assert isinstance(counted, int)
+            # The count is kept exactly; which pairs it covered is not known, and matters only as they age out.
+            state["_fit_predicted"] = np.arange(len(right)) < counted
+            n_calibration, next_fit = state["n_calibration"], state["_next_fit"]
+            assert isinstance(n_calibration, int) and isinstance(next_fit, int)
+            if next_fit <= n_calibration:  # it had stopped: refit once the pairs are back to the largest fit
+                state["_next_fit"] = n_calibration + state["spec"].max_calibration_size - len(right)
+        self.__dict__.update(state)
+
     # ------------------------------------------------------------ answers
 
     @property
