@@ -167,8 +167,9 @@ class EstimateMonitor:
         if "_fit_predicted" not in state:
             spec = state["spec"]
             assert isinstance(spec, EstimatedPerformanceSpec)
-            state["spec"] = EstimatedPerformanceSpec.model_validate(
+            spec = EstimatedPerformanceSpec.model_validate(
                 {name: getattr(spec, name) for name in type(spec).model_fields if name in spec.__dict__})
+            state["spec"] = spec
             right = state["_fit_right"]
             assert isinstance(right, np.ndarray)
             counted = state.pop("_n_fit_predicted_positive", 0)
@@ -178,7 +179,7 @@ class EstimateMonitor:
             n_calibration, next_fit = state["n_calibration"], state["_next_fit"]
             assert isinstance(n_calibration, int) and isinstance(next_fit, int)
             if next_fit <= n_calibration:  # it had stopped: refit once the pairs are back to the largest fit
-                state["_next_fit"] = n_calibration + state["spec"].max_calibration_size - len(right)
+                state["_next_fit"] = n_calibration + spec.max_calibration_size - len(right)
         self.__dict__.update(state)
 
     # ------------------------------------------------------------ answers
