@@ -51,14 +51,14 @@ class BorrowedBaselineGLR(DriftDetector):
     Examples
     --------
     A segment whose error rate rises from 7% to 30% after its 1,000th example.  Its own GLR would still be warming
-    up; borrowing the model's 6% rate, this one alarms a few dozen examples after the change:
+    up; borrowing the model's 6% rate, this one alarms within a hundred examples of the change:
 
     >>> rng = np.random.default_rng(2)
     >>> errors = np.r_[rng.random(1000) < 0.07, rng.random(1000) < 0.30].astype(float)
     >>> detector = BorrowedBaselineGLR(false_alarm_horizon=300_000)
     >>> detector.borrow(0.06)
     >>> [int(a) for a in detector.update_many(errors)][:1]
-    [1060]
+    [1082]
     >>> [int(a) for a in BernoulliGLR(false_alarm_horizon=300_000).update_many(errors)]
     []
     """

@@ -209,6 +209,10 @@ class EstimatedPerformanceSpec(_Spec):
     max_calibration_size: Annotated[int, Field(ge=100, le=1_000_000)] = Field(
         default=16_000, description="The calibration is refitted on all the version's labelled examples so far at "
         "each doubling of calibration_size, up to this many: more labels, a steadier map.")
+    keep_refitting: bool = Field(
+        default=True, description="After max_calibration_size labels, refit every calibration_size labels on the "
+        "latest max_calibration_size (false: keep the map fitted on the first ones).  Keeps the map dense where "
+        "the scores move to; costs a checkpoint the latest max_calibration_size labelled pairs.")
     min_bin_count: Annotated[int, Field(ge=10, le=100_000)] = Field(
         default=50, description="Least labelled examples behind each isotonic block or histogram bin.")
     positive_class: bool | int | str | None = Field(

@@ -196,3 +196,49 @@ def test_bad_estimate_config_names_the_field(estimate: str, field: str) -> None:
                              f" estimated_performance: {estimate}}}}}")
     assert field in str(info.value)
 
+
+
+@pytest.mark.parametrize("keep_refitting", [True, False])
+def test_after_the_largest_fit_the_map_follows_the_latest_labels_unless_told_not_to(keep_refitting: bool) -> None:
+    # The accuracy at a confidence falls from c to c - 0.2 after 800 labels: refitting every 200 labels on the
+    # latest 400 (the map the scores now need) catches it up; the map fitted on the first 400 stays where it was.
+    spec = parse_monitor_config(
+        "models: {m: {task: classification, performance: {threshold: 0.5}, detector: null, estimated_performance:"
+        " {threshold: 0.5, window: 500, calibration_size: 200, max_calibration_size: 400,"
+        f" keep_refitting: {str(keep_refitting).lower()}}}}}}}").models["m"]
+    monitor = EstimateMonitor("m", "1", spec)
+    _, before = _stream(800, np.full(800, 0.85), 0.0, seed=3)
+    _, after = _stream(1200, np.full(1200, 0.85), -0.2, seed=4)
+    monitor.observe_labelled(before + after)
+    predictions, _ = _stream(500, np.full(500, 0.85), 0.0, seed=5)
+    monitor.observe_predictions(predictions)
+    assert len(monitor._fit_right) == (400 if keep_refitting else 0)  # only the latest pairs are kept
+    if keep_refitting:
+        assert monitor.estimates["accuracy"] == pytest.approx(0.65, abs=0.05)
+    else:
+        assert monitor.estimates["accuracy"] == pytest.approx(0.85, abs=0.05)
+
+
+def test_a_checkpointed_monitor_from_before_keep_refitting_loads_and_refits_again() -> None:
+    spec = parse_monitor_config(
+        "models: {m: {task: classification, performance: {threshold: 0.5}, detector: null, estimated_performance:"
+        " {threshold: 0.5, window: 500, calibration_size: 200, max_calibration_size: 400}}}").models["m"]
+    monitor = EstimateMonitor("m", "1", spec)
+    _, before = _stream(400, np.full(400, 0.85), 0.0, seed=3)
+    monitor.observe_labelled(before)
+    # What the code before kept at this point: no pairs (the largest fit was done), a count, a spec without the field.
+    old = monitor.__dict__.copy()
+    old.update(_fit_confidence=np.empty(0, np.float32), _fit_right=np.empty(0, bool), _fit_score=np.empty(0, np.float32),
+               _fit_positive=np.empty(0, bool), _next_fit=400, _n_fit_predicted_positive=0)
+    del old["_fit_predicted"]
+    old_spec = monitor.spec.model_copy()
+    del old_spec.__dict__["keep_refitting"]
+    old["spec"] = old_spec
+    restored = EstimateMonitor.__new__(EstimateMonitor)
+    restored.__setstate__(pickle.loads(pickle.dumps(old)))
+    assert restored.spec.keep_refitting
+    _, after = _stream(400, np.full(400, 0.85), -0.2, seed=4)
+    restored.observe_labelled(after)  # 400 more: the pairs are back to the largest fit, and it refits on them
+    predictions, _ = _stream(500, np.full(500, 0.85), 0.0, seed=5)
+    restored.observe_predictions(predictions)
+    assert restored.estimates["accuracy"] == pytest.approx(0.65, abs=0.05)
