@@ -8,7 +8,7 @@ from detectors.monitors.checkpoint import Checkpointer, decode_checkpoint, encod
 from detectors.monitors.budget import AlarmBudget
 from detectors.monitors.data_monitor import DataMonitor, confidence_of
 from detectors.monitors.estimate_monitor import EstimateMonitor
-from detectors.monitors.episodes import RetrainGate
+from detectors.monitors.episodes import AlertEpisodes, RetrainGate
 from detectors.monitors.episodes import MonitorResult
 from detectors.monitors.monitor_set import MonitorSet
 from detectors.monitors.performance_monitor import ModelMonitor, loss_of

@@ -68,7 +68,7 @@ def test_waiting_predictions_follow_their_partition_to_a_new_worker(kafka_bootst
         assert logger.flush(30) == 0
         first.wait_for(lambda m: _sum(m, "driftline_join_pending") == N_PAIRS, 60, "every prediction waiting")
 
-        second = start("second")
+        start("second")
         group_of_two = None
         deadline = time.monotonic() + 60
         while group_of_two is None and time.monotonic() < deadline:
