@@ -203,6 +203,19 @@ def _wait(condition: Callable[[], bool], timeout: float, what: str, worker: Inca
     raise AssertionError(f"timed out waiting for {what}\n{worker.tail()}")
 
 
+def _to_the_end(producer: PacedProducer, n_sent: int, worker: Incarnation, bootstrap: str,
+                settings: Settings) -> tuple[dict[str, Any], list[Alert]]:
+    """Once the producer has sent everything and a checkpoint holds all N examples: the worker's state, and every
+    alert on the topic.  Alerts go out before the checkpoint that covers their examples, so by then everything
+    the run will publish is there."""
+    producer.join(120)
+    assert producer.error is None and producer.n_sent == n_sent, (producer.error, producer.n_sent)
+    _wait(lambda: worker.state().get("written_seen", {}).get(MODEL, 0) >= N, 90,
+          f"a checkpoint holding all {N} examples", worker)
+    final = worker.state()
+    return final, [ALERTS.validate_json(m.value()) for m in read_to_end(bootstrap, settings.topics.alerts)]
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_kill_9_while_traffic_flows_gives_the_uninterrupted_alerts_once(kafka_bootstrap: str, tmp_path: Path,
                                                                        seed: int) -> None:
@@ -230,14 +243,7 @@ def test_kill_9_while_traffic_flows_gives_the_uninterrupted_alerts_once(kafka_bo
                 _wait(lambda: worker.metric("driftline_join_restored_total", source="prediction") > 0, 60,
                       "the waiting predictions restored from the join's changelog", worker)
                 restored.append(worker.metric("driftline_join_restored_total", source="prediction"))
-        producer.join(120)
-        assert producer.error is None and producer.n_sent == len(sent), (producer.error, producer.n_sent)
-        # Alerts go out before the checkpoint that covers their examples: once every example is in a written
-        # checkpoint, everything the run will publish is on the topic.
-        _wait(lambda: worker.state().get("written_seen", {}).get(MODEL, 0) >= N, 90,
-              f"a checkpoint holding all {N} examples", worker)
-        final = worker.state()
-        alerts = [ALERTS.validate_json(m.value()) for m in read_to_end(kafka_bootstrap, settings.topics.alerts)]
+        final, alerts = _to_the_end(producer, len(sent), worker, kafka_bootstrap, settings)
         samples = scrape_metrics(worker.port)
     finally:
         exit_code = stop_worker(worker.proc)
@@ -280,12 +286,7 @@ def test_a_crash_between_an_alert_and_its_checkpoint_publishes_it_once(kafka_boo
         assert alert_facts(before) == alert_facts(expected[:1]), "the first worker published the fired alert"
         assert producer.is_alive(), "traffic had stopped before the crash"
         worker = _start(env, tmp_path, 1)
-        producer.join(120)
-        assert producer.error is None and producer.n_sent == len(sent), (producer.error, producer.n_sent)
-        _wait(lambda: worker.state().get("written_seen", {}).get(MODEL, 0) >= N, 90,
-              f"a checkpoint holding all {N} examples", worker)
-        final = worker.state()
-        alerts = [ALERTS.validate_json(m.value()) for m in read_to_end(kafka_bootstrap, settings.topics.alerts)]
+        final, alerts = _to_the_end(producer, len(sent), worker, kafka_bootstrap, settings)
     finally:
         exit_code = stop_worker(worker.proc)
     assert exit_code == 0, f"exit status {exit_code} on SIGTERM\n{worker.tail()}"
