@@ -64,10 +64,6 @@ class AlertReplayGuard:
         """The ids still to be suppressed for ``model``, sorted."""
         return sorted(self._published.get(model, ()))
 
-    def forget(self, model: str) -> None:
-        """The model's partition went to another worker: what it remembered is that worker's business now."""
-        self._published.pop(model, None)
-
     def unsent(self, alerts: Sequence[Alert]) -> list[Alert]:
         """The alerts not published already; each remembered id suppresses one re-derived alert, then is dropped."""
         out = []
