@@ -395,7 +395,8 @@ class IngestThread:
         try:
             self._loop()
         except BaseException as exc:  # handed to the event loop, which crashes the worker with it
-            log.exception("the ingest stage failed")
+            # The status is named here, with the traceback, as well as at the exit: other threads log in between.
+            log.exception("the ingest stage failed; the process exits with status %d", EXIT_STAGE_FAILED)
             self._failure = exc
 
     def _loop(self) -> None:

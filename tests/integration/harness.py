@@ -36,18 +36,20 @@ class ProcessLogs:
 
     def __init__(self) -> None:
         self._read_up_to: dict[Path, int] = {}
-        # (folder, text): a traceback in a log under the folder followed by the text is expected there.
+        # (folder, text): a traceback in a log under the folder, logged with a message holding the text, is expected.
         self._expected: list[tuple[Path, str]] = []
 
     def watch(self, log_path: Path) -> None:
         self._read_up_to.setdefault(log_path, 0)
 
-    def expect(self, folder: Path, followed_by: str) -> None:
-        """Tracebacks in logs under ``folder`` that ``followed_by`` follows are what the test provokes: not failures.
+    def expect(self, folder: Path, logged_with: str) -> None:
+        """Tracebacks in logs under ``folder`` whose log message holds ``logged_with`` are what the test provokes.
 
         For a crash-only exit the test is about (the ingest stage failing during a broker outage, status 71).
+        The message is the line just above the traceback (one logging record writes both at once); what comes
+        after it is not looked at, because other threads' lines come between the traceback and the exit.
         """
-        self._expected.append((folder, followed_by))
+        self._expected.append((folder, logged_with))
 
     def new_tracebacks(self) -> list[str]:
         """Each traceback written since the last call, with its log's name and the lines that follow it."""
@@ -61,7 +63,8 @@ class ProcessLogs:
             start = text.find(TRACEBACK)
             while start >= 0:
                 excerpt = text[start:start + 2500]
-                if not any(path.is_relative_to(folder) and mark in excerpt for folder, mark in self._expected):
+                message = text[text.rfind("\n", 0, max(start - 1, 0)) + 1:start]
+                if not any(path.is_relative_to(folder) and mark in message for folder, mark in self._expected):
                     found.append(f"--- {path} ---\n{excerpt}")
                 start = text.find(TRACEBACK, start + 1)
         return found

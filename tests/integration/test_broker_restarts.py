@@ -136,7 +136,7 @@ def _alerts_once(own_kafka: LocalKafka, topic: str) -> list[Alert]:
 def test_chaos_kill_9_then_broker_restart_during_start_up(own_kafka: LocalKafka, tmp_path: Path) -> None:
     # B may fail by design while the broker is down (a stage whose step cannot be acknowledged exits with status
     # 71, logging why, for its supervisor to restart it): that traceback is this test's subject, not a failure.
-    PROCESS_LOGS.expect(tmp_path, f"exiting with status {EXIT_STAGE_FAILED}")
+    PROCESS_LOGS.expect(tmp_path, f"the ingest stage failed; the process exits with status {EXIT_STAGE_FAILED}")
     env, settings, pairs, produce = _setup(own_kafka, tmp_path, broker_session_timeout="6",
                                            broker_request_timeout="6")
     first_port = free_port()

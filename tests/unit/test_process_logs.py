@@ -22,3 +22,27 @@ def test_a_traceback_is_reported_once_with_its_log_and_clean_lines_are_not(tmp_p
     with log.open("a") as out:
         out.write("Traceback (most recent call last):\nKeyError: 1\nTraceback (most recent call last):\nOSError\n")
     assert len(logs.new_tracebacks()) == 2
+
+
+def test_an_expected_traceback_is_the_one_logged_with_its_message_not_one_the_message_follows(tmp_path: Path) -> None:
+    folder = tmp_path / "crash-test"
+    folder.mkdir()
+    log = folder / "worker.log"
+    logs = ProcessLogs()
+    logs.watch(log)
+    logs.expect(folder, "the stage failed; exits with status 71")
+    # The expected traceback, with other threads' lines (more than an excerpt's worth) before the exit line.
+    log.write_text("[ERROR] the stage failed; exits with status 71\nTraceback (most recent call last):\nOSError\n"
+                   + "[ERROR] broker connection closed\n" * 200 + "[CRITICAL] exiting with status 71\n")
+    assert logs.new_tracebacks() == []
+    # Another record's traceback is reported, though the expected message comes after it.
+    with log.open("a") as out:
+        out.write("[ERROR] task died\nTraceback (most recent call last):\nKeyError: 1\n"
+                  "[ERROR] the stage failed; exits with status 71\n")
+    [found] = logs.new_tracebacks()
+    assert "KeyError: 1" in found
+    # The same message in a log outside the folder is not expected there.
+    other = tmp_path / "other.log"
+    logs.watch(other)
+    other.write_text("[ERROR] the stage failed; exits with status 71\nTraceback (most recent call last):\nOSError\n")
+    assert len(logs.new_tracebacks()) == 1
