@@ -24,6 +24,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Collection, Sequence
+from operator import attrgetter
 from typing import Any
 
 import faust
@@ -57,6 +58,8 @@ from streams.worker.state import MonitorState
 from streams.worker.totals import Totals
 
 __all__ = ["MonitorService"]
+
+_MODEL, _EXAMPLE_MODEL = attrgetter("model"), attrgetter("prediction.model")
 
 log = logging.getLogger(__name__)
 EXIT_FAULT_INJECTED = 72  # Settings.fault_exit_after_alert
@@ -216,7 +219,9 @@ class MonitorService:
                     log.warning("%s[%d]@%d was dead-lettered already: not again", event.message.topic, partition, offset)
                 continue
             # A message carries the items of every model of its partition: each model's share is judged alone.
-            n_items = Counter(p.model for p in decoded.predictions) + Counter(e.prediction.model for e in decoded.labelled)
+            # (map with attrgetter: Counter counts it in C, a generator cost a Python frame step per item.)
+            n_items = Counter(map(_MODEL, decoded.predictions))
+            n_items.update(map(_EXAMPLE_MODEL, decoded.labelled))
             restored = {model for model, n in n_items.items()
                         if model in self.monitors.monitors and not self.checkpointer.arrive(model, partition, offset, n)}
             self._merge_of(partition).add(decoded, MessageRef(partition, offset), wall, skip=restored)
