@@ -183,8 +183,9 @@ class WorkerMetrics:
             buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000),
         )
         self.monitor_input_batches = Counter(
-            "driftline_monitor_input_batches", "Monitor-input messages read: taken decoded from this process's ingest "
-            "stage (handed), or decoded from their bytes (decoded).", ["how"], registry=r)
+            "driftline_monitor_input_batches", "Monitor-input messages read: items taken decoded from this process's "
+            "ingest stage (handed), items decoded from their bytes (decoded), or a watermark (watermark).", ["how"],
+            registry=r)
         self.examples = Counter("driftline_examples", "Labelled examples scored per model.", ["model"], registry=r)
         self.examples_unmonitored = Counter(
             "driftline_examples_unmonitored", "Labelled examples of models absent from the monitor config.", registry=r

@@ -209,9 +209,13 @@ class MonitorService:
             decoded = None
             if self._handoff is not None:
                 decoded = self._handoff.take(partition, handoff_key(event.message.headers), event.value)
-            self.metrics.monitor_input_batches.labels("decoded" if decoded is None else "handed").inc()
+            how = "handed"
             if decoded is None:
                 decoded = decode_monitor_input(event.value, self._max_bytes, self.settings.partitions)
+                # Watermarks apart: "decoded" is the handoff's misses, which cost the stage a decode of every item.
+                carries_items = isinstance(decoded, Rejection) or decoded.predictions or decoded.labelled
+                how = "decoded" if carries_items else "watermark"
+            self.metrics.monitor_input_batches.labels(how).inc()
             if isinstance(decoded, Rejection):
                 if self.checkpointer.first_dead_letter(partition, offset):
                     dead.append((RawRecord("prediction", event.value, source_ref(event)), decoded))

@@ -67,6 +67,10 @@ def test_speech_decay_alerts_and_triggers_only_after_the_change(kafka_bootstrap:
         sent = _produce_scenario(worker, scenario)
         samples = worker.wait_scored(scenario.n_events)
         assert metric_value(samples, "driftline_events_processed_total") == sent
+        # One process: its monitor stage took the items its ingest stage wrote (a batch written before the
+        # monitor stage had its partitions may still be decoded), and read the watermarks apart from them.
+        assert metric_value(samples, "driftline_monitor_input_batches_total", how="handed") > 0
+        assert metric_value(samples, "driftline_monitor_input_batches_total", how="watermark") > 0
         alert_messages = read_to_end_when(kafka_bootstrap, worker.topics.alerts,
                                           lambda ms: len(ms) >= metric_value(samples, "driftline_alerts_total"))
         trigger_messages = read_to_end_when(kafka_bootstrap, worker.topics.retrain,
