@@ -14,7 +14,7 @@ from streams.exceptions import KafkaSecurityError, TopicError
 from streams.settings import Settings
 
 __all__ = ["AdminConnection", "TopicSpec", "connect_admin", "ensure_topics", "faust_topic_specs", "partition_ends",
-           "read_partition", "read_partition_from", "retrainer_topic_specs", "topic_specs"]
+           "read_partition", "read_partition_from", "retrainer_topic_specs", "topic_specs", "watermark_offsets"]
 
 # Errors no retry mends: librdkafka would go on reconnecting (and logging) with the same credentials forever.
 _REFUSED = {KafkaError._AUTHENTICATION: "refused the credentials of DRIFTLINE_KAFKA_SASL_USERNAME={user}",
@@ -175,14 +175,14 @@ def read_partition_from(settings: Settings, topic: str, partition: int, start: i
     # The end is signalled (partition EOF) rather than waited for: in a compacted topic the last offsets may be
     # gone, and waiting for a message at high - 1 would run to the timeout.
     consumer = _reader(settings)
+    deadline = time.monotonic() + timeout
     try:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+        low, high = watermark_offsets(consumer, TopicPartition(topic, partition), deadline)
         first = low if start is None else max(low, start)
         records: list[tuple[int, bytes, bytes | None]] = []
         if high <= first:
             return records
         consumer.assign([TopicPartition(topic, partition, first)])
-        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for message in consumer.consume(10_000, timeout=0.2):
                 error = message.error()
@@ -203,6 +203,47 @@ def read_partition_from(settings: Settings, topic: str, partition: int, start: i
         consumer.close()
 
 
+#: What a client gets while it does not know the partition's leader yet (just started, or the broker restarting):
+#: worth asking again until the deadline.  A worker taking a partition over during a broker restart got
+#: "Local: Unknown partition" and its ingest stage exited.
+_LEADER_UNKNOWN_YET = frozenset({KafkaError._UNKNOWN_PARTITION, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
+                                 KafkaError.LEADER_NOT_AVAILABLE, KafkaError.NOT_LEADER_FOR_PARTITION})
+
+
+def watermark_offsets(consumer: Any, partition: TopicPartition, deadline: float,
+                      retry_seconds: float = 0.5) -> tuple[int, int]:
+    """``consumer.get_watermark_offsets`` (low, high), asked again while the partition's leader is not known yet.
+
+    Gives up (raises) at ``deadline`` (``time.monotonic()``), or at once on any other error.
+
+    >>> class Starting:
+    ...     calls = 0
+    ...     def get_watermark_offsets(self, tp, timeout):
+    ...         self.calls += 1
+    ...         if self.calls < 3:
+    ...             raise KafkaException(KafkaError(KafkaError._UNKNOWN_PARTITION))
+    ...         return 0, 42
+    >>> consumer = Starting()
+    >>> watermark_offsets(consumer, TopicPartition("t", 0), time.monotonic() + 5, retry_seconds=0.01), consumer.calls
+    ((0, 42), 3)
+    >>> consumer = Starting()   # the deadline comes first
+    >>> watermark_offsets(consumer, TopicPartition("t", 0), time.monotonic() + 0.05, retry_seconds=0.04)
+    Traceback (most recent call last):
+    ...
+    cimpl.KafkaException: KafkaError{code=_UNKNOWN_PARTITION,val=-190,str="Local: Unknown partition"}
+    """
+    while True:
+        try:
+            return consumer.get_watermark_offsets(partition, timeout=max(deadline - time.monotonic(), 0.1))
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if not (isinstance(error, KafkaError) and error.code() in _LEADER_UNKNOWN_YET):
+                raise
+            if time.monotonic() + retry_seconds >= deadline:
+                raise
+            time.sleep(retry_seconds)
+
+
 def partition_ends(settings: Settings, topic: str, timeout: float = 60.0) -> dict[int, int]:
     """Each partition of ``topic`` and its end offset (high watermark) now."""
     consumer = _reader(settings)
@@ -210,8 +251,8 @@ def partition_ends(settings: Settings, topic: str, timeout: float = 60.0) -> dic
         metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
         if metadata is None or metadata.error is not None or not metadata.partitions:
             raise TopicError(f"topic {topic} is missing: {None if metadata is None else metadata.error}")
-        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1]
-                for p in sorted(metadata.partitions)}
+        deadline = time.monotonic() + timeout
+        return {p: watermark_offsets(consumer, TopicPartition(topic, p), deadline)[1] for p in sorted(metadata.partitions)}
     except KafkaException as exc:
         raise TopicError(f"reading the end offsets of {topic}: {exc}") from exc
     finally:
