@@ -72,7 +72,7 @@ class DriftlineWorker(faust.Worker):
 
 
 #: faust's consumer_max_fetch_size (see create_app).
-MONITOR_FETCH_BYTES = 16 * 1024 * 1024
+MONITOR_FETCH_BYTES = 8 * 1024 * 1024
 
 
 def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics | None = None) -> faust.App:
@@ -102,9 +102,11 @@ def create_app(settings: Settings, config: MonitorConfig, metrics: WorkerMetrics
         consumer_group_instance_id=settings.instance_id,
         producer_acks=-1,
         # Per partition and fetch.  A monitor-input message carries up to 1,000 items, up to a megabyte: at faust's
-        # default of 1 MiB each fetch brought one or two, and the monitor stage sat idle between them (features20,
-        # --role monitor on a backlog: 60% idle, 13,800 events/s; 19,500 at 16 MiB).  A fetch response stays within
-        # the consumer's fetch_max_bytes (50 MiB) however many partitions it holds.
+        # default of 1 MiB each fetch brought one or two, and the monitor stage sat idle between them (py-spy on a
+        # --role monitor process over a features20 backlog: 60% in select()).  features20, 200k predictions,
+        # --role all: 10,900 events/s at 1 MiB, 13,900-14,200 at 4, 15,100-15,700 at 8, 15,100-17,600 at 16 MiB, which
+        # held ~70 MiB more at its peak than 8 did.  A response stays within fetch_max_bytes (50 MiB) however many
+        # partitions it holds.
         consumer_max_fetch_size=MONITOR_FETCH_BYTES,
         # Faust's own table/recovery machinery is unused for now; keep its logs quiet.
         loghandlers=[],
