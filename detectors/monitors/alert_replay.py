@@ -8,6 +8,10 @@ when it was written (as far as the worker knew: every alert published later lies
 worker reads that partition from there to its end, and the ids it finds for the model are not sent again when
 the replay re-derives them.
 
+A model with no checkpoint to restore (it crashed before its first, or its checkpoint recorded no end) replays
+from its first input still unacked, so any alert it ever published may come again: its alerts are read back from
+the partition's first offset (:func:`read_back_starts`).
+
 Everything here is pure; the worker reads the topic.
 """
 
@@ -17,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from schemas.events import Alert
 
-__all__ = ["AlertReplayGuard"]
+__all__ = ["AlertReplayGuard", "read_back_starts"]
 
 
 class AlertReplayGuard:
@@ -75,3 +79,15 @@ class AlertReplayGuard:
             else:
                 out.append(alert)
         return out
+
+
+def read_back_starts(models: Iterable[str], recorded_ends: Mapping[str, int | None]) -> dict[str, int]:
+    """Where each of ``models`` (those of one restored monitor-input partition) has its alerts read back from:
+    the end its restored checkpoint recorded (``recorded_ends``), else the partition's first offset, 0.
+
+    Examples
+    --------
+    >>> read_back_starts(["restored", "no-end-recorded", "never-checkpointed"], {"restored": 12, "no-end-recorded": None})
+    {'restored': 12, 'no-end-recorded': 0, 'never-checkpointed': 0}
+    """
+    return {model: end if (end := recorded_ends.get(model)) is not None else 0 for model in models}

@@ -31,7 +31,7 @@ import faust
 
 from detectors.ingest.merge import Held, MonitorInputOrder, decode_monitor_input
 from detectors.ingest.stage import RawRecord
-from detectors.monitors.alert_replay import AlertReplayGuard
+from detectors.monitors.alert_replay import AlertReplayGuard, read_back_starts
 from detectors.monitors.checkpoint import Checkpointer
 from detectors.monitors.episodes import MonitorResult
 from detectors.monitors.monitor_set import MonitorSet
@@ -50,6 +50,7 @@ from streams.worker.messages import (
     MessageRef,
     SourceRef,
     dead_letter_headers,
+    partition_of,
     source_ref,
 )
 from streams.worker.handoff import BatchHandoff, handoff_key
@@ -347,8 +348,8 @@ class MonitorService:
         await self._alert_log.read_back(self.replay_guard, alerts_from)
 
     def _install_checkpoints(self, partition: int) -> dict[str, int]:
-        """Install the verified checkpoints of ``partition``; each restored model's recorded alert-partition end."""
-        alerts_from: dict[str, int] = {}
+        """Install the verified checkpoints of ``partition``; where each of its models' alerts are read back from."""
+        recorded_ends: dict[str, int | None] = {}
         for checkpoint in self._state.checkpoints(partition):  # verified: refused records are counted there
             current = self.monitors.monitors.get(checkpoint.model)
             if current is None:
@@ -359,15 +360,16 @@ class MonitorService:
             self.monitors.install(checkpoint.model, checkpoint.monitor, checkpoint.segments, checkpoint.data,
                                   checkpoint.metrics, checkpoint.n_predictions, checkpoint.estimates, checkpoint.pool)
             self.checkpointer.restore(checkpoint)
-            if checkpoint.alerts_end is not None:
-                alerts_from[checkpoint.model] = checkpoint.alerts_end
+            recorded_ends[checkpoint.model] = checkpoint.alerts_end
             self.n_restored += 1
             log.warning("restored %s from its checkpoint at monitor-input offset %d (%d examples seen)",
                         checkpoint.model, checkpoint.next_offset, checkpoint.monitor.n_seen)
         self._restored_partitions.add(partition)
         if self._handoff is not None:
             self._handoff.want(partition)
-        return alerts_from
+        # Models without a restored checkpoint replay from their first unacked input: all their alerts are read.
+        models = [m for m in self.monitors.monitors if partition_of(m.encode(), self.settings.partitions) == partition]
+        return read_back_starts(models, recorded_ends)
 
     async def _write_checkpoint(self, only: set[str] | None = None) -> None:
         """Write the changed models' state, then ack the events it wholly covers (call under the lock).

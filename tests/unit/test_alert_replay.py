@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from detectors.monitors.alert_replay import AlertReplayGuard
+from detectors.monitors.alert_replay import AlertReplayGuard, read_back_starts
 from detectors.monitors.checkpoint import Checkpoint, Checkpointer, decode_checkpoint, encode_checkpoint
 from detectors.monitors.monitor_set import MonitorSet
 from detectors.monitors.signed_state import StateSigner
@@ -72,6 +72,26 @@ def test_alerts_published_after_the_checkpoint_are_not_sent_again_by_the_replay(
     assert [a.alert_id for a in sent + resent] == [a.alert_id for a in expected], "each id published once"
     assert guard.n_suppressed == n_published_since and guard.published_after_checkpoint(MODEL) == []
     assert guard.unsent(rederived) == rederived, "an id suppresses one re-derived alert, not every later one"
+
+
+def test_alerts_published_before_the_first_checkpoint_are_not_sent_again_by_the_replay() -> None:
+    """The crash comes before the model's first checkpoint: nothing to restore, the replay starts at its first
+    message, and every alert of the model's on the partition is read back (from offset 0)."""
+    messages = _messages()
+    first, cp = MonitorSet(CONFIG, build_detector), Checkpointer(10, 5000)
+    sent = _run(first, cp, messages, 0, 22)
+    assert [a.detector for a in sent] == ["bernoulli_glr"]
+    topic = [(0, "another-model", "x"), (1, MODEL, sent[0].alert_id)]
+
+    second, cp2, guard = MonitorSet(CONFIG, build_detector), Checkpointer(10, 5000), AlertReplayGuard()
+    starts = read_back_starts([MODEL], {})
+    assert starts == {MODEL: 0}
+    guard.remember_published(topic, starts)
+    rederived = _run(second, cp2, messages, 0, len(messages))
+    resent = guard.unsent(rederived)
+    assert [a.alert_id for a in rederived][:1] == [sent[0].alert_id], "the replay decides it again"
+    assert [a.alert_id for a in sent + resent] == [a.alert_id for a in rederived], "each id published once"
+    assert guard.n_suppressed == 1
 
 
 def test_the_known_end_of_a_partition_only_grows() -> None:
