@@ -200,7 +200,22 @@ def _wait(condition: Callable[[], bool], timeout: float, what: str, worker: Inca
         if condition():
             return
         time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}\nstate: {worker.state()}\n{_progress(worker)}\n{worker.tail()}")
+    raise AssertionError(f"timed out waiting for {what}\nstate: {worker.state()}\n{_progress(worker)}\n"
+                         f"{worker.tail()}\n--- where our code waits (SIGUSR1) ---\n{_our_frames(worker)}")
+
+
+def _our_frames(worker: Incarnation) -> str:
+    """Our frames in every thread and asyncio task of the worker: mode's worker prints the stacks on SIGUSR1."""
+    start = worker.log_path.stat().st_size
+    worker.proc.send_signal(signal.SIGUSR1)
+    time.sleep(2)
+    with worker.log_path.open(errors="replace") as log:
+        log.seek(start)
+        lines = log.read().splitlines()
+    keep = [i for i, line in enumerate(lines) if line.startswith("THREAD ")
+            or line.lstrip().startswith("File ") and ("/streams/" in line or "/detectors/" in line)]
+    return "\n".join(lines[i] + ("" if lines[i].startswith("THREAD ") or i + 1 >= len(lines) else "\n" + lines[i + 1])
+                     for i in keep)
 
 
 def _progress(worker: Incarnation) -> str:
