@@ -152,6 +152,9 @@ def worker(
     if role:
         overrides["worker_role"] = role
     settings = load_settings(**overrides)
+    from detectors import calibration
+
+    calibration.use_cache_dir(settings.calibration_dir)
     monitor_config = load_monitor_config(settings.monitor_config)
     _warn_about(monitor_config, lambda text: logging.getLogger("streams.cli").warning("%s", text))
     # Build the monitors once up front so a bad detector parameter fails here, naming its field.
