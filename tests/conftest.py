@@ -1,5 +1,4 @@
-"""Shared fixtures: one real Apache Kafka per test session (or DRIFTLINE_KAFKA_BOOTSTRAP), one real MLflow server,
-and one calibration cache per session, for the tests and the workers they start."""
+"""Shared fixtures: one real Apache Kafka per test session (or DRIFTLINE_KAFKA_BOOTSTRAP), one real MLflow server."""
 
 from __future__ import annotations
 
@@ -12,28 +11,6 @@ import pytest
 
 if TYPE_CHECKING:
     from tests.mlflow_server import MlflowServer
-
-
-@pytest.fixture(scope="session", autouse=True)
-def session_calibration_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The detectors' thresholds, simulated by the code under test in this session, and only once in it.
-
-    Thresholds an earlier checkout cached under the shared temp dir are not what these tests measure.  The
-    workers the integration tests start get the directory too (DRIFTLINE_CALIBRATION_DIR): on a clean machine
-    they would otherwise simulate again most of what the unit tests did, about 80 s of CI's time.
-    """
-    from detectors import calibration
-
-    directory = tmp_path_factory.mktemp("calibration")
-    calibration.use_cache_dir(directory)
-    before = os.environ.get("DRIFTLINE_CALIBRATION_DIR")
-    os.environ["DRIFTLINE_CALIBRATION_DIR"] = str(directory)
-    yield directory
-    calibration.use_cache_dir(None)
-    if before is None:
-        os.environ.pop("DRIFTLINE_CALIBRATION_DIR", None)
-    else:
-        os.environ["DRIFTLINE_CALIBRATION_DIR"] = before
 
 
 @pytest.fixture(scope="session")
