@@ -210,7 +210,7 @@ class WorkerMetrics:
         self.alert_latency = Histogram(
             "driftline_alert_latency_seconds",
             # Event times can be historical (replays, backtests), so this is the pipeline's delay, not event-time delay.
-            "Wall time from the Kafka timestamp of the oldest labelled example in the batch that raised an alert "
+            "Wall time from the Kafka timestamp of the oldest monitor-input message whose items raised an alert "
             "to the alert being handed to the producer.",
             ["model"], registry=r,
             buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
@@ -479,9 +479,9 @@ class WorkerMetrics:
         for model, delays in by_model.items():
             observe_all(self.label_delay.labels(model), delays)
 
-    def observe_alert_latency(self, alerts: Iterable[Any], events: Sequence[Any]) -> None:
-        """Pipeline delay of each alert: now minus the oldest Kafka timestamp of the batch that raised it."""
-        stamps = [e.message.timestamp for e in events if e.message.timestamp]
+    def observe_alert_latency(self, alerts: Iterable[Any], stamps: Sequence[float]) -> None:
+        """Pipeline delay of each alert: now minus the oldest of ``stamps``, the Kafka timestamps (s) of the
+        messages whose items raised it."""
         if not stamps:
             return
         latency = max(time.time() - min(stamps), 0.0)

@@ -289,14 +289,23 @@ class MonitorService:
                         "acknowledged, before their checkpoint", n_alerts_sent)
             os._exit(EXIT_FAULT_INJECTED)
         metrics.observe_label_delay(examples, monitors.monitors)
+        if result.alerts:
+            # From the messages the items came in, not this batch's: released items may have waited in the
+            # merge, and items released while the input is quiet (events=[]) raise alerts too.
+            metrics.observe_alert_latency(result.alerts, self._kafka_timestamps([*predictions, *labelled]))
         if events:
-            metrics.observe_alert_latency(result.alerts, events)
             metrics.batch_seconds.labels("monitor").observe(time.perf_counter() - started)
         if self.checkpointer.due(time.time()):
             await self._write_checkpoint()
         elif result.alerts or result.triggers:
             # Right after alerts, so that a replay after a crash does not re-derive and re-send them.
             await self._write_checkpoint({each.model for each in [*result.alerts, *result.triggers]})
+
+    def _kafka_timestamps(self, items: Sequence[Held[MessageRef]]) -> list[float]:
+        """The Kafka timestamps (s) of the held messages ``items`` came in (held until checkpointed, so all are)."""
+        refs = {(held_item.ref.partition, held_item.ref.offset) for held_item in items}
+        return [e.message.timestamp for e in self._held
+                if e.message.timestamp and (e.message.partition, e.message.offset) in refs]
 
     def _publish(self, result: MonitorResult, dead: Sequence[Dead]) -> None:
         unsent = {id(alert) for alert in self.replay_guard.unsent(result.alerts)}

@@ -256,9 +256,14 @@ def _check_while_running(worker, prometheus, dashboards, recordings, alerts, che
                          problems, exempted) -> None:
     _drive(worker, prometheus)
     n_read = 2 * N_EVENTS + N_GARBAGE + N_ORPHANS
+    # The monitor stage too: the alerts' series move only once it has scored the decay.  It can lag the join by
+    # the seconds a threshold simulation takes when a warm-up ends on an empty calibration cache (a clean
+    # machine), and then alert at the very end: a CI run checked the panels before any alert had fired.
     prometheus.wait_for(f"sum(driftline_events_read_total) >= {n_read} and sum(driftline_join_pending) == 0"
-                        f" and sum(driftline_events_processed_total) >= {2 * N_EVENTS}",
-                        60, "the worker to read and join every event and expire the orphans")
+                        f" and sum(driftline_events_processed_total) >= {2 * N_EVENTS}"
+                        f" and sum(driftline_examples_total) >= {N_EVENTS}"
+                        f" and sum(driftline_alert_latency_seconds_count) >= sum(driftline_alerts_total) > 0",
+                        120, "the worker to read, join and score every event, alert, and expire the orphans")
     prometheus.wait_for("driftline:label_coverage:ratio_rate5m", 10, "the recording rules to be evaluated")
     processed = prometheus.query("sum(driftline_events_processed_total)")
     assert float(processed[0]["value"][1]) == 2 * N_EVENTS
