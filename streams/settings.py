@@ -148,9 +148,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _registry_complete(self) -> Settings:
-        from retrainer.mlflow_registry import tracking_uri_problem
-
         if self.registry == "mlflow":
+            # Imported here: the retrainer package imports river's learners, and with them pandas, scikit-learn
+            # and SQLAlchemy, which a worker with the file registry never needs (about 100 MiB resident).
+            from retrainer.mlflow_registry import tracking_uri_problem
+
             if not self.mlflow_tracking_uri:
                 raise IncompleteSettings([("mlflow_tracking_uri", "is required when DRIFTLINE_REGISTRY=mlflow")])
             problem = tracking_uri_problem(self.mlflow_tracking_uri)

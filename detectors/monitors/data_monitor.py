@@ -134,7 +134,7 @@ class _Channel:
     # monitor's time at 20 features.  None until asked (a checkpoint from before this field reads the default).
     reference_center: tuple[float, float] | None = None
 
-    def robust_reference(self) -> tuple[float, float]:
+    def reference_median_and_spread(self) -> tuple[float, float]:
         """The frozen numeric reference's median and robust spread (:func:`detectors.distribution.robust_reference`)."""
         if self.reference_center is None:
             assert isinstance(self.reference, np.ndarray)
@@ -453,7 +453,7 @@ class DataMonitor:
         if len(ref) < 2 or len(cur) < 2:
             return None
         result = ks(ref, cur)
-        ref_median, scale = channel.robust_reference()
+        ref_median, scale = channel.reference_median_and_spread()
         cur_median = float(np.median(cur))
         shift = (cur_median - ref_median) / (scale or 1.0)
         description = (
@@ -543,7 +543,7 @@ class DataMonitor:
         if kind == "scores":
             values = np.asarray(recent, dtype=float)
             values = values[np.isfinite(values)]
-            ref_median, scale = channel.robust_reference()
+            ref_median, scale = channel.reference_median_and_spread()
             cur_median = float(np.median(values)) if len(values) else math.nan
             shift = (cur_median - ref_median) / (scale or 1.0)
             return (f"{self._label}: {what} drifted from {self._reference_source}: median of the last "
