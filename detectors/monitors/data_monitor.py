@@ -130,8 +130,8 @@ class _Channel:
     reference: list[Hashable] | npt.NDArray[np.float64] = field(default_factory=list)
     reference_counts: Counter[Hashable] = field(default_factory=Counter)
     block: list[Hashable] = field(default_factory=list)
-    # The frozen numeric reference's (median, robust spread), computed once: per block it cost a seventh of the
-    # monitor's time at 20 features.  None until asked (a checkpoint from before this field reads the default).
+    # The frozen numeric reference's (median, robust spread), computed once: per block it cost about 6% of the
+    # offline features20 monitors' time.  None until asked (a checkpoint from before this field reads the default).
     reference_center: tuple[float, float] | None = None
 
     def reference_median_and_spread(self) -> tuple[float, float]:
