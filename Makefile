@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install demo test test-unit test-integration bench bench-detectors bench-monitors kafka-start kafka-stop lint clean
+.PHONY: help install demo test test-unit test-integration bench bench-detectors bench-monitors calibration-table kafka-start kafka-stop lint clean
 
 help:
 	@echo "make demo             replay the speech-accuracy-decay scenario through a real worker on a local Kafka"
@@ -17,6 +17,7 @@ help:
 	@echo "make bench-detectors  detection delay, false alarms and speed: ours vs river's"
 	@echo "make bench-monitors   the monitors (issue 13): label-free estimates, the false-alarm budget, early segments,"
 	@echo "                      sequential data tests; before vs after vs a chunked baseline"
+	@echo "make calibration-table  simulate the shipped alarm thresholds again, after an edit to their simulation"
 	@echo "make kafka-start|kafka-stop  the local broker on 127.0.0.1:9092"
 
 $(STAMP): pyproject.toml
@@ -49,6 +50,9 @@ bench-detectors: $(STAMP)
 bench-monitors: $(STAMP)
 	$(PY) benchmarks/bench_monitors_performance.py
 	$(PY) benchmarks/bench_monitors_data.py
+
+calibration-table: $(STAMP)
+	$(PY) scripts/calibration_table.py
 
 kafka-start: $(STAMP)
 	$(VENV)/bin/driftline kafka start

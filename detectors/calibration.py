@@ -40,6 +40,12 @@ numpy's version, so a changed simulation is never served a stale threshold.
 The simulation is seeded from the parameters alone, so the threshold is
 deterministic and the same after an edit that does not change the simulation.
 
+The sets the bundled configs, scenarios and tests ask for are shipped, simulated
+by this code, in ``calibration_table.json`` beside this module
+(``make calibration-table`` writes it), under the same hash: a fresh machine or
+container serves them at once instead of simulating each for up to ~4 s in the
+monitor stage, and a table from other code or another numpy is ignored.
+
 The threshold is conservative: measured on stationary streams at a horizon of
 2,000 (``tests/unit/test_detectors_calibration.py``), the mean gap between
 false alarms is 1.4 to 3.4 times the horizon (Bernoulli p=0.3 to p=0.02) and
@@ -67,7 +73,8 @@ from detectors import cusum_bank, distribution
 from detectors.cusum_bank import bernoulli_rows, gaussian_rows, normal_scores, randomized_normal_scores
 from detectors.distribution import robust_reference
 
-__all__ = ["MAX_DIRECT", "MAX_DIRECT_BERNOULLI", "calibrated_threshold", "simulate_maxima", "use_cache_dir"]
+__all__ = ["MAX_DIRECT", "MAX_DIRECT_BERNOULLI", "TABLE", "calibrated_threshold", "shipped_table", "simulate_key",
+           "simulate_maxima", "simulation_fingerprint", "use_cache_dir"]
 
 # Part of the parameter key, which seeds the simulation (crc32): changing it would change every threshold and
 # the golden alarm indices with them.  Staleness of cached files is the simulation fingerprint's job, not this.
@@ -83,6 +90,8 @@ MAX_DIRECT_BERNOULLI = 1_000_000
 # Bernoulli baselines are bucketed on the log-odds scale, a quarter-unit apart,
 # so nearby estimates share one simulation.
 _LOGIT_STEP = 0.25
+#: The shipped thresholds: ``{"simulation": <fingerprint>, "thresholds": {<parameter key>: <nats>}}``.
+TABLE = Path(__file__).with_name("calibration_table.json")
 
 
 def _bucket(p0: float) -> float:
@@ -104,11 +113,27 @@ def use_cache_dir(path: str | os.PathLike[str] | None) -> None:
 
 
 @functools.cache
-def _simulation_fingerprint() -> str:
+def simulation_fingerprint() -> str:
+    """The hash of the simulation's code and of numpy's version that cached and shipped thresholds are keyed on."""
     digest = hashlib.sha256(np.__version__.encode())
     for module_file in (__file__, cusum_bank.__file__, distribution.__file__):
         digest.update(Path(module_file).read_bytes())
     return digest.hexdigest()[:16]
+
+
+@functools.cache
+def shipped_table(fingerprint: str) -> dict[str, float]:
+    """The shipped thresholds, if they were simulated by the code of ``fingerprint``; else none.
+
+    Only numbers are taken from the file (a malformed one is ignored, as if absent): nothing in it is run.
+    """
+    try:
+        table = json.loads(TABLE.read_text())
+        if table["simulation"] != fingerprint:
+            return {}
+        return {str(key): float(value) for key, value in table["thresholds"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
 
 
 def calibrated_threshold(kind: str, horizon: float, warmup: int, spec: dict[str, Any]) -> float:
@@ -143,7 +168,10 @@ def calibrated_threshold(kind: str, horizon: float, warmup: int, spec: dict[str,
 
 @functools.lru_cache(maxsize=256)
 def _cached(key: str) -> float:
-    fingerprint = _simulation_fingerprint()
+    fingerprint = simulation_fingerprint()
+    shipped = shipped_table(fingerprint).get(key)
+    if shipped is not None:
+        return shipped
     directory = _cache_dir or Path(tempfile.gettempdir()) / "driftline-calibration"
     path = directory / (hashlib.sha1(f"{fingerprint} {key}".encode()).hexdigest() + ".json")
     try:
@@ -152,9 +180,7 @@ def _cached(key: str) -> float:
             return float(stored["threshold"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    _, kind, horizon, warmup, items = json.loads(key)
-    spec = {k: tuple(v) if isinstance(v, list) else v for k, v in items}
-    threshold = _calibrate(kind, horizon, warmup, spec, zlib.crc32(key.encode()))
+    threshold = simulate_key(key)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -164,6 +190,13 @@ def _cached(key: str) -> float:
         # A read-only temp dir only costs a re-simulation in the next process.
         pass
     return threshold
+
+
+def simulate_key(key: str) -> float:
+    """The threshold of one parameter key (as :func:`calibrated_threshold` forms it), simulated, no cache asked."""
+    _, kind, horizon, warmup, items = json.loads(key)
+    spec = {k: tuple(v) if isinstance(v, list) else v for k, v in items}
+    return _calibrate(kind, horizon, warmup, spec, zlib.crc32(key.encode()))
 
 
 def _calibrate(kind: str, horizon: float, warmup: int, spec: dict[str, Any], seed: int) -> float:

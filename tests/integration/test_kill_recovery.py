@@ -97,14 +97,19 @@ def _checkpoint_page(port: int) -> dict[str, Any]:
 
 
 class PacedProducer(threading.Thread):
-    """Sends the events at ``PER_SECOND`` utterances a second, whatever happens to the workers."""
+    """Sends the events at ``PER_SECOND`` utterances a second, whatever happens to the workers, until
+    :meth:`rush` lets the rest go at once (once the last worker is up, pacing only makes the test longer)."""
 
     def __init__(self, settings: Settings, events: list[PredictionEvent | OutcomeEvent]) -> None:
         super().__init__(daemon=True)
         self._logger = PredictionLogger(settings.confluent_config(), settings.topics)
         self._events = events
+        self._rushed = threading.Event()
         self.n_sent = 0
         self.error: BaseException | None = None
+
+    def rush(self) -> None:
+        self._rushed.set()
 
     def run(self) -> None:
         try:
@@ -114,9 +119,9 @@ class PacedProducer(threading.Thread):
                     self._logger.log_prediction(event)
                     n_predictions += 1
                     ahead = n_predictions / PER_SECOND - (time.monotonic() - started)
-                    if ahead > 0:
+                    if ahead > 0 and not self._rushed.is_set():
                         self._logger.flush(0)
-                        time.sleep(ahead)
+                        self._rushed.wait(ahead)
                 else:
                     self._logger.log_outcome(event)
                 self.n_sent += 1
@@ -266,6 +271,7 @@ def test_kill_9_while_traffic_flows_gives_the_uninterrupted_alerts_once(kafka_bo
                 _wait(lambda: worker.metric("driftline_join_restored_total", source="prediction") > 0, 60,
                       "the waiting predictions restored from the join's changelog", worker)
                 restored.append(worker.metric("driftline_join_restored_total", source="prediction"))
+        producer.rush()
         final, alerts = _to_the_end(producer, len(sent), worker, kafka_bootstrap, settings)
         samples = scrape_metrics(worker.port)
     finally:
@@ -316,6 +322,7 @@ def test_a_crash_between_an_alert_and_its_checkpoint_publishes_it_once(kafka_boo
         assert alert_facts(before) == alert_facts(expected[:1]), "the first worker published the fired alert"
         assert producer.is_alive(), "traffic had stopped before the crash"
         worker = _start(env, tmp_path, 1)
+        producer.rush()
         final, alerts = _to_the_end(producer, len(sent), worker, kafka_bootstrap, settings)
     finally:
         exit_code = stop_worker(worker.proc)

@@ -60,7 +60,7 @@ GAUSSIAN_BANK = {"shifts": (0.5, 1.0), "variance_ratios": (), "two_sided": False
 def test_a_threshold_cached_by_another_simulation_is_not_served(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, session_calibration_cache: Path) -> None:
     def threshold_simulated_by(simulation: str) -> float:
-        monkeypatch.setattr(calibration, "_simulation_fingerprint", lambda: simulation)
+        monkeypatch.setattr(calibration, "simulation_fingerprint", lambda: simulation)
         calibration.use_cache_dir(tmp_path)  # also forgets the thresholds held in memory
         return calibration.calibrated_threshold("gaussian", 1000.0, 200, GAUSSIAN_BANK)
 
@@ -72,6 +72,58 @@ def test_a_threshold_cached_by_another_simulation_is_not_served(
         assert threshold_simulated_by("simulation-b") == simulated
         assert len(list(tmp_path.glob("*.json"))) == 2
     finally:
+        calibration.use_cache_dir(session_calibration_cache)
+
+
+def test_the_shipped_thresholds_were_simulated_by_this_code() -> None:
+    table = json.loads(calibration.TABLE.read_text())
+    assert table["simulation"] == calibration.simulation_fingerprint(), (
+        "the simulation's code (or numpy) changed since detectors/calibration_table.json was written, so the table is "
+        "ignored and every set is simulated again: run `make calibration-table`")
+
+
+def _cost(key: str) -> float:
+    """About what simulating a set costs, in streams times updates (Bernoulli horizons up to 1M are direct)."""
+    _, kind, horizon, _, _ = json.loads(key)
+    direct = min(horizon, calibration.MAX_DIRECT_BERNOULLI if kind == "bernoulli" else calibration.MAX_DIRECT)
+    return max(1.0, direct / calibration.MAX_DIRECT) * min(direct, 20_000)
+
+
+def test_shipped_thresholds_are_what_the_simulation_gives_now() -> None:
+    """A sample across kinds and horizons, re-simulated: the table holds the simulation's results, not edits.
+
+    ``python scripts/calibration_table.py --check`` re-simulates all of them (a few minutes)."""
+    shipped = calibration.shipped_table(calibration.simulation_fingerprint())
+    assert len(shipped) > 100, "the table is stale or missing (see the test above)"
+    by_cost = sorted(shipped, key=_cost)
+    # Every 12th of the cheaper half, and the dearest Bernoulli set (a 1M-horizon direct simulation): about 10 s.
+    sample = by_cost[:len(by_cost) // 2:12] + [max((k for k in shipped if '"bernoulli"' in k), key=_cost)]
+    assert {json.loads(k)[1] for k in sample} == {"bernoulli", "gaussian"}
+    for key in sample:
+        assert calibration.simulate_key(key) == shipped[key], key
+
+
+def test_a_shipped_threshold_is_served_only_to_the_simulation_that_wrote_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, session_calibration_cache: Path) -> None:
+    key = json.dumps([calibration._SEED_SALT, "gaussian", 1000.0, 200, sorted(GAUSSIAN_BANK.items())])
+    table = tmp_path / "table.json"
+    table.write_text(json.dumps({"simulation": "simulation-a", "thresholds": {key: 42.0}}))
+    monkeypatch.setattr(calibration, "TABLE", table)
+
+    def threshold_simulated_by(simulation: str) -> float:
+        monkeypatch.setattr(calibration, "simulation_fingerprint", lambda: simulation)
+        calibration.use_cache_dir(tmp_path / simulation)
+        calibration.shipped_table.cache_clear()
+        return calibration.calibrated_threshold("gaussian", 1000.0, 200, GAUSSIAN_BANK)
+
+    try:
+        assert threshold_simulated_by("simulation-a") == 42.0
+        assert not (tmp_path / "simulation-a").exists(), "a shipped threshold is not simulated or cached again"
+        assert 2.0 < threshold_simulated_by("simulation-b") < 7.0
+        table.write_text("not json")
+        assert 2.0 < threshold_simulated_by("simulation-a") < 7.0
+    finally:
+        calibration.shipped_table.cache_clear()
         calibration.use_cache_dir(session_calibration_cache)
 
 
