@@ -90,6 +90,8 @@ class BrokerRun:
     faust_count: float
     worker: WorkerRun
     two_workers: WorkerRun
+    #: The same two, started on empty topics and given the backlog once their groups had settled.
+    two_settled: WorkerRun
     #: One worker of the ingest role and one of the monitor role: each stage in a process (a core) of its own.
     split_roles: WorkerRun
     #: Records the worker wrote to the join's changelog (entries, tombstones, resolved lists, positions).
@@ -131,8 +133,9 @@ def run_on_broker(bootstrap: str, workload: Workload, n_predictions: int, partit
     # The two workers read the same events from topics of their own: they would otherwise read the single
     # worker's monitor-input batches as well as their own.
     pair = fresh_settings(bootstrap, f"{workload.name}-x2", partitions)
+    settled = fresh_settings(bootstrap, f"{workload.name}-x2-settled", partitions)
     split = fresh_settings(bootstrap, f"{workload.name}-roles", partitions)
-    for each in (settings, pair, split):
+    for each in (settings, pair, settled, split):
         ensure_topics(each)
     config = work / f"{settings.app_id}.yaml"
     config.write_text(workload.config())
@@ -151,9 +154,12 @@ def run_on_broker(bootstrap: str, workload: Workload, n_predictions: int, partit
     faust_count = faust_count_rate(bootstrap, settings.topics, n_events, work)
     worker = time_workers(single, n_predictions, watch, [work / f"{settings.app_id}.log"])
     two_workers = time_workers(double, n_predictions, watch, [work / f"{pair.app_id}-{i}.log" for i in range(2)])
+    two_settled = time_workers(worker_envs(settled, config, work, 2), n_predictions, watch,
+                               [work / f"{settled.app_id}-{i}.log" for i in range(2)],
+                               lambda: produce_backlog(bootstrap, settled.topics, workload, n_predictions))
     split_roles = time_workers(roles, n_predictions, watch, [work / f"{split.app_id}-{r}.log" for r in ("ingest", "monitor")])
     after = ceiling(bootstrap, settings.topics, n_events)
-    return BrokerRun(produce_s, before, after, faust_count, worker, two_workers, split_roles,
+    return BrokerRun(produce_s, before, after, faust_count, worker, two_workers, two_settled, split_roles,
                      sum(end_offsets(bootstrap, settings.join_state_topic, partitions)))
 
 
@@ -218,6 +224,10 @@ def print_table(workload: Workload, n_predictions: int, offline: dict[str, float
         _row("2 driftline workers, one app id: ingest", w2.ingest_rate, mean_ceiling)
         _row(f"2 driftline workers, one app id: end to end ({_monitors(w2, n_predictions)})", w2.rate, mean_ceiling,
              _worker_memory(w2))
+        w2s = broker.two_settled
+        _row("2 workers, group settled before the backlog: ingest", w2s.ingest_rate, mean_ceiling)
+        _row(f"2 workers, group settled before the backlog: end to end ({_monitors(w2s, n_predictions)})", w2s.rate,
+             mean_ceiling, _worker_memory(w2s))
         ws = broker.split_roles
         _row("--role ingest + --role monitor, 2 processes: ingest", ws.ingest_rate, mean_ceiling)
         _row(f"--role ingest + --role monitor, 2 processes: end to end ({_monitors(ws, n_predictions)})", ws.rate,
@@ -228,10 +238,14 @@ def print_table(workload: Workload, n_predictions: int, offline: dict[str, float
         print(f"2 workers / 1 worker, end to end = {w2.rate / w.rate:.2f}; the 2 workers are timed from the first "
               f"read of either (placed within {w2.start_resolution:.2f} s), rebalance included, to every example "
               "scored across both (each model's count read from the worker that has it furthest)")
+        print(f"2 workers in a settled group / 1 worker, end to end = {w2s.rate / w.rate:.2f}; the backlog is produced "
+              "once both hold partitions of both stages (for 2 s), so they read it as it arrives, and no rebalance "
+              "falls into the run")
         print(f"join changelog: {broker.changelog_records:,} records written, "
               f"{broker.changelog_records / n_events:.2f} per event")
         _worker_notes(w, "the worker", n_predictions)
         _worker_notes(w2, "the 2 workers", n_predictions)
+        _worker_notes(w2s, "the 2 workers in a settled group", n_predictions)
         _worker_notes(ws, "the ingest and monitor processes", n_predictions)
     print(f"offline: {offline['examples']:,} examples scored, {offline['predictions_watched']:,} predictions watched, "
           f"{offline['windows_judged']:,} drift windows judged, {offline['alerts']:,} alerts, "

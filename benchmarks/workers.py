@@ -8,9 +8,11 @@ them to every example scored across them all.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,12 +95,30 @@ class WorkerRun:
     start_resolution: float  # seconds within which the first read is placed
 
 
-def time_workers(envs: list[dict[str, str]], n_predictions: int, watch: bool, logs: list[Path]) -> WorkerRun:
+def _settled(ports: list[int], partitions: int) -> bool:
+    """Every worker holds source and monitor-input partitions, and between them every partition of each."""
+    samples = [scrape_metrics(port) for port in ports]
+    if not all(samples):
+        return False
+    held = {stage: [metric_sum(s, "driftline_assigned_partitions", stage=stage) for s in samples]
+            for stage in ("ingest", "monitor")}
+    # The ingest stage holds a partition of each source topic per partition number.
+    return (all(held["ingest"]) and all(held["monitor"]) and sum(held["ingest"]) == 2 * partitions
+            and sum(held["monitor"]) == partitions)
+
+
+def time_workers(envs: list[dict[str, str]], n_predictions: int, watch: bool, logs: list[Path],
+                 produce_once_settled: Callable[[], None] | None = None) -> WorkerRun:
     """Time workers from the first read of any to their last ingest batch, and to every example scored and prediction watched.
 
     /metrics is read before the first event and after the last, never in between: with 1,000 models
     the page is megabytes and takes the worker's event loop a good part of a second to render.  In
     between, the small /checkpoint page tells how many examples and predictions the monitors have seen.
+
+    With ``produce_once_settled`` the workers start on empty topics, and it is run (in a thread) once their
+    groups have settled: every worker holding partitions of both stages, the same for 2 s.  The figure is
+    then the group's combined rate, with no rebalance in it; without, the backlog is there before they
+    start, and the first rebalance falls into the run.
     """
     procs = [start_worker(env, log) for env, log in zip(envs, logs, strict=True)]
     ports = [int(env["DRIFTLINE_WEB_PORT"]) for env in envs]
@@ -109,7 +129,16 @@ def time_workers(envs: list[dict[str, str]], n_predictions: int, watch: bool, lo
         if time.monotonic() > deadline or any(proc.poll() is not None for proc in procs):
             raise SystemExit(f"the worker(s) did not {what}; see {', '.join(map(str, logs))}")
 
+    producer: threading.Thread | None = None
     try:
+        if produce_once_settled is not None:
+            partitions, since = int(envs[0]["DRIFTLINE_PARTITIONS"]), None
+            while since is None or time.monotonic() - since < 2:
+                check_deadline("settle into one group")
+                since = (since or time.monotonic()) if _settled(ports, partitions) else None
+                time.sleep(0.25)
+            producer = threading.Thread(target=produce_once_settled, daemon=True)
+            producer.start()
         started = previous = time.time()
         while True:  # a worker is idle until its first read, so a scrape costs the measurement nothing
             check_deadline("start reading")
@@ -146,5 +175,7 @@ def time_workers(envs: list[dict[str, str]], n_predictions: int, watch: bool, lo
                          sum(metric_sum(s, "driftline_events_processed_total") for s in samples),
                          last_watched[0] if watch else None, started - previous)
     finally:
+        if producer is not None:
+            producer.join(60)
         for proc in procs:
             stop_worker(proc)

@@ -208,7 +208,10 @@ class MonitorBatch(_Event):
     monitor-input partition and says, for each source partition
     ("prediction/3", "outcome/3") its sender reads, that everything up to that
     event time has been sent: the monitor stage merges the batches of several
-    ingest workers back into one event-time order with it.
+    ingest workers back into one event-time order with it.  Those it names
+    ``settled`` are read to their end and quiet: the merge need not wait for
+    them (as it would, ``join_idle_seconds``, for a source that stopped
+    announcing).
     """
 
     schema_version: Version1 = 1
@@ -216,6 +219,9 @@ class MonitorBatch(_Event):
     predictions: Annotated[list[PredictionEvent], Field(max_length=MAX_BATCH_ITEMS)] = Field(default_factory=list)
     labelled: Annotated[list[LabelledExample], Field(max_length=MAX_BATCH_ITEMS)] = Field(default_factory=list)
     watermarks: Annotated[dict[Annotated[str, StringConstraints(max_length=64)], Timestamp], Field(max_length=10_000)] = Field(default_factory=dict)
+    #: Of the watermarks' source partitions, those the sender has read to their end and sent all of: they
+    #: hold nothing back until announced again without this.
+    settled: Annotated[list[Annotated[str, StringConstraints(max_length=64)]], Field(max_length=10_000)] = Field(default_factory=list)
 
 
 class Alert(_Event):

@@ -55,6 +55,9 @@ def decode_monitor_input(raw: bytes | None, max_bytes: int, n_partitions: int) -
     if unknown:
         return Rejection("schema", f"watermarks: {unknown[0]!r} is not a source partition (sides "
                                    f"{' and '.join(SIDES)}, partitions 0 to {n_partitions - 1})")
+    unmarked = sorted(set(decoded.settled) - set(decoded.watermarks))
+    if unmarked:
+        return Rejection("schema", f"settled: {unmarked[0]!r} has no watermark in the message")
     return decoded
 
 
@@ -127,10 +130,11 @@ class MonitorInputOrder(Generic[Ref]):
 
         A batch may carry several models' items; each item is held under its own model.
         """
+        settled = set(batch.settled)
         for source, mark in batch.watermarks.items():
             assert source in self._sources, f"source {source} is not one of the {self.n_partitions} partitions"
             for order in (self._predictions, self._labelled):
-                order.observe(source, mark, wall_time)
+                order.observe(source, mark, wall_time, settled=source in settled)
         for prediction in batch.predictions:
             if prediction.model not in skip:
                 self._predictions.push(prediction.event_time, prediction.prediction_id,

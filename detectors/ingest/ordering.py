@@ -71,6 +71,8 @@ class EventTimeReorderer(Generic[T]):
         self.settle_seconds = settle_seconds
         self._clocks: dict[Hashable, datetime | None] = {}
         self._last_wall: dict[Hashable, float] = {}
+        # Sources whose upstream said it had read them to their end and sent everything (observe(settled=True)).
+        self._settled: set[Hashable] = set()
         self._heap: list[tuple[datetime, str, int, float, T]] = []  # (event time, key, seq, pushed at wall time, item)
         # (wall time, watermark) at each release of the last grace_seconds, and the one just before.
         self._recent_marks: deque[tuple[float, datetime | None]] = deque()
@@ -103,8 +105,19 @@ class EventTimeReorderer(Generic[T]):
             if wall_time is not None:
                 self._last_wall[source] = wall_time
 
-    def observe(self, source: Hashable, event_time: datetime, wall_time: float | None = None) -> None:
-        """Note that ``source`` has delivered an event of ``event_time``."""
+    def observe(self, source: Hashable, event_time: datetime, wall_time: float | None = None,
+                settled: bool = False) -> None:
+        """Note that ``source`` has delivered an event of ``event_time``.
+
+        ``settled``: the stage upstream has read the source to its end and sent everything it read (its own
+        :meth:`settled`), so the source holds nothing back until it is observed again unsettled.  An
+        upstream stage's settled sources are then let through at once, where a source gone quiet is waited
+        for ``idle_seconds`` and then ``grace_seconds``.
+        """
+        if settled:
+            self._settled.add(source)
+        else:
+            self._settled.discard(source)
         current = self._clocks.get(source)
         if current is None or event_time > current:
             self._clocks[source] = event_time
@@ -129,11 +142,11 @@ class EventTimeReorderer(Generic[T]):
         return None if not active or None in active else min(c for c in active if c is not None)
 
     def active_sources(self, wall_time: float | None, busy: Collection[Hashable] = ()) -> list[Hashable]:
-        """Sources that hold the watermark back: heard from within ``idle_seconds``, or busy."""
+        """Sources that hold the watermark back: heard from within ``idle_seconds`` and not settled, or busy."""
         return [
             source for source in self._clocks
-            if wall_time is None or source in busy
-            or wall_time - self._last_wall.get(source, wall_time) < self.idle_seconds
+            if source in busy or source not in self._settled and (
+                wall_time is None or wall_time - self._last_wall.get(source, wall_time) < self.idle_seconds)
         ]
 
     def _active_clocks(self, wall_time: float | None, busy: Collection[Hashable] = ()) -> list[datetime | None]:
@@ -156,15 +169,20 @@ class EventTimeReorderer(Generic[T]):
         ``settle_seconds`` everything leaves (see :meth:`settled`).
         """
         settled = self.settled(wall_time, caught_up)
-        active = [] if settled else self._active_clocks(wall_time, busy)
+        sources = [] if settled else self.active_sources(wall_time, busy)
+        active = [self._clocks[source] for source in sources]
         release_all = not active
         mark = None if release_all or None in active else min(c for c in active if c is not None)
         if self.grace_seconds and wall_time is not None:
+            # A settled source lags the watermark too while others are active: it may start again.
             mark = self._steady_mark(None if release_all else mark, wall_time, quiet=len(active) < len(self._clocks))
         # With every source quiet, items still leave only once they have waited the grace period: they came
-        # from a source that has yet to announce how far it has got.
-        # (Not once settled: every source has been quiet longer than that, and has delivered all it had.)
-        pushed_before = wall_time - self.grace_seconds if release_all and wall_time is not None and not settled else None
+        # from a source that has yet to announce how far it has got.  (Not once settled here: every source has
+        # been quiet longer than that, and has delivered all it had; nor when every quiet source is settled
+        # upstream, which has announced all it sent.)
+        unsettled = any(source not in self._settled for source in self._clocks.keys() - set(sources))
+        waits_out_grace = release_all and unsettled and not settled
+        pushed_before = wall_time - self.grace_seconds if waits_out_grace and wall_time is not None else None
         out = []
         while self._heap and (
             release_all or (mark is not None and self._heap[0][0] <= mark) or len(self._heap) > self.max_buffered

@@ -411,6 +411,11 @@ class JoinStage(Generic[Ref]):
         return IngestResult(labelled=[e for e in self._order.flush() if e is not None],
                             predictions=[p for p in self._prediction_order.flush() if p is not None])
 
+    def settled(self, wall_time: float, caught_up: bool) -> bool:
+        """Whether traffic has stopped: every source read to its end (``caught_up``) and quiet ``settle_seconds``,
+        so that everything read has been released (see :meth:`EventTimeReorderer.settled`)."""
+        return all(order.settled(wall_time, caught_up) for order in (self._order, self._prediction_order))
+
     def idle(self, wall_time: float, busy: Collection[Source] = (), caught_up: bool = False) -> IngestResult[Ref]:
         """Let a quiet side's event time run on with the wall clock, and expire.
 

@@ -109,6 +109,7 @@ class IngestService:
         self._watched_models = {model for model, spec in config.models.items() if spec.watches_predictions}
         self._outbox = outbox
         self._last_announced: datetime | None = None  # the watermark last announced for every source read here
+        self._settled = False  # whether the last announcement said every source read here is settled
         # The last step's positions, to send once its messages are acknowledged, and that step's records.
         self._positions_due: list[OutboxRecord] = []
         self._due: list[RawRecord[SourceRef]] = []
@@ -142,7 +143,8 @@ class IngestService:
         """
         wall = time.time()
         restored = self._take_over(wall)
-        self._publish(restored.extended(self.join.idle(wall, busy=busy, caught_up=caught_up)), wall, owned, busy)
+        self._publish(restored.extended(self.join.idle(wall, busy=busy, caught_up=caught_up)), wall, owned, busy,
+                      caught_up)
         return self._send_step([], [])
 
     def finish(self) -> list[RawRecord[SourceRef]]:
@@ -260,7 +262,8 @@ class IngestService:
 
     # -- what a step sends -----------------------------------------------------
 
-    def _publish(self, out: IngestResult[SourceRef], wall_time: float, owned: set[Source], busy: set[Source]) -> None:
+    def _publish(self, out: IngestResult[SourceRef], wall_time: float, owned: set[Source], busy: set[Source],
+                 caught_up: bool = False) -> None:
         names, outbox = self.topics, self._outbox
         # Each item is written as the source bytes it was validated from (JoinStage keep_json), never dumped again;
         # a labelled example's JSON goes into the retrainer's batch and the monitors'.
@@ -292,7 +295,7 @@ class IngestService:
         for model, labelled in labelled_by_model.items():
             for blob in monitor_batches(model, [], labelled):
                 outbox.add(names.labelled, model.encode(), blob)
-        self._announce_watermarks(wall_time, owned, busy)
+        self._announce_watermarks(wall_time, owned, busy, caught_up)
         for dead in out.dead_letters:
             ref = dead.record.ref
             outbox.add(names.deadletter, ref.key, dead.record.value, dead_letter_headers(ref, dead.rejection, "ingest"))
@@ -322,7 +325,7 @@ class IngestService:
         self.metrics.join_held.set(self.join.n_held)
         self._totals.report(self.metrics.late, "ingest", self.join.n_late)
 
-    def _announce_watermarks(self, wall_time: float, owned: set[Source], busy: set[Source]) -> None:
+    def _announce_watermarks(self, wall_time: float, owned: set[Source], busy: set[Source], caught_up: bool) -> None:
         """Tell every monitor-input partition how far the source partitions this worker reads have been sent.
 
         Active sources are announced after every batch, even when the watermark stands still (one is behind,
@@ -333,17 +336,26 @@ class IngestService:
         Before this worker has released anything, its active sources are announced as having sent nothing
         (:data:`NOTHING_SENT`): the monitor stage then waits for their first items instead of letting another
         worker's overtake them.
+
+        Once every source read here is read to its end and quiet (the join is settled), all of them are
+        announced settled, and stay so in every announcement until traffic comes back: the monitor stage
+        then lets the other workers' items through at once.  (It would otherwise wait ``join_idle_seconds``
+        for these sources to fall silent, at the end of every burst that more than one worker reads.)
         """
         through = self.join.released_through
         active = owned & set(self.join.active_sources(wall_time, busy))
+        settled = caught_up and self.join.settled(wall_time, caught_up)
+        newly_settled, self._settled = settled and not self._settled, settled
         if through is None:
-            announced, mark = active, NOTHING_SENT
+            announced, mark = (owned if newly_settled else active), NOTHING_SENT
         else:
-            announced, mark = (owned if through != self._last_announced else active), through
+            announced, mark = (owned if through != self._last_announced or newly_settled else active), through
             self._last_announced = through
         if not announced:
             return
-        blob = MonitorBatch(watermarks={source_name(s): mark for s in sorted(announced)}).model_dump_json().encode()
+        names = [source_name(s) for s in sorted(announced)]
+        batch = MonitorBatch(watermarks=dict.fromkeys(names, mark), settled=names if settled else [])
+        blob = batch.model_dump_json().encode()
         for partition in range(self.settings.partitions):
             self._outbox.add(self.topics.monitor_input, None, blob, partition=partition)
 

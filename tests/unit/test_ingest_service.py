@@ -132,3 +132,30 @@ def test_records_read_again_after_a_rebalance_in_the_same_process_are_replayed_n
                 for side in ("prediction", "outcome")}
     assert replayed == {"prediction": 4, "outcome": 3}
     assert "p3" in _labelled(outbox.dispatches[-1]) + _labelled(outbox.dispatches[-2])
+
+
+def _announced_settled(outbox: RecordingOutbox) -> list[list[str]]:
+    """What each watermark message sent so far said was settled."""
+    return [batch.settled for dispatch in outbox.dispatches for topic, _, value in dispatch
+            if topic == SETTINGS.topics.monitor_input
+            for batch in [MonitorBatch.model_validate_json(value or b"")] if batch.watermarks]
+
+
+def test_sources_read_to_their_end_and_quiet_are_announced_settled_until_traffic_comes_back(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    now = [1000.0]
+    monkeypatch.setattr("streams.worker.ingest.time.time", lambda: now[0])
+    outbox = RecordingOutbox()
+    service = IngestService(SETTINGS, CONFIG, WorkerMetrics(), outbox)  # type: ignore[arg-type]
+    sources = {("prediction", 0), ("outcome", 0)}
+    service.step(_pair(0, offset=0), sources, set())
+    now[0] += 1.0  # past order_settle_seconds, but the consumer has not read to the end
+    service.tick(sources, set(), caught_up=False)
+    assert _announced_settled(outbox) and not any(_announced_settled(outbox))
+    service.tick(sources, set(), caught_up=True)
+    assert _announced_settled(outbox)[-1] == ["outcome/0", "prediction/0"]
+    now[0] += 0.2
+    service.tick(sources, set(), caught_up=True)  # still settled: every announcement says so
+    assert _announced_settled(outbox)[-1] == ["outcome/0", "prediction/0"]
+    service.step(_pair(1, offset=1), sources, set())
+    service.finish()
+    assert _announced_settled(outbox)[-1] == []

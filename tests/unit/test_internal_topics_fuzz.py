@@ -96,3 +96,9 @@ def test_monitor_input_garbage_is_refused_and_what_passes_merges(values: list) -
 def test_a_watermark_of_an_unknown_partition_is_refused() -> None:
     refused = decode_monitor_input(_watermark_batch("prediction/2", T0 + timedelta(days=1)), 4096, N_PARTITIONS)
     assert isinstance(refused, Rejection) and refused.kind == "schema" and "prediction/2" in refused.reason
+
+
+def test_a_settled_source_without_its_watermark_is_refused() -> None:
+    raw = json.dumps({"watermarks": {"prediction/0": "2026-01-01T00:00:00Z"}, "settled": ["outcome/0"]}).encode()
+    refused = decode_monitor_input(raw, 4096, N_PARTITIONS)
+    assert isinstance(refused, Rejection) and refused.kind == "schema" and "outcome/0" in refused.reason

@@ -89,3 +89,19 @@ def test_a_partition_batch_holds_each_item_under_its_own_model_and_skips_restore
               ref="m2", wall_time=0.0)
     held, _ = merge.release(wall_time=0.0)
     assert [(h.model, h.item.prediction_id) for h in held] == [("b", "b-0"), ("b", "b-1"), ("b", "b-2")]
+
+
+def test_another_workers_settled_sources_let_the_last_items_through_at_once() -> None:
+    """The end of a burst two workers read: worker 2 has read its partition to the end and says so; worker 1's
+    last items, later than worker 2's watermark, leave at once instead of after ``idle_seconds``."""
+    merge: MonitorInputOrder[str] = MonitorInputOrder(n_partitions=2, idle_seconds=5, wall_time=0.0, grace_seconds=2)
+    mine, theirs = ("prediction/0", "outcome/0"), ("prediction/1", "outcome/1")
+    merge.add(MonitorBatch(model="m", predictions=[_prediction(i) for i in (1, 8)]), "w1", wall_time=0.0)
+    merge.add(MonitorBatch(watermarks={s: T0 + timedelta(seconds=8) for s in mine}), "w1", wall_time=0.0)
+    merge.add(MonitorBatch(watermarks={s: T0 + timedelta(seconds=4) for s in theirs}), "w2", wall_time=0.0)
+    assert [h.item.prediction_id for h in merge.release(wall_time=0.1)[0]] == ["p1"]
+    settled = MonitorBatch(watermarks={s: T0 + timedelta(seconds=4) for s in theirs}, settled=list(theirs))
+    merge.add(TypeAdapter(MonitorBatch).validate_json(settled.model_dump_json()), "w2", wall_time=0.5)  # as sent
+    merge.add(MonitorBatch(watermarks={s: T0 + timedelta(seconds=8) for s in mine}, settled=list(mine)), "w1",
+              wall_time=0.6)
+    assert [h.item.prediction_id for h in merge.release(wall_time=0.6)[0]] == ["p8"]

@@ -216,3 +216,36 @@ def test_settling_needs_every_source_quiet_and_is_off_by_default() -> None:
 def test_settle_seconds_must_be_positive() -> None:
     with pytest.raises(InvalidParameter, match="settle_seconds"):
         EventTimeReorderer(settle_seconds=0)
+
+
+def test_a_source_settled_upstream_holds_nothing_back_until_it_speaks_again() -> None:
+    """An ingest worker that has read its partitions to their end says so: the merge need not wait them out."""
+    t = lambda s: datetime(2026, 1, 1, 0, 0, s, tzinfo=timezone.utc)  # noqa: E731
+    r: EventTimeReorderer[str] = EventTimeReorderer(idle_seconds=5, grace_seconds=2)
+    r.observe("done", t(5), wall_time=0.0, settled=True)
+    r.observe("busy", t(9), wall_time=0.0)
+    r.push(t(8), "a", "a@8", wall_time=0.0)
+    # "done" is settled at 5 s, so only "busy" (at 9 s) bounds the watermark; a settled source still lags it
+    # the grace period (it may start again), but no longer for the idle period.
+    assert r.release(wall_time=0.0) == [] and r.release(wall_time=2.1) == ["a@8"]
+    # Both settled: what is held leaves at once, without the grace a merely quiet source would get.
+    r.observe("busy", t(12), wall_time=3.0, settled=True)
+    r.push(t(11), "b", "b@11", wall_time=3.0)
+    assert r.release(wall_time=3.0) == ["b@11"]
+    # "done" speaks again, unsettled: it holds the watermark back as any active source does.
+    r.observe("done", t(6), wall_time=4.0)
+    r.observe("busy", t(20), wall_time=4.0)
+    r.push(t(13), "c", "c@13", wall_time=4.0)
+    assert r.release(wall_time=4.0) == []
+    r.observe("done", t(14), wall_time=4.5)
+    assert r.release(wall_time=4.5) == ["c@13"]
+
+
+def test_a_source_only_quiet_still_waits_out_the_grace_when_the_others_are_settled() -> None:
+    t = lambda s: datetime(2026, 1, 1, 0, 0, s, tzinfo=timezone.utc)  # noqa: E731
+    r: EventTimeReorderer[str] = EventTimeReorderer(idle_seconds=5, grace_seconds=2)
+    r.expect("silent", wall_time=0.0)
+    r.observe("done", t(5), wall_time=0.0, settled=True)
+    r.push(t(4), "a", "a@4", wall_time=6.0)
+    # "silent" is idle (6 s) but never said it was settled: the item waits out the grace.
+    assert r.release(wall_time=6.0) == [] and r.release(wall_time=8.1) == ["a@4"]
