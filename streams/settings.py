@@ -49,8 +49,9 @@ class Settings(BaseSettings):
     monitor_config: Path = Path("monitors.yaml")
     data_dir: Path = Path(".driftline/worker")
     # Where the detectors' simulated thresholds are kept (detectors/calibration.py); unset, the system temp
-    # dir's driftline-calibration.  A fresh container simulates each set again (up to ~4 s each, in the monitor
-    # stage, as warm-ups end): a volume here keeps them across restarts.
+    # dir's driftline-calibration.  The sets the package ships are served from its table; a fresh container
+    # simulates any other set again (up to ~4 s each, in the monitor stage, as warm-ups end): a volume here
+    # keeps them across restarts.
     calibration_dir: Path | None = None
     web_port: Annotated[int, Field(ge=1, le=65535)] = 6066
     web_host: str = "127.0.0.1"
