@@ -82,6 +82,7 @@ class SourceConsumer:
         # Where the group left each partition: until a message of it is read, "unread" is judged from here.
         for tp in consumer.committed(mine, timeout=self.settings.broker_request_timeout):
             self._next_offset[(tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else None
+        log.info("source partitions %s assigned to this worker's ingest stage", sorted({tp.partition for tp in mine}))
         self._on_assigned({tp.partition for tp in mine})
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition], commit: bool = True) -> None:
@@ -90,6 +91,7 @@ class SourceConsumer:
             self._next_offset.pop((tp.topic, tp.partition), None)
         if not revoked:
             return
+        log.info("source partitions %s leave this worker's ingest stage", sorted(revoked))
         confirmed = self._on_revoked(revoked)
         try:
             if commit:
@@ -102,6 +104,11 @@ class SourceConsumer:
     def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # The group moved on without us (a session timeout): the partitions may be someone else's already,
         # so their offsets are not ours to commit.
+        lost = sorted({tp.partition for tp in partitions if tp.topic in self.side_of_topic})
+        if lost:
+            # Not a routine rebalance: the on-call engineer wants to see it (the next owner reads them again).
+            log.warning("source partitions %s lost: the ingest group moved on without this worker (its session "
+                        "timed out); their next owner reads what was not committed again", lost)
         self._revoked(consumer, partitions, commit=False)
 
     # -- reading ---------------------------------------------------------------
