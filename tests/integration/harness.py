@@ -117,6 +117,14 @@ class Worker:
                              and metric_sum(m, "driftline_join_held") == 0, timeout,
                              f"{n_examples:,} examples scored")
 
+    def wait_assigned(self, timeout: float = 60.0) -> dict:  # type: ignore[type-arg]
+        """Wait until this worker, alone in its groups, holds every partition in both stages."""
+        partitions = self.settings.partitions
+        return self.wait_for(lambda m: metric_sum(m, "driftline_assigned_partitions", stage="monitor") == partitions
+                             and metric_sum(m, "driftline_assigned_partitions", stage="ingest") == 2 * partitions,
+                             timeout, f"every partition assigned in both stages ({partitions} monitor-input, "
+                             f"{2 * partitions} source)")
+
     def wait_for(self, condition: Callable[[dict], bool], timeout: float, what: str) -> dict:  # type: ignore[type-arg]
         deadline = time.monotonic() + timeout
         samples: dict = {}  # type: ignore[type-arg]

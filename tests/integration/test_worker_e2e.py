@@ -64,11 +64,15 @@ def test_speech_decay_alerts_and_triggers_only_after_the_change(kafka_bootstrap:
     scenario = SpeechScenario(n_events=8000, change_at=4000, seed=11)
     change_time = scenario.start + timedelta(seconds=scenario.change_at * scenario.seconds_apart)
     with running_worker(kafka_bootstrap, tmp_path, CONFIG, partitions="2") as worker:
+        # Batches are handed over only for the monitor-input partitions the monitor stage holds.  Once, in a
+        # clean-clone run, none was: the events had been produced at once, and (most likely) read and written
+        # before the monitor stage had its partitions, so every batch was decoded from its bytes.
+        worker.wait_assigned()
         sent = _produce_scenario(worker, scenario)
         samples = worker.wait_scored(scenario.n_events)
         assert metric_value(samples, "driftline_events_processed_total") == sent
-        # One process: its monitor stage took the items its ingest stage wrote (a batch written before the
-        # monitor stage had its partitions may still be decoded), and read the watermarks apart from them.
+        # One process: its monitor stage took the items its ingest stage wrote, and read the watermarks apart
+        # from them.
         assert metric_value(samples, "driftline_monitor_input_batches_total", how="handed") > 0
         assert metric_value(samples, "driftline_monitor_input_batches_total", how="watermark") > 0
         alert_messages = read_to_end_when(kafka_bootstrap, worker.topics.alerts,
