@@ -45,6 +45,9 @@ def main() -> int:
     except FileNotFoundError:
         table = {"simulation": None, "thresholds": {}}
     current = table["simulation"] == fingerprint
+    if args.check and not current:
+        print(f"the table was simulated by other code ({table['simulation']}, now {fingerprint})")
+        return 1
     keys = set(table["thresholds"]) | set().union(*(_keys_cached_in(d) for d in args.add))
     reused = {} if args.check or not current else {k: v for k, v in table["thresholds"].items() if k in keys}
     todo = sorted(keys - set(reused))
@@ -55,9 +58,6 @@ def main() -> int:
     print(f"simulated in {time.monotonic() - started:.0f} s")
 
     if args.check:
-        if not current:
-            print(f"the table was simulated by other code ({table['simulation']}, now {fingerprint})")
-            return 1
         wrong = {k: (table["thresholds"][k], v) for k, v in simulated.items() if v != table["thresholds"][k]}
         for key, (shipped, now) in wrong.items():
             print(f"{key}: shipped {shipped!r}, simulated {now!r}")
