@@ -128,7 +128,8 @@ def warm_up(bootstrap: str, partitions: int, work: Path) -> float:
     return time.perf_counter() - t0
 
 
-def run_on_broker(bootstrap: str, workload: Workload, n_predictions: int, partitions: int, work: Path) -> BrokerRun:
+def run_on_broker(bootstrap: str, workload: Workload, n_predictions: int, partitions: int, work: Path,
+                  broker_pid: int | None = None) -> BrokerRun:
     settings = fresh_settings(bootstrap, workload.name, partitions)
     # The two workers read the same events from topics of their own: they would otherwise read the single
     # worker's monitor-input batches as well as their own.
@@ -152,12 +153,14 @@ def run_on_broker(bootstrap: str, workload: Workload, n_predictions: int, partit
     n_events = 2 * n_predictions
     before = ceiling(bootstrap, settings.topics, n_events)
     faust_count = faust_count_rate(bootstrap, settings.topics, n_events, work)
-    worker = time_workers(single, n_predictions, watch, [work / f"{settings.app_id}.log"])
-    two_workers = time_workers(double, n_predictions, watch, [work / f"{pair.app_id}-{i}.log" for i in range(2)])
+    worker = time_workers(single, n_predictions, watch, [work / f"{settings.app_id}.log"], broker_pid=broker_pid)
+    two_workers = time_workers(double, n_predictions, watch, [work / f"{pair.app_id}-{i}.log" for i in range(2)],
+                               broker_pid=broker_pid)
     two_settled = time_workers(worker_envs(settled, config, work, 2), n_predictions, watch,
                                [work / f"{settled.app_id}-{i}.log" for i in range(2)],
-                               lambda: produce_backlog(bootstrap, settled.topics, workload, n_predictions))
-    split_roles = time_workers(roles, n_predictions, watch, [work / f"{split.app_id}-{r}.log" for r in ("ingest", "monitor")])
+                               lambda: produce_backlog(bootstrap, settled.topics, workload, n_predictions), broker_pid)
+    split_roles = time_workers(roles, n_predictions, watch, [work / f"{split.app_id}-{r}.log" for r in ("ingest", "monitor")],
+                               broker_pid=broker_pid)
     after = ceiling(bootstrap, settings.topics, n_events)
     return BrokerRun(produce_s, before, after, faust_count, worker, two_workers, two_settled, split_roles,
                      sum(end_offsets(bootstrap, settings.join_state_topic, partitions)))
@@ -241,6 +244,11 @@ def print_table(workload: Workload, n_predictions: int, offline: dict[str, float
         print(f"2 workers in a settled group / 1 worker, end to end = {w2s.rate / w.rate:.2f}; the backlog is produced "
               "once both hold partitions of both stages (for 2 s), so they read it as it arrives, and no rebalance "
               "falls into the run")
+        # What limits each figure: a Python process runs one thread at a time (at most a core), and the broker
+        # shares this machine's cores with the workers.
+        for who, run in (("1 worker", w), ("2 workers", w2), ("2 workers, settled group (broker: + the backlog's "
+                         "produce)", w2s), ("--role ingest + --role monitor", ws)):
+            print(f"{who}: {run.cpu_per_event_us(n_events)}")
         print(f"join changelog: {broker.changelog_records:,} records written, "
               f"{broker.changelog_records / n_events:.2f} per event")
         _worker_notes(w, "the worker", n_predictions)
@@ -345,7 +353,8 @@ def main() -> None:
                 warmed = f"; the broker warmed up first ({WARM_UP_PREDICTIONS:,} predictions, {took:.0f} s)"
             for name in names:
                 t0 = time.perf_counter()
-                broker[name] = run_on_broker(bootstrap, WORKLOADS[name], counts[name], args.partitions, work)
+                broker[name] = run_on_broker(bootstrap, WORKLOADS[name], counts[name], args.partitions, work,
+                                             None if kafka is None else kafka.pid())
                 wall[name] += time.perf_counter() - t0
                 print(f"{name}: measured on the broker in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
             if args.steady_seconds > 0:

@@ -11,6 +11,7 @@ else's; prints one JSON object for ``bench_worker.py``.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import resource
 import sys
@@ -25,7 +26,7 @@ from streams.gc_tuning import tune_garbage_collection
 from streams.settings import load_settings
 from workloads import WORKLOADS
 
-__all__ = ["proc_status_kib", "run"]
+__all__ = ["proc_cpu_seconds", "proc_status_kib", "run"]
 
 
 def proc_status_kib(pid: int | str, field: str) -> int:
@@ -34,6 +35,13 @@ def proc_status_kib(pid: int | str, field: str) -> int:
         if line.startswith(f"{field}:"):
             return int(line.split()[1])
     raise KeyError(field)
+
+
+def proc_cpu_seconds(pid: int | str) -> float:
+    """CPU seconds (user + system) the process has used so far, every thread of it, from ``/proc/<pid>/stat``."""
+    # The command name (field 2) may hold spaces: the fields that follow are counted from its closing parenthesis.
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run(name: str, n_predictions: int) -> dict[str, float]:

@@ -19,7 +19,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from offline_path import proc_status_kib
+from offline_path import proc_cpu_seconds, proc_status_kib
 from streams.processes import free_port, metric_sum, scrape_metrics, start_worker, stop_worker
 from streams.settings import Settings, load_settings
 
@@ -93,6 +93,18 @@ class WorkerRun:
     n_processed: float  # events the ingest stages joined (every one, unless some expired or were dead-lettered)
     n_watched: float | None  # predictions the data monitors watched by the end; None: the config watches none
     start_resolution: float  # seconds within which the first read is placed
+    #: CPU seconds each worker used from the first read to the last example scored (start-up left out), and the
+    #: broker's over the same span (None: its process is not on this machine's books).
+    cpu_s: list[float]
+    broker_cpu_s: float | None
+
+    def cpu_per_event_us(self, n_events: int) -> str:
+        """What the run cost in CPU per event: each worker's, and the broker's; and the cores they kept busy."""
+        seconds = n_events / self.rate
+        each = " + ".join(f"{cpu / n_events * 1e6:.0f}" for cpu in self.cpu_s)
+        broker = "" if self.broker_cpu_s is None else f", broker {self.broker_cpu_s / n_events * 1e6:.0f}"
+        total = sum(self.cpu_s) + (self.broker_cpu_s or 0.0)
+        return f"CPU µs/event: worker {each}{broker}; {total / seconds:.2f} cores busy over the {seconds:.1f} s"
 
 
 def _settled(ports: list[int], partitions: int) -> bool:
@@ -108,7 +120,7 @@ def _settled(ports: list[int], partitions: int) -> bool:
 
 
 def time_workers(envs: list[dict[str, str]], n_predictions: int, watch: bool, logs: list[Path],
-                 produce_once_settled: Callable[[], None] | None = None) -> WorkerRun:
+                 produce_once_settled: Callable[[], None] | None = None, broker_pid: int | None = None) -> WorkerRun:
     """Time workers from the first read of any to their last ingest batch, and to every example scored and prediction watched.
 
     /metrics is read before the first event and after the last, never in between: with 1,000 models
@@ -119,6 +131,9 @@ def time_workers(envs: list[dict[str, str]], n_predictions: int, watch: bool, lo
     groups have settled: every worker holding partitions of both stages, the same for 2 s.  The figure is
     then the group's combined rate, with no rebalance in it; without, the backlog is there before they
     start, and the first rebalance falls into the run.
+
+    ``broker_pid``: the local broker's process, whose CPU time over the run is reported beside the workers'.
+    (With ``produce_once_settled`` it includes taking in the backlog, which the producer sends meanwhile.)
     """
     procs = [start_worker(env, log) for env, log in zip(envs, logs, strict=True)]
     ports = [int(env["DRIFTLINE_WEB_PORT"]) for env in envs]
@@ -145,6 +160,8 @@ def time_workers(envs: list[dict[str, str]], n_predictions: int, watch: bool, lo
             asked = time.time()
             if any(metric_sum(scrape_metrics(port), "driftline_events_read_total") > 0 for port in ports):
                 started, start_rss = asked, [proc_status_kib(proc.pid, "VmRSS") for proc in procs]
+                start_cpu = [proc_cpu_seconds(proc.pid) for proc in procs]
+                broker_start_cpu = None if broker_pid is None else proc_cpu_seconds(broker_pid)
                 break
             previous = asked
             time.sleep(0.05)
@@ -165,6 +182,8 @@ def time_workers(envs: list[dict[str, str]], n_predictions: int, watch: bool, lo
                 done = max(scored, last_watched[1])
                 break
             time.sleep(0.1)
+        cpu = [proc_cpu_seconds(proc.pid) - before for proc, before in zip(procs, start_cpu, strict=True)]
+        broker_cpu = None if broker_start_cpu is None else proc_cpu_seconds(broker_pid) - broker_start_cpu  # type: ignore[arg-type]
         peak = [proc_status_kib(proc.pid, "VmHWM") for proc in procs]
         end = [proc_status_kib(proc.pid, "VmRSS") for proc in procs]
         samples = [scrape_metrics(port) for port in ports]
@@ -173,7 +192,7 @@ def time_workers(envs: list[dict[str, str]], n_predictions: int, watch: bool, lo
         return WorkerRun(n_events / (ingested - started), n_events / (done - started),
                          [kib / 1024 for kib in start_rss], [kib / 1024 for kib in peak], [kib / 1024 for kib in end],
                          sum(metric_sum(s, "driftline_events_processed_total") for s in samples),
-                         last_watched[0] if watch else None, started - previous)
+                         last_watched[0] if watch else None, started - previous, cpu, broker_cpu)
     finally:
         if producer is not None:
             producer.join(60)
