@@ -248,7 +248,7 @@ def print_table(workload: Workload, n_predictions: int, offline: dict[str, float
         # shares this machine's cores with the workers.
         for who, run in (("1 worker", w), ("2 workers", w2), ("2 workers, settled group (broker: + the backlog's "
                          "produce)", w2s), ("--role ingest + --role monitor", ws)):
-            print(f"{who}: {run.cpu_per_event_us(n_events)}")
+            print(f"{who}: {run.cpu_line(n_events)}")
         print(f"join changelog: {broker.changelog_records:,} records written, "
               f"{broker.changelog_records / n_events:.2f} per event")
         _worker_notes(w, "the worker", n_predictions)

@@ -94,11 +94,12 @@ class WorkerRun:
     n_watched: float | None  # predictions the data monitors watched by the end; None: the config watches none
     start_resolution: float  # seconds within which the first read is placed
     #: CPU seconds each worker used from the first read to the last example scored (start-up left out), and the
-    #: broker's over the same span (None: its process is not on this machine's books).
+    #: broker's over the same span (None: its process is not on this machine's books).  When the watched
+    #: predictions stall short of all, read WATCH_STALL_SECONDS later, idle time included.
     cpu_s: list[float]
     broker_cpu_s: float | None
 
-    def cpu_per_event_us(self, n_events: int) -> str:
+    def cpu_line(self, n_events: int) -> str:
         """What the run cost in CPU per event: each worker's, and the broker's; and the cores they kept busy."""
         seconds = n_events / self.rate
         each = " + ".join(f"{cpu / n_events * 1e6:.0f}" for cpu in self.cpu_s)

@@ -55,11 +55,12 @@ class _MonitorConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     """faust's aiokafka consumer thread, with the broker's wait for a fetch cut to :data:`MONITOR_FETCH_WAIT_MS`.
 
     aiokafka sends one fetch at a time to a broker, and leaves out of it the partitions whose fetched records are
-    not consumed yet.  When every monitor-input partition had records waiting to be consumed, the fetch asked only
-    for partitions where nothing comes (faust's leader topic, the checkpoints' changelog), and the broker held it
-    the full 1.5 s that faust asks for: the monitor-input records that came meanwhile waited for it.  In the
-    benchmark's steady-rate run (10,000 events/s) that made about half the runs deliver the monitor stage its input
-    in bursts, 1-2 s apart: alert latency p50 1.3-2.2 s, p99 2.4-2.8 s, against 0.2-0.3 and 0.3-0.6 s in the others.
+    not consumed yet (its fetcher's code).  When every monitor-input partition has records waiting to be consumed,
+    the fetch names only partitions where nothing comes (faust's leader topic, the checkpoints' changelog), and
+    the broker holds it the full 1.5 s that faust asks for: the monitor-input records that come meanwhile wait
+    for it.  In the benchmark's steady-rate run (10,000 events/s) that made 12 of 34 runs here deliver the
+    monitor stage its input in bursts, 1-2 s apart: alert latency p50 0.8-2.2 s, p99 2.1-3.2 s, against 0.2-0.3
+    and 0.3-0.6 s in the others; with 100 ms, 16 runs of 16 were of the others.
     """
 
     def _create_worker_consumer(self, transport: faust_aiokafka.Transport) -> aiokafka.AIOKafkaConsumer:
