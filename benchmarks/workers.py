@@ -105,7 +105,8 @@ class WorkerRun:
         each = " + ".join(f"{cpu / n_events * 1e6:.0f}" for cpu in self.cpu_s)
         broker = "" if self.broker_cpu_s is None else f", broker {self.broker_cpu_s / n_events * 1e6:.0f}"
         total = sum(self.cpu_s) + (self.broker_cpu_s or 0.0)
-        return f"CPU µs/event: worker {each}{broker}; {total / seconds:.2f} cores busy over the {seconds:.1f} s"
+        return (f"CPU µs/event: worker {each}{broker}; {total / seconds:.2f} cores busy over the {seconds:.1f} s "
+                f"(first read placed within {self.start_resolution:.2f} s)")
 
 
 def _settled(ports: list[int], partitions: int) -> bool:
@@ -159,10 +160,13 @@ def time_workers(envs: list[dict[str, str]], n_predictions: int, watch: bool, lo
         while True:  # a worker is idle until its first read, so a scrape costs the measurement nothing
             check_deadline("start reading")
             asked = time.time()
+            # The CPU counters as the question is asked, not once it is answered: the page of a worker with 1,000
+            # models takes seconds to render, and with produce_once_settled the workers are reading meanwhile.
+            cpu_asked = [proc_cpu_seconds(proc.pid) for proc in procs]
+            broker_asked = None if broker_pid is None else proc_cpu_seconds(broker_pid)
             if any(metric_sum(scrape_metrics(port), "driftline_events_read_total") > 0 for port in ports):
                 started, start_rss = asked, [proc_status_kib(proc.pid, "VmRSS") for proc in procs]
-                start_cpu = [proc_cpu_seconds(proc.pid) for proc in procs]
-                broker_start_cpu = None if broker_pid is None else proc_cpu_seconds(broker_pid)
+                start_cpu, broker_start_cpu = cpu_asked, broker_asked
                 break
             previous = asked
             time.sleep(0.05)
