@@ -1,7 +1,10 @@
 """The pure path of one workload, offline, in a process of its own: events/s and peak resident memory.
 
 ``JoinStage`` (decode, join, order) then ``MonitorSet.observe_predictions`` and
-``.observe``, batch by batch, as ``detectors/monitors/backtest.py`` runs them.  Run
+``.observe``, batch by batch, each model's items gathered into batches of ``monitor_batch_items`` as the
+worker's monitor stage gathers them (:mod:`detectors.monitors.scoring_batches`; the worker also scores a
+model's items once they have waited ``monitor_batch_wait_seconds``, which offline, with no wall clock, never
+happens before the end).  Run
 alone so that its peak resident memory (``VmHWM``) is this path's and nothing
 else's; prints one JSON object for ``bench_worker.py``.
 
@@ -11,6 +14,7 @@ else's; prints one JSON object for ``bench_worker.py``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import resource
@@ -18,8 +22,10 @@ import sys
 import time
 from pathlib import Path
 
+from detectors.ingest.merge import Held
 from detectors.ingest.stage import JoinStage, RawRecord
 from detectors.monitors.monitor_set import MonitorSet
+from detectors.monitors.scoring_batches import ScoringBatches
 from detectors.registry import build_detector
 from schemas.config import parse_monitor_config
 from streams.gc_tuning import tune_garbage_collection
@@ -53,8 +59,14 @@ def run(name: str, n_predictions: int) -> dict[str, float]:
     join_s = monitor_s = 0.0
     n_alerts = n_triggers = n_examples = 0
 
-    def monitor(predictions, examples) -> None:  # type: ignore[no-untyped-def]
+    gathered: ScoringBatches[int] = ScoringBatches(settings.monitor_batch_items, math.inf)
+
+    def monitor(predictions, examples, everything: bool = False) -> None:  # type: ignore[no-untyped-def]
         nonlocal n_alerts, n_triggers, n_examples
+        gathered.add([Held(0, p.model, p) for p in predictions], [Held(0, e.prediction.model, e) for e in examples],
+                     wall_time=0.0)
+        due = gathered.take_all() if everything else gathered.due(wall_time=0.0)
+        predictions, examples = [h.item for h in due[0]], [h.item for h in due[1]]
         for result in (monitors.observe_predictions(predictions), monitors.observe(examples)):
             n_alerts += len(result.alerts)
             n_triggers += len(result.triggers)
@@ -74,7 +86,7 @@ def run(name: str, n_predictions: int) -> dict[str, float]:
             monitor_s += time.perf_counter() - t1
     t0 = time.perf_counter()
     rest = stage.flush()
-    monitor(rest.predictions, rest.labelled)
+    monitor(rest.predictions, rest.labelled, everything=True)
     monitor_s += time.perf_counter() - t0
     data = monitors.data_monitors.values()
     return {

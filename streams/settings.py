@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     # per micro-batch of the monitor stage.
     batch_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
     batch_seconds: Annotated[float, Field(gt=0, le=60)] = 0.1
+    # The monitor stage scores a model's items once it has this many (predictions and labelled examples), or once
+    # the first of them has waited monitor_batch_wait_seconds: with many models, a message's share of each is an
+    # item or two, and the monitors' cost per call would be paid per item (detectors.monitors.scoring_batches).
+    monitor_batch_items: Annotated[int, Field(ge=1, le=100_000)] = 64
+    monitor_batch_wait_seconds: Annotated[float, Field(ge=0, le=60)] = 2.0
     broker_session_timeout: Annotated[float, Field(gt=0)] = 30.0
     broker_request_timeout: Annotated[float, Field(gt=0)] = 90.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"

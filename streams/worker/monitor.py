@@ -35,6 +35,7 @@ from detectors.monitors.alert_replay import AlertReplayGuard, read_back_starts
 from detectors.monitors.checkpoint import Checkpointer
 from detectors.monitors.episodes import MonitorResult
 from detectors.monitors.monitor_set import MonitorSet
+from detectors.monitors.scoring_batches import ScoringBatches
 from detectors.monitors.performance_monitor import ModelMonitor
 from detectors.registry import build_detector
 from schemas.config import MonitorConfig
@@ -111,6 +112,9 @@ class MonitorService:
         # read on one partition says nothing of the data still unread on another.
         self._merges: dict[int, MonitorInputOrder[MessageRef]] = {}
         self._late_in_dropped_merges = 0
+        # Released items wait here until their model has enough to score at once (see ScoringBatches).
+        self._scoring: ScoringBatches[MessageRef] = ScoringBatches(settings.monitor_batch_items,
+                                                                   settings.monitor_batch_wait_seconds)
         self._restored_partitions: set[int] = set()
         self._held: list[Any] = []  # monitor-input events read, acked once their items are scored and checkpointed
         self._lock = asyncio.Lock()
@@ -147,7 +151,7 @@ class MonitorService:
             "n_duplicates": self.checkpointer.n_duplicates,
             "n_alerts_not_resent": self.replay_guard.n_suppressed,
             "n_held": len(self._held),
-            "n_held_items": sum(merge.n_held for merge in self._merges.values()),
+            "n_held_items": sum(merge.n_held for merge in self._merges.values()) + self._scoring.n_held,
             "n_seen": {model: m.n_seen for model, m in self.monitors.monitors.items()},
             "n_predictions": dict(self.monitors.n_predictions),
         }
@@ -166,12 +170,14 @@ class MonitorService:
 
     async def _checkpoint_while_idle(self) -> None:
         # A plain task, not a faust timer: it must keep acking while faust waits for held events at shutdown.
+        s = self.settings
         while True:
-            await asyncio.sleep(min(1.0, self.settings.checkpoint_seconds / 2))
+            await asyncio.sleep(min(1.0, s.checkpoint_seconds / 2, max(s.monitor_batch_wait_seconds / 2, 0.05)))
             async with self._lock:
-                # A worker that stopped announcing (it died, or lost its partitions) stops holding items back.
-                if any(merge.n_held for merge in self._merges.values()):
-                    await self._score(*self._release_all(time.time()), events=[])
+                # A worker that stopped announcing (it died, or lost its partitions) stops holding items back,
+                # and a model with little traffic is scored once its items have waited long enough.
+                if self._scoring.n_held or any(merge.n_held for merge in self._merges.values()):
+                    await self._score(*self._due(time.time()), events=[])
                 if (self._held or self.checkpointer.dirty) and (
                     self.checkpointer.due(time.time()) or self._app.should_stop or self._app.rebalancing
                 ):
@@ -189,6 +195,8 @@ class MonitorService:
                 gone = self._merges.pop(partition, None)
                 self._late_in_dropped_merges += gone.n_late if gone is not None else 0
             self._held = [e for e in self._held if e.message.partition not in partitions]
+            n = self.settings.partitions
+            self._scoring.drop(lambda model: partition_of(model.encode(), n) in partitions)
             for partition in partitions:
                 self._restored_partitions.discard(partition)
                 self.checkpointer.forget_partition(partition)
@@ -231,7 +239,7 @@ class MonitorService:
                         if model in self.monitors.monitors and not self.checkpointer.arrive(model, partition, offset, n)}
             self._merge_of(partition).add(decoded, MessageRef(partition, offset), wall, skip=restored)
         self.metrics.batch_size.labels("monitor").observe(len(events))
-        await self._score(*self._release_all(wall), events=events, dead=dead)
+        await self._score(*self._due(wall), events=events, dead=dead)
         n_late = self._late_in_dropped_merges + sum(merge.n_late for merge in self._merges.values())
         self._totals.report(self.metrics.late, "monitor", n_late)
         self.metrics.observe_batch("monitor", events, lambda _topic: "monitor-input", self._app.consumer.highwater)
@@ -243,14 +251,11 @@ class MonitorService:
                                                         time.time(), s.order_grace_seconds)
         return self._merges[partition]
 
-    def _release_all(self, wall_time: float) -> tuple[list[Held[MessageRef]], list[Held[MessageRef]]]:
-        predictions: list[Held[MessageRef]] = []
-        labelled: list[Held[MessageRef]] = []
+    def _due(self, wall_time: float) -> tuple[list[Held[MessageRef]], list[Held[MessageRef]]]:
+        """What the merges release, gathered per model; the items of the models due for scoring now."""
         for merge in self._merges.values():
-            released = merge.release(wall_time)
-            predictions += released[0]
-            labelled += released[1]
-        return predictions, labelled
+            self._scoring.add(*merge.release(wall_time), wall_time=wall_time)
+        return self._scoring.due(wall_time)
 
     def _admitted(self, items: Sequence[Held[MessageRef]], prefix: str) -> list[Any]:
         """The released items not already in the state (checkpointed, or re-published by a restarted ingest)."""
