@@ -38,6 +38,7 @@ from bisect import bisect_left, bisect_right
 from operator import add
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -363,8 +364,7 @@ class SequentialTests:
         self._references = [np.asarray(ref, dtype=float) for _, ref in numeric]
         # Every reference in one array, series j's values as j + 1j * value: complex numbers sort by real part,
         # then imaginary, so one search ranks a tiny batch of every series at once (see _ranks).
-        self._all_references = np.concatenate([j + 1j * ref for j, ref in enumerate(self._references)]
-                                              ) if numeric else np.zeros(0, dtype=complex)
+        self._all_references = self._joined_references(self._references)
         self._offsets = np.cumsum([0, *(len(ref) for ref in self._references)])[:-1, None]
         self._keys = np.array([zlib.crc32(name.encode()) for name in self._numeric_names], dtype=np.uint64)
         alpha, beta, gamma = gaussian_rows(SHIFTS, VARIANCE_RATIOS, True)
@@ -383,6 +383,23 @@ class SequentialTests:
         for name, counts in categorical:
             self._categorical.append((name, self._categorical_tests(name, counts, thresholds, rows)))
         self._array = CUSUMArray(thresholds, rows)
+
+    @staticmethod
+    def _joined_references(references: Sequence[npt.NDArray[np.float64]]) -> npt.NDArray[np.complex128]:
+        joined: npt.NDArray[np.complex128] = np.concatenate([j + 1j * ref for j, ref in enumerate(references)]
+                                                            ) if references else np.zeros(0, dtype=complex)
+        return joined
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The joined references are the references again, twice the bytes: a checkpoint of a thousand models
+        # pickles them every interval, so they are rebuilt on load instead.
+        state = self.__dict__.copy()
+        del state["_all_references"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._all_references = self._joined_references(self._references)
 
     def _categorical_tests(self, name: str, counts: Mapping[Hashable, int], thresholds: list[float],
                            rows: list[int]) -> _Categorical:
