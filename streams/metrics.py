@@ -285,6 +285,9 @@ class WorkerMetrics:
         self.health = HealthMetrics(r)
         self._data_series: dict[str, _DataSeries] = {}
         self._n_watched: Tally[str] = Tally()
+        # Examples counted per model, as driftline_examples counts them: read per batch for the label coverage,
+        # where collecting the counter made a sample object per model each time.
+        self._n_examples: Tally[str] = Tally()
 
     def declare(self, models: Mapping[str, tuple[str, Sequence[str]]], reject_kinds: Iterable[str]) -> None:
         """Create every bounded label set at zero, before the first event.
@@ -390,8 +393,7 @@ class WorkerMetrics:
                 n_open[model][ESTIMATED] += len(estimate_monitor.open_alerts)
         # Examples scored since this process started, as the predictions are: a restored monitor's n_seen
         # also counts the examples before the restart.
-        n_examples = {sample.labels["model"]: sample.value for family in self.examples.collect()
-                      for sample in family.samples if sample.name.endswith("_total")}
+        n_examples = self._n_examples
         for model, n in watched.items():
             spec = config[model]
             series = self._series_of(model, spec)
@@ -416,15 +418,23 @@ class WorkerMetrics:
             filled = 1.0 if latest.reference_complete else latest.n_seen / spec.drift.reference_size
             self.drift_reference_filled.labels(model).set(filled)
 
+    def count_examples(self, counts: Mapping[str, int]) -> None:
+        """Labelled examples scored, per model (``driftline_examples``)."""
+        for model, n in counts.items():
+            self.examples.labels(model).inc(n)
+            self._n_examples[model] += n
+
     def observe_realized(self, monitors: MonitorSet, models: Iterable[str]) -> None:
         """Refresh the realized counterparts of the estimates of ``models`` (those a batch labelled examples of).
 
         They follow the version the other gauges follow: the one seen most recently.
         """
         for model in models:
-            versions = monitors.data_monitors_of(model)
             estimates = monitors.estimate_monitors_of(model)
-            if not estimates or not versions:
+            if not estimates:  # (asked first: most models have none, and the data monitors are many more)
+                continue
+            versions = monitors.data_monitors_of(model)
+            if not versions:
                 continue
             latest = None
             for (version, segment), data_monitor in versions.items():

@@ -94,8 +94,7 @@ class Worker:
         examples = [LabelledExample(prediction=p, outcome=OutcomeEvent(
             prediction_id=p.prediction_id, event_time=p.event_time, actual=p.prediction)) for p in batch]
         self.monitors.observe(examples)
-        for model, n in Counter(e.prediction.model for e in examples).items():
-            self.metrics.examples.labels(model).inc(n)
+        self.metrics.count_examples(Counter(e.prediction.model for e in examples))
 
 
 @pytest.fixture
