@@ -7,8 +7,10 @@ of one, a Python step per test) is paid per item.  Measured offline (``benchmark
 decisions do not depend on how a model's stream is cut into batches (their batch-size tests), so gathering a
 model's items changes when an alert is published, never which alert or its event time.
 
-A model's items are scored once it has ``min_items`` of them, or once the first of them has waited
-``max_wait_seconds`` (wall clock): a model with little traffic is not held back longer than that.  Until then
+A model's items are scored once it has ``min_items`` of them, once the first of them has waited
+``max_wait_seconds`` (wall clock), or once the caller says no more of them are on the way (the worker: its
+input partition is read to its end).  So they are gathered only while the stage has a backlog to read: a
+stage that keeps up scores everything as it comes, and the end of a burst is not held back.  Until then
 they are not scored, so the checkpoints' bookkeeping (:class:`~detectors.monitors.checkpoint.Checkpointer`)
 still counts them as waiting and their messages are not acked: a crash loses none.
 
@@ -20,6 +22,9 @@ still counts them as waiting and their messages are not acked: a crash loses non
 ([('busy', 'p1'), ('busy', 'p2')], 1)
 >>> batches.due(wall_time=0.5), [h.item for h in batches.due(wall_time=1.0)[0]]   # quiet's waited 1 s
 (([], []), ['p3'])
+>>> batches.add([Held("m2", "quiet", "p4")], [], wall_time=2.0)
+>>> [h.item for h in batches.due(wall_time=2.0, drained=lambda model: model == "quiet")[0]]   # none to come
+['p4']
 """
 
 from __future__ import annotations
@@ -82,10 +87,13 @@ class ScoringBatches(Generic[Ref]):
                 (gathered.labelled if labelled_side else gathered.predictions).append(held)
         self._n_held += len(predictions) + len(labelled)
 
-    def due(self, wall_time: float) -> tuple[list[Held[Ref]], list[Held[Ref]]]:
-        """Take the items of every model that has ``min_items`` of them or has waited ``max_wait_seconds``."""
+    def due(self, wall_time: float, drained: Callable[[str], bool] | None = None
+            ) -> tuple[list[Held[Ref]], list[Held[Ref]]]:
+        """Take the items of every model that has ``min_items`` of them, has waited ``max_wait_seconds``, or of
+        which ``drained`` says that no more items are on the way."""
         oldest = wall_time - self.max_wait_seconds
-        return self._take(lambda g: len(g.predictions) + len(g.labelled) >= self.min_items or g.since <= oldest)
+        return self._take(lambda g: len(g.predictions) + len(g.labelled) >= self.min_items or g.since <= oldest
+                          or (drained is not None and drained(g.model)))
 
     def take_all(self) -> tuple[list[Held[Ref]], list[Held[Ref]]]:
         """Take every item gathered."""

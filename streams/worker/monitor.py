@@ -28,6 +28,7 @@ from operator import attrgetter
 from typing import Any
 
 import faust
+from faust.types import TP
 
 from detectors.ingest.merge import Held, MonitorInputOrder, decode_monitor_input
 from detectors.ingest.stage import RawRecord
@@ -112,7 +113,10 @@ class MonitorService:
         # read on one partition says nothing of the data still unread on another.
         self._merges: dict[int, MonitorInputOrder[MessageRef]] = {}
         self._late_in_dropped_merges = 0
-        # Released items wait here until their model has enough to score at once (see ScoringBatches).
+        # Released items wait here until their model has enough to score at once (see ScoringBatches), while the
+        # partition has unread messages: per monitor-input partition, the offset after the last message read.
+        self._next_offsets: dict[int, int] = {}
+        self._model_partitions: dict[str, int] = {}
         self._scoring: ScoringBatches[MessageRef] = ScoringBatches(settings.monitor_batch_items,
                                                                    settings.monitor_batch_wait_seconds)
         self._restored_partitions: set[int] = set()
@@ -195,8 +199,9 @@ class MonitorService:
                 gone = self._merges.pop(partition, None)
                 self._late_in_dropped_merges += gone.n_late if gone is not None else 0
             self._held = [e for e in self._held if e.message.partition not in partitions]
-            n = self.settings.partitions
-            self._scoring.drop(lambda model: partition_of(model.encode(), n) in partitions)
+            self._scoring.drop(lambda model: self._partition_of_model(model) in partitions)
+            for partition in partitions:
+                self._next_offsets.pop(partition, None)
             for partition in partitions:
                 self._restored_partitions.discard(partition)
                 self.checkpointer.forget_partition(partition)
@@ -210,6 +215,7 @@ class MonitorService:
         wall = time.time()
         for event in events:
             partition, offset = event.message.partition, event.message.offset
+            self._next_offsets[partition] = offset + 1
             if partition not in self._restored_partitions:
                 await self._restore_partition(partition)
             # Hold the ack (take_events acks once; this reference is released by _write_checkpoint).
@@ -252,10 +258,31 @@ class MonitorService:
         return self._merges[partition]
 
     def _due(self, wall_time: float) -> tuple[list[Held[MessageRef]], list[Held[MessageRef]]]:
-        """What the merges release, gathered per model; the items of the models due for scoring now."""
+        """What the merges release, gathered per model; the items of the models due for scoring now (those of a
+        partition read to its end are: nothing more of theirs is on the way)."""
         for merge in self._merges.values():
             self._scoring.add(*merge.release(wall_time), wall_time=wall_time)
-        return self._scoring.due(wall_time)
+        drained = self._drained_partitions()
+        return self._scoring.due(wall_time, lambda model: self._partition_of_model(model) in drained)
+
+    def _drained_partitions(self) -> set[int]:
+        """The monitor-input partitions read here up to their high-water mark at the last fetch."""
+        drained = set()
+        for partition, next_offset in self._next_offsets.items():
+            try:
+                mark = self._app.consumer.highwater(TP(self.topics.monitor_input, partition))
+            # aiokafka asserts the partition is assigned; during a rebalance it may not be (then: not drained).
+            except (AssertionError, KeyError, RuntimeError):
+                continue
+            if mark is not None and mark <= next_offset:
+                drained.add(partition)
+        return drained
+
+    def _partition_of_model(self, model: str) -> int:
+        partition = self._model_partitions.get(model)
+        if partition is None:
+            partition = self._model_partitions[model] = partition_of(model.encode(), self.settings.partitions)
+        return partition
 
     def _admitted(self, items: Sequence[Held[MessageRef]], prefix: str) -> list[Any]:
         """The released items not already in the state (checkpointed, or re-published by a restarted ingest)."""

@@ -55,7 +55,7 @@ def test_every_item_leaves_once_in_its_models_order_and_none_waits_past_its_due(
                 assert n_held == 0, "a model due leaves whole"
                 first_added.pop(model, None)
             elif n_held:
-                assert n_held < min_items and wall - first_added[model] < max_wait, "held past its due"
+                assert n_held < min_items and first_added[model] > wall - max_wait, "held past its due"
     assert batches.n_held == serial - sum(len(v) for v in taken.values())
     for side, items in zip((False, True), batches.take_all(), strict=True):
         for item in items:
@@ -124,3 +124,11 @@ def test_gathered_scoring_publishes_the_alerts_of_scoring_as_released() -> None:
     assert sorted(a.alert_id for a in alerts_gathered) == sorted(a.alert_id for a in alerts_direct)
     assert sorted((a.alert_id, a.event_time) for a in alerts_gathered) == sorted(
         (a.alert_id, a.event_time) for a in alerts_direct)
+
+
+def test_a_model_whose_input_is_drained_leaves_at_once_the_others_keep_gathering() -> None:
+    batches: ScoringBatches[int] = ScoringBatches(min_items=64, max_wait_seconds=60)
+    batches.add([Held(0, "a", 1), Held(0, "b", 2)], [Held(0, "a", 3)], wall_time=0.0)
+    predictions, labelled = batches.due(wall_time=0.1, drained=lambda model: model == "a")
+    assert ([h.item for h in predictions], [h.item for h in labelled]) == ([1], [3])
+    assert batches.n_held == 1 and batches.due(wall_time=0.1) == ([], [])
