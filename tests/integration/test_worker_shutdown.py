@@ -9,6 +9,7 @@ in its final offset commit until SIGKILL (4 of 10 tries at this 0.8 s stagger, b
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -26,6 +27,17 @@ STAGGER = 0.8  # seconds between the two SIGTERMs: the second is stopping when t
 TRIES = 2
 
 
+def _exit_status(proc: subprocess.Popen[bytes], signalled: bool) -> int:
+    """How a worker ended: one already sent its SIGTERM is waited for, not signalled again (a second SIGTERM
+    that lands as the process ends, its handlers gone, kills it with -15: seen once in CI); then stop_worker."""
+    if signalled:
+        try:
+            return proc.wait(15)
+        except subprocess.TimeoutExpired:
+            pass
+    return stop_worker(proc)
+
+
 @pytest.mark.parametrize("attempt", range(TRIES))
 def test_two_workers_stopped_a_moment_apart_both_exit_cleanly(kafka_bootstrap: str, tmp_path: Path,
                                                               attempt: int) -> None:
@@ -36,6 +48,7 @@ def test_two_workers_stopped_a_moment_apart_both_exit_cleanly(kafka_bootstrap: s
     ensure_topics(settings)
     procs = [start_worker({**env, "DRIFTLINE_WEB_PORT": str(free_port()), "DRIFTLINE_DATA_DIR": str(tmp_path / name)},
                           tmp_path / f"{name}.log") for name in ("first", "second")]
+    signalled = False
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -47,7 +60,8 @@ def test_two_workers_stopped_a_moment_apart_both_exit_cleanly(kafka_bootstrap: s
         procs[0].send_signal(signal.SIGTERM)
         time.sleep(STAGGER)
         procs[1].send_signal(signal.SIGTERM)
+        signalled = True
     finally:
-        exit_codes = [stop_worker(proc) for proc in procs]
-    assert exit_codes == [0, 0], (f"exit statuses {exit_codes} (-9: killed after 15 s)\n"
+        exit_codes = [_exit_status(proc, signalled) for proc in procs]
+    assert exit_codes == [0, 0], (f"exit statuses {exit_codes} (-9: killed, still running 30 s after its SIGTERM)\n"
                                   + (tmp_path / "second.log").read_text(errors="replace")[-3000:])
