@@ -191,7 +191,11 @@ def time_workers(envs: list[dict[str, str]], n_predictions: int, watch: bool, lo
         broker_cpu = None if broker_start_cpu is None else proc_cpu_seconds(broker_pid) - broker_start_cpu  # type: ignore[arg-type]
         peak = [proc_status_kib(proc.pid, "VmHWM") for proc in procs]
         end = [proc_status_kib(proc.pid, "VmRSS") for proc in procs]
-        samples = [scrape_metrics(port) for port in ports]
+        # The last read must be whole: a 1,000-model page can take its worker longer than the 2 s default to render,
+        # and an unanswered scrape reads as no samples (models1000 once printed an ingest rate of -0 from it).
+        samples = [scrape_metrics(port, timeout=60) for port in ports]
+        if not all(samples):
+            raise SystemExit(f"a worker's /metrics did not answer within 60 s; see {', '.join(map(str, logs))}")
         # The Unix time of the last ingest batch of any worker: once every event is read there are no more.
         ingested = max(metric_sum(s, "driftline_last_batch_timestamp_seconds", stage="ingest") for s in samples)
         return WorkerRun(n_events / (ingested - started), n_events / (done - started),

@@ -72,10 +72,11 @@ def stop_worker(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> int:
     return proc.returncode
 
 
-def scrape_metrics(port: int) -> Samples:
-    """The process's /metrics as {(sample name, sorted labels): value}; empty if it does not answer."""
+def scrape_metrics(port: int, timeout: float = 2.0) -> Samples:
+    """The process's /metrics as {(sample name, sorted labels): value}; empty if it does not answer within
+    ``timeout`` seconds."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as response:
             text = response.read().decode()
     except OSError:
         return {}
