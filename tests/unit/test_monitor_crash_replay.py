@@ -1,0 +1,209 @@
+"""The monitor stage across a crash, with no broker: every labelled example ends up scored exactly once.
+
+``MonitorService`` runs its own batch path (merge, scoring batches, checkpoints, acks) over monitor-input
+messages handed to it as faust would hand them; faust's consumer, producer and table are stood in for by
+the little they are asked here (a high-water mark, acknowledged sends, what recovery read).  The first
+service stops dead at a random point, as a kill -9 stops it.  A successor recovers the last record of each
+key its predecessor wrote to the state changelog, is handed the messages again from the first one not
+acked (what faust would have committed), and reads to the end.  Then its monitors must have seen every
+example once: none lost below a checkpoint, none counted twice above one.  The integration tests do the
+same on a real broker (``tests/integration/test_kill_recovery.py``) at a few crash points; this one tries
+hundreds, with scoring batches on and off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+from faust.types import TP
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import streams.worker.monitor as monitor_module
+import yaml
+from detectors.monitors.signed_state import StateSigner
+from schemas.config import MonitorConfig
+from schemas.events import LabelledExample, MonitorBatch
+from streams.metrics import WorkerMetrics
+from streams.scenarios import SpeechScenario
+from streams.settings import Settings, load_settings
+from streams.worker.monitor import MonitorService
+from streams.worker.outbox import Outbox
+from streams.worker.state import MonitorState
+from tests.speech_monitors import SPEECH_MONITORS
+
+MODEL = "speech-asr"
+SIGNER = StateSigner(b"a test key of 32 bytes, no more.")
+CHANGELOG = "app-monitor-state-changelog"
+N_PAIRS = 400
+
+
+def _messages(chunk_sizes: list[int]) -> list[bytes]:
+    """The monitor-input partition: each chunk of examples in a message, then a watermark past them."""
+    pairs = SpeechScenario(n_events=N_PAIRS, change_at=N_PAIRS // 2, seed=11).events()
+    examples = [LabelledExample(prediction=p, outcome=o) for p, o in pairs]
+    out, start = [], 0
+    for size in chunk_sizes:
+        chunk = examples[start:start + size]
+        if not chunk:
+            break
+        start += size
+        out.append(MonitorBatch(labelled=chunk).model_dump_json().encode())
+        mark = max(e.completed_at for e in chunk)
+        out.append(MonitorBatch(watermarks={"prediction/0": mark, "outcome/0": mark}).model_dump_json().encode())
+    assert start >= N_PAIRS, "the chunks cover the stream"
+    return out
+
+
+@dataclass
+class _Broker:
+    """What faust's producer was asked to send, acknowledged at once, per topic in order."""
+
+    sent: dict[str, list[tuple[bytes | None, bytes | None]]] = field(default_factory=dict)
+
+    async def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None,
+                   _timestamp: Any, _headers: Any) -> asyncio.Future[Any]:
+        records = self.sent.setdefault(topic, [])
+        records.append((key, value))
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        done.set_result(SimpleNamespace(topic=topic, partition=partition or 0, offset=len(records) - 1))
+        return done
+
+
+@dataclass
+class _Event:
+    """A faust event of the monitor-input partition: its offset, and whether the service acked it."""
+
+    value: bytes
+    offset: int
+    acked: set[int]
+
+    @property
+    def message(self) -> SimpleNamespace:
+        return SimpleNamespace(partition=0, offset=self.offset, topic="monitor-input", headers=None, timestamp=0.0,
+                               tp=TP("monitor-input", 0), incref=lambda: None)
+
+    def ack(self) -> None:
+        self.acked.add(self.offset)
+
+
+class _NoAlertLog:
+    """The alert topic is not read back here: alerts are not what this test counts."""
+
+    def partition_of(self, _model: str) -> None:
+        return None
+
+    async def seed(self, _guard: Any) -> None:
+        return None
+
+    async def read_back(self, _guard: Any, _starts: Any) -> None:
+        return None
+
+
+def _service(s: Settings, broker: _Broker, recovered: dict[bytes, bytes], high_water: list[int]) -> MonitorService:
+    metrics = WorkerMetrics()
+    state = MonitorState(SIGNER, metrics)
+    state.table = SimpleNamespace(data=dict(recovered), changelog_topic=SimpleNamespace(get_topic_name=lambda: CHANGELOG))
+    for offset, key in enumerate(recovered):
+        asyncio.run(state.on_changelog_event(SimpleNamespace(key=key, message=SimpleNamespace(partition=0, offset=offset))))
+    app = SimpleNamespace(producer=broker, should_stop=False, rebalancing=False,
+                          consumer=SimpleNamespace(highwater=lambda _tp: high_water[0]))
+    spec = yaml.safe_load(SPEECH_MONITORS)
+    spec["models"][MODEL]["performance"]["window"] = 100
+    service = MonitorService(s, MonitorConfig.model_validate(spec), metrics, Outbox(app), app, state)  # type: ignore[arg-type]
+    service._alert_log = _NoAlertLog()  # type: ignore[assignment]
+    return service
+
+
+def _committed(acked: set[int], n_events: int) -> int:
+    """Where faust's consumer group resumes: the first message not acked (it commits no further)."""
+    return next(offset for offset in range(n_events + 1) if offset not in acked)
+
+
+def _recover(state: MonitorState, broker: _Broker) -> None:
+    """What faust's table recovery reads into ``state``: the last record of each key in the state changelog."""
+    for offset, (key, value) in enumerate(broker.sent.get(CHANGELOG, [])):
+        state.table.data[key] = value
+        state._read_at[key] = (0, offset)
+
+
+async def _read(service: MonitorService, events: list[_Event], batch_sizes: list[int], clock: list[float],
+                steps: int | None = None) -> int:
+    """Hand ``events`` to the service in batches (the idle round between them), for ``steps`` batches or all;
+    the offset after the last one handed."""
+    position, step = 0, 0
+    while position < len(events) and (steps is None or step < steps):
+        size = batch_sizes[step % len(batch_sizes)]
+        batch, position, step = events[position:position + size], position + size, step + 1
+        clock[0] += 0.3
+        await service._batch(batch)
+        # The idle round of _checkpoint_while_idle, once between batches.
+        await service._score(*service._due(clock[0]), events=[])
+        if service.checkpointer.due(clock[0]):
+            await service._write_checkpoint()
+    return events[min(position, len(events)) - 1].offset + 1 if position else 0
+
+
+@given(chunk_sizes=st.lists(st.integers(1, 40), min_size=N_PAIRS // 10, max_size=N_PAIRS // 10),
+       batch_sizes=st.lists(st.integers(1, 6), min_size=1, max_size=8),
+       crash_after=st.integers(1, 120), batch_items=st.sampled_from([1, 16, 64]),
+       backlog=st.booleans(), republished=st.integers(0, 6), rebalance_after=st.none() | st.integers(1, 60))
+@settings(max_examples=50, deadline=None)
+def test_a_successor_scores_every_example_once(chunk_sizes: list[int], batch_sizes: list[int], crash_after: int,
+                                               batch_items: int, backlog: bool, republished: int,
+                                               rebalance_after: int | None) -> None:
+    s = load_settings(partitions=1, monitor_batch_items=batch_items, monitor_batch_wait_seconds=2.0,
+                      checkpoint_seconds=1.0, order_grace_seconds=0.0)
+    values = _messages(chunk_sizes + [N_PAIRS])
+    acked: set[int] = set()
+    events = [_Event(value, offset, acked) for offset, value in enumerate(values)]
+    clock = [1_000.0]
+    # A backlog: the partition's end lies past everything (scoring batches gather); else it is what was read.
+    high_water = [len(events)]
+    original_time = monitor_module.time
+    monitor_module.time = SimpleNamespace(time=lambda: clock[0], perf_counter=original_time.perf_counter)  # type: ignore[assignment]
+    try:
+        broker = _Broker()
+        first = _service(s, broker, {}, high_water)
+        if not backlog:
+            high_water[0] = 0
+        if rebalance_after is None:
+            handed = asyncio.run(_read(first, events, batch_sizes, clock, steps=crash_after))
+        else:
+            async def with_a_rebalance() -> int:
+                await _read(first, events, batch_sizes, clock, steps=rebalance_after)
+                # The partition is revoked and assigned back to this worker: faust's recovery reads the state
+                # changelog on to its end, and the partition is read again from its committed offset.
+                await first.revoke({0})
+                _recover(first._state, broker)
+                return await _read(first, events[_committed(acked, len(events)):], batch_sizes, clock,
+                                   steps=crash_after)
+
+            handed = asyncio.run(with_a_rebalance())
+        # kill -9: nothing more is sent or acked.  The group resumes at the first message not acked.
+        committed = _committed(acked, len(events))
+        recovered = dict(broker.sent.get(CHANGELOG, []))
+        # The ingest stage restarted too, and sends its last steps' messages again, at the end of the partition:
+        # some of them the first worker may have read, and scored.
+        item_messages = [e.value for e in events[:max(handed, 1)]][-2 * republished:] if republished else []
+        events += [_Event(value, len(events) + i, acked) for i, value in enumerate(item_messages)]
+        high_water[0] = len(events)
+        successor = _service(s, _Broker(), recovered, high_water)
+        clock[0] += 10.0
+
+        async def to_the_end() -> None:
+            # As on its first event (there may be none left to read): the checkpoints are installed.
+            await successor._restore_partition(0)
+            await _read(successor, events[committed:], batch_sizes, clock)
+            clock[0] += 60.0
+            await successor._score(*successor._due(clock[0]), events=[])
+
+        asyncio.run(to_the_end())
+    finally:
+        monitor_module.time = original_time  # type: ignore[assignment]
+    status = successor.status()
+    assert status["n_held_items"] == 0, status
+    assert successor.monitors.monitors[MODEL].n_seen == N_PAIRS, (status, committed, len(recovered))
