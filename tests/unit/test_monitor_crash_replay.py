@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
+import yaml
 from faust.types import TP
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import streams.worker.monitor as monitor_module
-import yaml
 from detectors.monitors.signed_state import StateSigner
 from schemas.config import MonitorConfig
 from schemas.events import LabelledExample, MonitorBatch
