@@ -28,6 +28,7 @@ from typing import Any, get_args
 import aiokafka
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 from prometheus_client import generate_latest
 
 from schemas.config import MonitorConfig
@@ -36,6 +37,7 @@ from streams.health.ratelimit import install_repeated_line_filter
 from streams.health.liveness import HealthState, StageTracker, WatchdogThread
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
+from streams.worker.commit_limit import CommitLimit
 from streams.worker.handoff import BatchHandoff
 from streams.worker.ingest import IngestThread
 from streams.worker.monitor import MonitorService
@@ -73,6 +75,12 @@ class _MonitorConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 class _MonitorConsumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _MonitorConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    def _new_offset(self, tp: TP) -> int | None:
+        # Never past the monitor stage's own acks: see streams.worker.commit_limit.
+        offset = super()._new_offset(tp)
+        limit: CommitLimit | None = getattr(self.app, "driftline_commit_limit", None)
+        return offset if limit is None else limit.clamp(tp, offset)
 
 
 class _Transport(faust_aiokafka.Transport):
@@ -227,6 +235,7 @@ def _add_monitor(app: faust.App, settings: Settings, config: MonitorConfig, metr
     state.table = app.Table("monitor-state", partitions=settings.partitions, changelog_topic=state_changelog,
                             help="Monitor state checkpoints", on_changelog_event=state.on_changelog_event)
     monitor_service = MonitorService(settings, config, metrics, Outbox(app), app, state, handoff)
+    app.driftline_commit_limit = monitor_service.commit_limit  # type: ignore[attr-defined]
     metrics.declare(monitor_service.metric_series(), get_args(RejectionKind))
     metrics.declare_predictions(config)
 

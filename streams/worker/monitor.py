@@ -10,8 +10,9 @@ The monitors' state is checkpointed to the monitor-state table.  One entry per m
 so faust's table recovery has read it before the monitor agent gets that partition's events.  The state is
 written straight to the changelog with the producer and the acks awaited, once per checkpoint interval (and
 at once after a batch that alerts).  A monitor-input message is acked only once all its items are scored and
-checkpointed: the committed offset never passes the state, so a kill -9 replays at most the messages since
-the last checkpoint, and what the state already holds is skipped.  A foreign message refused here is
+checkpointed: the committed offset never passes the state (nor do faust's own acks of the messages it skips
+in a rebalance move it: :class:`streams.worker.commit_limit.CommitLimit`), so a kill -9 replays at most the
+messages since the last checkpoint, and what the state already holds is skipped.  A foreign message refused here is
 dead-lettered once per process, and once across a crash if a restored checkpoint lies past it
 (:meth:`Checkpointer.first_dead_letter`).
 """
@@ -46,6 +47,7 @@ from streams.cloudevents import cloudevents_headers
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
 from streams.worker.alert_log import AlertLog
+from streams.worker.commit_limit import CommitLimit
 from streams.worker.messages import (
     BATCH_BYTES,
     CLOUDEVENTS_SOURCE,
@@ -121,11 +123,14 @@ class MonitorService:
                                                                    settings.monitor_batch_wait_seconds)
         self._restored_partitions: set[int] = set()
         self._held: list[Any] = []  # monitor-input events read, acked once their items are scored and checkpointed
+        # What faust may commit: no further than the acks below (faust acks the messages it skips, too).
+        self.commit_limit = CommitLimit(self.topics.monitor_input)
         self._lock = asyncio.Lock()
         # Batches are ours, but a foreign producer could still write here.
         self._max_bytes = 2 * BATCH_BYTES + 4 * settings.max_event_bytes
         self.n_checkpoints = 0
         self.n_restored = 0
+        self.n_stale_skipped = 0  # events of an earlier consumer generation, left to be read again
         self.written: dict[str, int] = {}  # each model's checkpointed monitor-input offset
         self.written_seen: dict[str, int] = {}  # the labelled examples each model's written state holds
         self._totals = Totals()
@@ -154,6 +159,8 @@ class MonitorService:
             "n_replayed": self.checkpointer.n_replayed,
             "n_duplicates": self.checkpointer.n_duplicates,
             "n_alerts_not_resent": self.replay_guard.n_suppressed,
+            "n_stale_skipped": self.n_stale_skipped,
+            "n_commits_held_back": self.commit_limit.n_clamped,
             "n_held": len(self._held),
             "n_held_items": sum(merge.n_held for merge in self._merges.values()) + self._scoring.n_held,
             "n_seen": {model: m.n_seen for model, m in self.monitors.monitors.items()},
@@ -202,6 +209,7 @@ class MonitorService:
             self._scoring.drop(lambda model: self._partition_of_model(model) in partitions)
             for partition in partitions:
                 self._next_offsets.pop(partition, None)
+            self.commit_limit.forget(partitions)
             for partition in partitions:
                 self._restored_partitions.discard(partition)
                 self.checkpointer.forget_partition(partition)
@@ -214,6 +222,11 @@ class MonitorService:
         dead: list[Dead] = []
         wall = time.time()
         for event in events:
+            if event.message.generation_id != self._app.consumer_generation_id:
+                # Read before a rebalance, and read again after it from the committed offset: not scored twice,
+                # nor held (an ack now would count towards a commit of this generation; see CommitLimit).
+                self.n_stale_skipped += 1
+                continue
             partition, offset = event.message.partition, event.message.offset
             self._next_offsets[partition] = offset + 1
             if partition not in self._restored_partitions:
@@ -449,6 +462,7 @@ class MonitorService:
         await self._outbox.send()
         for event in done:
             event.ack()
+            self.commit_limit.advance(event.message.partition, event.message.offset + 1)
         self.n_checkpoints += 1
         self.written.update(written)
         self.written_seen.update(seen)

@@ -8,7 +8,7 @@ each time where a crash can lose or repeat something:
 1. **the join waits**: predictions lead their outcomes by ``LAG``, so about ``LAG`` of them wait in the join;
 2. **right after an alert**: as soon as the first fired alert is published;
 3. **scored, not checkpointed**: once the monitor holds ``UNWRITTEN`` or more examples its last checkpoint
-   does not.
+   (its own, so its acks have been committed) does not.
 
 Each restarted worker gets a fresh data dir, so its state comes from Kafka (the join's and the monitor state's
 changelogs), never from local files.  The reference is ``run_backtest`` over the same events: the worker's own
@@ -163,9 +163,11 @@ def _just_alerted(worker: Incarnation) -> bool:
 
 
 def _scored_not_checkpointed(worker: Incarnation) -> bool:
+    # After this worker's own first checkpoint: its acks are committed, and the kill must not lose what they
+    # passed over (faust acks the messages it skips in a rebalance too; see streams.worker.commit_limit).
     state = worker.state()
     seen, written = state.get("n_seen", {}).get(MODEL, 0), state.get("written_seen", {}).get(MODEL, 0)
-    return seen >= 700 and seen - written >= UNWRITTEN
+    return seen >= 700 and written > 0 and seen - written >= UNWRITTEN
 
 
 def _start(env: dict[str, str], tmp_path: Path, i: int, **extra: str) -> Incarnation:

@@ -5,7 +5,8 @@ messages handed to it as faust would hand them; faust's consumer, producer and t
 the little they are asked here (a high-water mark, acknowledged sends, what recovery read).  The first
 service stops dead at a random point, as a kill -9 stops it.  A successor recovers the last record of each
 key its predecessor wrote to the state changelog, is handed the messages again from the first one not
-acked (what faust would have committed), and reads to the end.  Then its monitors must have seen every
+acked, or from where faust would have committed (its own ``Consumer._new_offset``, through the worker's
+consumer, over the service's acks and those of messages faust skipped in a rebalance), and reads to the end.  Then its monitors must have seen every
 example once: none lost below a checkpoint, none counted twice above one.  The integration tests do the
 same on a real broker (``tests/integration/test_kill_recovery.py``) at a few crash points; this one tries
 hundreds, with scoring batches on and off.
@@ -14,6 +15,7 @@ hundreds, with scoring batches on and off.
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -22,6 +24,7 @@ import yaml
 from faust.types import TP
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from intervaltree import IntervalTree
 
 import streams.worker.monitor as monitor_module
 from detectors.monitors.signed_state import StateSigner
@@ -29,7 +32,9 @@ from schemas.config import MonitorConfig
 from schemas.events import LabelledExample, MonitorBatch
 from streams.metrics import WorkerMetrics
 from streams.scenarios import SpeechScenario
+from streams.app import _MonitorConsumer
 from streams.settings import Settings, load_settings
+from streams.worker.commit_limit import CommitLimit
 from streams.worker.monitor import MonitorService
 from streams.worker.outbox import Outbox
 from streams.worker.state import MonitorState
@@ -80,11 +85,12 @@ class _Event:
     value: bytes
     offset: int
     acked: set[int]
+    generation: int = 0  # the consumer generation it was read in
 
     @property
     def message(self) -> SimpleNamespace:
         return SimpleNamespace(partition=0, offset=self.offset, topic="monitor-input", headers=None, timestamp=0.0,
-                               tp=TP("monitor-input", 0), incref=lambda: None)
+                               tp=TP("monitor-input", 0), incref=lambda: None, generation_id=self.generation)
 
     def ack(self) -> None:
         self.acked.add(self.offset)
@@ -110,7 +116,7 @@ def _service(s: Settings, broker: _Broker, recovered_from: _Broker | None, high_
     state.table = SimpleNamespace(data={}, changelog_topic=SimpleNamespace(get_topic_name=lambda: CHANGELOG))
     if recovered_from is not None:
         _recover(state, recovered_from)
-    app = SimpleNamespace(producer=broker, should_stop=False, rebalancing=False,
+    app = SimpleNamespace(producer=broker, should_stop=False, rebalancing=False, consumer_generation_id=0,
                           consumer=SimpleNamespace(highwater=lambda _tp: high_water[0]))
     spec = yaml.safe_load(SPEECH_MONITORS)
     spec["models"][MODEL]["performance"]["window"] = 100
@@ -119,9 +125,24 @@ def _service(s: Settings, broker: _Broker, recovered_from: _Broker | None, high_
     return service
 
 
-def _committed(acked: set[int], n_events: int) -> int:
-    """Where faust's consumer group resumes: the first message not acked (it commits no further)."""
-    return next(offset for offset in range(n_events + 1) if offset not in acked)
+def _committed(acked: set[int], skipped: set[int], limit: CommitLimit | None) -> int:
+    """Where the consumer group resumes: what the worker's faust consumer commits, ``limit`` over it (None:
+    faust's own commit, as the worker made before CommitLimit).
+
+    Faust committed the service's acks as they came (its acked list holds what came since), and it then acks
+    the messages it ``skipped`` too; on a partition never committed (or at 0) it knows no committed offset.
+    """
+    tp = TP("monitor-input" if limit is None else limit.topic, 0)
+    through = max(acked) + 1 if acked else None
+    since = sorted(o for o in skipped if through is None or o >= through)
+    consumer = object.__new__(_MonitorConsumer)  # only its commit bookkeeping, which _new_offset reads
+    consumer._acked = defaultdict(list, {tp: since})
+    consumer._acked_index = defaultdict(set, {tp: set(since)})
+    consumer._gap = defaultdict(IntervalTree)
+    consumer._committed_offset = defaultdict(lambda: None, {tp: through or None})
+    consumer.app = SimpleNamespace(driftline_commit_limit=limit)
+    offset = consumer._new_offset(tp) if since else None
+    return offset if offset is not None else through or 0
 
 
 def _recover(state: MonitorState, broker: _Broker) -> None:
@@ -151,11 +172,14 @@ async def _read(service: MonitorService, events: list[_Event], batch_sizes: list
 @given(chunk_sizes=st.lists(st.integers(1, 40), min_size=N_PAIRS // 10, max_size=N_PAIRS // 10),
        batch_sizes=st.lists(st.integers(1, 6), min_size=1, max_size=8),
        crash_after=st.integers(1, 120), batch_items=st.sampled_from([1, 16, 64]),
-       backlog=st.booleans(), republished=st.integers(0, 6), rebalance_after=st.none() | st.integers(1, 60))
+       backlog=st.booleans(), republished=st.integers(0, 6), rebalance_after=st.none() | st.integers(1, 60),
+       skipped=st.builds(lambda start, n: set(range(start, start + n)), st.integers(0, 100), st.integers(0, 30)))
 @settings(max_examples=50, deadline=None)
 def test_a_successor_scores_every_example_once(chunk_sizes: list[int], batch_sizes: list[int], crash_after: int,
                                                batch_items: int, backlog: bool, republished: int,
-                                               rebalance_after: int | None) -> None:
+                                               rebalance_after: int | None, skipped: set[int]) -> None:
+    """``skipped``: the messages faust acked itself, as it does the run its streams skip in a rebalance (the
+    old generation's buffered messages, those read while flow is suspended); they are read again after it."""
     s = load_settings(partitions=1, monitor_batch_items=batch_items, monitor_batch_wait_seconds=2.0,
                       checkpoint_seconds=1.0, order_grace_seconds=0.0)
     values = _messages(chunk_sizes + [N_PAIRS])
@@ -175,17 +199,23 @@ def test_a_successor_scores_every_example_once(chunk_sizes: list[int], batch_siz
             handed = asyncio.run(_read(first, events, batch_sizes, clock, steps=crash_after))
         else:
             async def with_a_rebalance() -> int:
-                await _read(first, events, batch_sizes, clock, steps=rebalance_after)
+                before = await _read(first, events, batch_sizes, clock, steps=rebalance_after)
                 # The partition is revoked and assigned back to this worker: faust's recovery reads the state
                 # changelog on to its end, and the partition is read again from its committed offset.
                 await first.revoke({0})
+                first._app.consumer_generation_id = 1
+                # The old generation's messages still in faust's take buffer come after it: not read.
+                stale = events[before:before + 3]
+                await first._batch(stale)
+                assert first.n_stale_skipped == len(stale) and not first._held
                 _recover(first._state, broker)
-                return await _read(first, events[_committed(acked, len(events)):], batch_sizes, clock,
-                                   steps=crash_after)
+                resumed = _committed(acked, skipped, first.commit_limit)
+                again = [_Event(e.value, e.offset, acked, generation=1) for e in events[resumed:]]
+                return await _read(first, again, batch_sizes, clock, steps=crash_after)
 
             handed = asyncio.run(with_a_rebalance())
-        # kill -9: nothing more is sent or acked.  The group resumes at the first message not acked.
-        committed = _committed(acked, len(events))
+        # kill -9: nothing more is sent or acked.  The group resumes where the worker's consumer committed.
+        committed = _committed(acked, skipped, first.commit_limit)
         # The ingest stage restarted too, and sends its last steps' messages again, at the end of the partition:
         # some of them the first worker may have read, and scored.
         item_messages = [e.value for e in events[:max(handed, 1)]][-2 * republished:] if republished else []
