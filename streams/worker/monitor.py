@@ -12,8 +12,8 @@ written straight to the changelog with the producer and the acks awaited, once p
 at once after a batch that alerts).  A monitor-input message is acked only once all its items are scored and
 checkpointed: the committed offset never passes the state (nor do faust's own acks of the messages it skips
 in a rebalance move it: :class:`streams.worker.commit_limit.CommitLimit`), so a kill -9 replays at most the
-messages since the last checkpoint, and what the state already holds is skipped.  A foreign message refused here is
-dead-lettered once per process, and once across a crash if a restored checkpoint lies past it
+messages since the last checkpoint, and what the state already holds is skipped.  A foreign message refused
+here is dead-lettered once per process, and once across a crash if a restored checkpoint lies past it
 (:meth:`Checkpointer.first_dead_letter`).
 """
 

@@ -4,12 +4,12 @@
 messages handed to it as faust would hand them; faust's consumer, producer and table are stood in for by
 the little they are asked here (a high-water mark, acknowledged sends, what recovery read).  The first
 service stops dead at a random point, as a kill -9 stops it.  A successor recovers the last record of each
-key its predecessor wrote to the state changelog, is handed the messages again from the first one not
-acked, or from where faust would have committed (its own ``Consumer._new_offset``, through the worker's
-consumer, over the service's acks and those of messages faust skipped in a rebalance), and reads to the end.  Then its monitors must have seen every
-example once: none lost below a checkpoint, none counted twice above one.  The integration tests do the
-same on a real broker (``tests/integration/test_kill_recovery.py``) at a few crash points; this one tries
-hundreds, with scoring batches on and off.
+key its predecessor wrote to the state changelog, is handed the messages again from where the worker's faust
+consumer would have committed (faust's own ``Consumer._new_offset`` through ``streams.app``'s, over the
+service's acks and those of messages faust skipped in a rebalance), and reads to the end.  Then its monitors
+must have seen every example once: none lost below a checkpoint, none counted twice above one.  The
+integration tests do the same on a real broker (``tests/integration/test_kill_recovery.py``) at a few crash
+points; this one tries hundreds, with scoring batches on and off.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ import streams.worker.monitor as monitor_module
 from detectors.monitors.signed_state import StateSigner
 from schemas.config import MonitorConfig
 from schemas.events import LabelledExample, MonitorBatch
+from streams.app import _MonitorConsumer
 from streams.metrics import WorkerMetrics
 from streams.scenarios import SpeechScenario
-from streams.app import _MonitorConsumer
 from streams.settings import Settings, load_settings
 from streams.worker.commit_limit import CommitLimit
 from streams.worker.monitor import MonitorService
