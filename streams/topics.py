@@ -169,15 +169,16 @@ def read_partition(settings: Settings, topic: str, partition: int, timeout: floa
 
 
 def read_partition_from(settings: Settings, topic: str, partition: int, start: int | None,
-                        timeout: float = 60.0) -> list[tuple[int, bytes, bytes | None]]:
+                        timeout: float = 60.0, stop: int | None = None) -> list[tuple[int, bytes, bytes | None]]:
     """Every ``(offset, key, value)`` of one partition from ``start`` (None: its first offset) to its end when
-    called, in order."""
+    called (or to ``stop``, exclusive, if that comes first), in order."""
     # The end is signalled (partition EOF) rather than waited for: in a compacted topic the last offsets may be
     # gone, and waiting for a message at high - 1 would run to the timeout.
     consumer = _reader(settings)
     deadline = time.monotonic() + timeout
     try:
         low, high = watermark_offsets(consumer, TopicPartition(topic, partition), deadline)
+        high = high if stop is None else min(high, stop)
         first = low if start is None else max(low, start)
         records: list[tuple[int, bytes, bytes | None]] = []
         if high <= first:

@@ -41,7 +41,7 @@ from pydantic import TypeAdapter
 from detectors.monitors.backtest import run_backtest
 from detectors.registry import build_detector
 from schemas.config import MonitorConfig
-from schemas.events import Alert, OutcomeEvent, PredictionEvent
+from schemas.events import Alert, MonitorBatch, OutcomeEvent, PredictionEvent
 from streams.client import PredictionLogger
 from streams.processes import free_port, metric_sum, scrape_metrics, stop_worker
 from streams.scenarios import SpeechScenario
@@ -208,7 +208,31 @@ def _wait(condition: Callable[[], bool], timeout: float, what: str, worker: Inca
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}\nstate: {worker.state()}\n{_progress(worker)}\n"
-                         f"{worker.tail()}\n--- where our code waits (SIGUSR1) ---\n{_our_frames(worker)}")
+                         f"{_restores(worker)}\n{worker.tail()}\n"
+                         f"--- where our code waits (SIGUSR1) ---\n{_our_frames(worker)}")
+
+
+def _restores(worker: Incarnation) -> str:
+    """Where every incarnation of the run restored its state from and started reading, for a timeout's message."""
+    lines = []
+    for log_path in sorted(worker.log_path.parent.glob("worker-*.log")):
+        lines += [f"{log_path.stem}: {line}" for line in log_path.read_text(errors="replace").splitlines()
+                  if "from its checkpoint" in line or "reading from offset" in line or "changelog records" in line]
+    return "--- restores ---\n" + "\n".join(lines)
+
+
+def _monitor_input_contents(bootstrap: str, settings: Settings) -> str:
+    """Which monitor-input offsets carry labelled examples, and how many distinct ones there are: a loss with
+    all N on the topic is the monitor stage's, fewer is the ingest stage's."""
+    ids: set[str] = set()
+    rows = []
+    for message in read_to_end(bootstrap, settings.topics.monitor_input):
+        batch = MonitorBatch.model_validate_json(message.value() or b"{}")
+        if batch.labelled:
+            ids.update(e.prediction.prediction_id for e in batch.labelled)
+            rows.append(f"{message.offset()}:{len(batch.labelled)}")
+    return (f"--- monitor-input: {len(ids)} distinct labelled examples of {N}; offset:count "
+            f"{' '.join(rows)}")
 
 
 def _our_frames(worker: Incarnation) -> str:
@@ -240,8 +264,11 @@ def _to_the_end(producer: PacedProducer, n_sent: int, worker: Incarnation, boots
     the run will publish is there."""
     producer.join(120)
     assert producer.error is None and producer.n_sent == n_sent, (producer.error, producer.n_sent)
-    _wait(lambda: worker.state().get("written_seen", {}).get(MODEL, 0) >= N, 90,
-          f"a checkpoint holding all {N} examples", worker)
+    try:
+        _wait(lambda: worker.state().get("written_seen", {}).get(MODEL, 0) >= N, 90,
+              f"a checkpoint holding all {N} examples", worker)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{_monitor_input_contents(bootstrap, settings)}") from None
     final = worker.state()
     return final, [ALERTS.validate_json(m.value()) for m in read_to_end(bootstrap, settings.topics.alerts)]
 
@@ -264,6 +291,7 @@ def test_kill_9_while_traffic_flows_gives_the_uninterrupted_alerts_once(kafka_bo
         for i, point in enumerate(KILL_POINTS, start=1):
             _wait(lambda: point.reached(worker), 90, f"kill point {point.name!r}", worker)
             at_kill.append({"point": point.name, "sent": producer.n_sent, **worker.state()})
+            print(f"seed {seed}, worker-{i - 1} killed ({point.name}): {at_kill[-1]}")  # shown if the test fails
             assert producer.is_alive(), f"traffic had stopped before the kill {point.name!r}"
             worker.proc.send_signal(signal.SIGKILL)
             assert worker.proc.wait(10) == -signal.SIGKILL
@@ -279,9 +307,6 @@ def test_kill_9_while_traffic_flows_gives_the_uninterrupted_alerts_once(kafka_bo
     finally:
         exit_code = stop_worker(worker.proc)
     assert exit_code == 0, f"exit status {exit_code} on SIGTERM\n{worker.tail()}"
-    for state in at_kill:
-        print(f"seed {seed}, killed ({state['point']}) with {state['sent']} events sent: "
-              f"n_seen {state.get('n_seen')}, written_seen {state.get('written_seen')}")
     print(f"seed {seed}: {restored[0]:.0f} predictions restored from the join's changelog; final state {final}")
 
     assert len(at_kill) == len(KILL_POINTS)
@@ -289,7 +314,7 @@ def test_kill_9_while_traffic_flows_gives_the_uninterrupted_alerts_once(kafka_bo
         f"seed {seed}\nworkers: {alert_facts(alerts)}\nbacktest: {alert_facts(expected)}")
     assert max(Counter(a.alert_id for a in alerts).values()) == 1
     # Every example scored once across the four processes: the state holds each, duplicates were dropped.
-    assert final["n_seen"][MODEL] == N and final["written_seen"][MODEL] == N, final
+    assert final["n_seen"][MODEL] == N and final["written_seen"][MODEL] == N, (final, _restores(worker))
     # Whatever the last worker read or restored is accounted for.
     into = metric_sum(samples, "driftline_events_read_total") + metric_sum(samples, "driftline_join_restored_total")
     out = sum(metric_sum(samples, name) for name in (
@@ -334,4 +359,4 @@ def test_a_crash_between_an_alert_and_its_checkpoint_publishes_it_once(kafka_boo
     assert final["n_alerts_not_resent"] == 1, final
     assert (final["n_restored"] == 0) == (first_checkpoint == "none yet"), final
     assert alert_facts(alerts) == alert_facts(expected), f"workers: {alert_facts(alerts)}\nbacktest: {alert_facts(expected)}"
-    assert final["n_seen"][MODEL] == N and final["written_seen"][MODEL] == N, final
+    assert final["n_seen"][MODEL] == N and final["written_seen"][MODEL] == N, (final, _restores(worker))

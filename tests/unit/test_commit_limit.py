@@ -7,6 +7,7 @@ for: if it fails, faust no longer commits past unacked messages, and ``CommitLim
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from types import SimpleNamespace
 
@@ -14,9 +15,12 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from intervaltree import IntervalTree
 
-from streams.app import _MonitorConsumer
+from schemas.config import parse_monitor_config
+from streams.app import _MonitorConsumer, create_app
+from streams.settings import load_settings
 from streams.worker.commit_limit import CommitLimit
 
+CONFIG = "models: {m: {task: classification, performance: {threshold: 0.8}}}"
 TOPIC = "t.driftline.monitor-input"
 TP0 = TP(TOPIC, 0)
 
@@ -52,3 +56,22 @@ def test_the_worker_commits_only_what_the_monitor_acked() -> None:
     consumer = _consumer([], None, limit)
     consumer._acked[other], consumer._acked_index[other] = [0, 1], {0, 1}
     assert consumer._new_offset(other) == 2
+
+
+def test_the_worker_app_commits_through_its_monitor_stage_limit(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    async def build() -> tuple[object, list[int | None]]:
+        settings = load_settings(kafka_bootstrap="127.0.0.1:1", data_dir=tmp_path, app_id="commit-limit")
+        app = create_app(settings, parse_monitor_config(CONFIG))
+        consumer = app.consumer  # built, not started: nothing connects
+        tp = TP(settings.topics.monitor_input, 0)
+        offsets = []
+        for acked_by_monitor in (None, 3):
+            if acked_by_monitor is not None:
+                app.driftline_commit_limit.advance(0, acked_by_monitor)  # type: ignore[attr-defined]
+            consumer._acked[tp], consumer._acked_index[tp] = [0, 1, 2, 3, 4], {0, 1, 2, 3, 4}
+            offsets.append(consumer._new_offset(tp))
+        return consumer, offsets
+
+    consumer, offsets = asyncio.run(build())
+    assert isinstance(consumer, _MonitorConsumer)
+    assert offsets == [None, 3]  # faust alone: 5 both times

@@ -90,7 +90,7 @@ class _Event:
     @property
     def message(self) -> SimpleNamespace:
         return SimpleNamespace(partition=0, offset=self.offset, topic="monitor-input", headers=None, timestamp=0.0,
-                               tp=TP("monitor-input", 0), incref=lambda: None, generation_id=self.generation)
+                               tp=TP("monitor-input", 0), incref=lambda: None, generation_id=self.generation, key=None)
 
     def ack(self) -> None:
         self.acked.add(self.offset)
@@ -173,13 +173,16 @@ async def _read(service: MonitorService, events: list[_Event], batch_sizes: list
        batch_sizes=st.lists(st.integers(1, 6), min_size=1, max_size=8),
        crash_after=st.integers(1, 120), batch_items=st.sampled_from([1, 16, 64]),
        backlog=st.booleans(), republished=st.integers(0, 6), rebalance_after=st.none() | st.integers(1, 60),
-       skipped=st.builds(lambda start, n: set(range(start, start + n)), st.integers(0, 100), st.integers(0, 30)))
+       skipped=st.builds(lambda start, n: set(range(start, start + n)), st.integers(0, 100), st.integers(0, 30)),
+       unhanded=st.none() | st.integers(1, 80))
 @settings(max_examples=50, deadline=None)
 def test_a_successor_scores_every_example_once(chunk_sizes: list[int], batch_sizes: list[int], crash_after: int,
                                                batch_items: int, backlog: bool, republished: int,
-                                               rebalance_after: int | None, skipped: set[int]) -> None:
+                                               rebalance_after: int | None, skipped: set[int],
+                                               unhanded: int | None) -> None:
     """``skipped``: the messages faust acked itself, as it does the run its streams skip in a rebalance (the
-    old generation's buffered messages, those read while flow is suspended); they are read again after it."""
+    old generation's buffered messages, those read while flow is suspended); they are read again after it.
+    ``unhanded``: a message faust never handed the first service (it reads it from the topic)."""
     s = load_settings(partitions=1, monitor_batch_items=batch_items, monitor_batch_wait_seconds=2.0,
                       checkpoint_seconds=1.0, order_grace_seconds=0.0)
     values = _messages(chunk_sizes + [N_PAIRS])
@@ -188,18 +191,25 @@ def test_a_successor_scores_every_example_once(chunk_sizes: list[int], batch_siz
     clock = [1_000.0]
     # A backlog: the partition's end lies past everything (scoring batches gather); else it is what was read.
     high_water = [len(events)]
-    original_time = monitor_module.time
+    original_time, original_read = monitor_module.time, monitor_module.read_partition_from
     monitor_module.time = SimpleNamespace(time=lambda: clock[0], perf_counter=original_time.perf_counter)  # type: ignore[assignment]
+
+    def read_from_the_topic(_s: Settings, _topic: str, _partition: int, start: int, _timeout: float,
+                            stop: int) -> list[tuple[int, bytes | None, bytes]]:
+        return [(offset, None, events[offset].value) for offset in range(start, min(stop, len(events)))]
+
+    monitor_module.read_partition_from = read_from_the_topic  # type: ignore[assignment]
+    handed_to_first = [e for e in events if e.offset != unhanded]
     try:
         broker = _Broker()
         first = _service(s, broker, None, high_water)
         if not backlog:
             high_water[0] = 0
         if rebalance_after is None:
-            handed = asyncio.run(_read(first, events, batch_sizes, clock, steps=crash_after))
+            handed = asyncio.run(_read(first, handed_to_first, batch_sizes, clock, steps=crash_after))
         else:
             async def with_a_rebalance() -> int:
-                before = await _read(first, events, batch_sizes, clock, steps=rebalance_after)
+                before = await _read(first, handed_to_first, batch_sizes, clock, steps=rebalance_after)
                 # The partition is revoked and assigned back to this worker: faust's recovery reads the state
                 # changelog on to its end, and the partition is read again from its committed offset.
                 await first.revoke({0})
@@ -233,7 +243,7 @@ def test_a_successor_scores_every_example_once(chunk_sizes: list[int], batch_siz
 
         asyncio.run(to_the_end())
     finally:
-        monitor_module.time = original_time  # type: ignore[assignment]
+        monitor_module.time, monitor_module.read_partition_from = original_time, original_read  # type: ignore[assignment]
     status = successor.status()
     assert status["n_held_items"] == 0, status
     assert successor.monitors.monitors[MODEL].n_seen == N_PAIRS, (status, committed)
