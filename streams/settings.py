@@ -74,8 +74,9 @@ class Settings(BaseSettings):
     # the first of them has waited monitor_batch_wait_seconds: with many models, a message's share of each is an
     # item or two, and the monitors' cost per call would be paid per item (detectors.monitors.scoring_batches).
     # EXPERIMENTAL, off (1: everything is scored as it is released): with 64, test_kill_recovery's crash right
-    # after an alert left 16 of 2,000 examples unscored in 2 of 3 CI runs.  The likely cause, faust committing
-    # past held messages (streams.worker.commit_limit), was not batching's and is fixed; off until CI agrees.
+    # after an alert left 16 of 2,000 examples unscored in 2 of 3 CI runs.  The likely causes were not batching's
+    # and are handled (faust committing past held messages: streams.worker.commit_limit; faust skipping a
+    # message: MonitorService._take_in_unhanded); off until CI runs and a repeated benchmark agree.
     monitor_batch_items: Annotated[int, Field(ge=1, le=100_000)] = 1
     monitor_batch_wait_seconds: Annotated[float, Field(ge=0, le=60)] = 2.0
     broker_session_timeout: Annotated[float, Field(gt=0)] = 30.0
