@@ -204,6 +204,18 @@ def read_partition_from(settings: Settings, topic: str, partition: int, start: i
         consumer.close()
 
 
+def committed_offset(settings: Settings, group: str, topic: str, partition: int, timeout: float = 10.0) -> int | None:
+    """The offset consumer group ``group`` has committed for one partition, None if none (asked, never joined)."""
+    consumer = Consumer({**settings.confluent_config(), "group.id": group, "enable.auto.commit": False})
+    try:
+        [position] = consumer.committed([TopicPartition(topic, partition)], timeout=timeout)
+    except KafkaException as exc:
+        raise TopicError(f"reading the committed offset of {group} on {topic}[{partition}]: {exc}") from exc
+    finally:
+        consumer.close()
+    return position.offset if position.offset >= 0 else None
+
+
 #: What a client gets while it does not know the partition's leader yet (just started, or the broker restarting):
 #: worth asking again until the deadline.  A worker taking a partition over during a broker restart got
 #: "Local: Unknown partition" and its ingest stage exited.

@@ -47,7 +47,7 @@ from streams.cloudevents import cloudevents_headers
 from streams.exceptions import TopicError
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
-from streams.topics import read_partition_from
+from streams.topics import committed_offset, read_partition_from
 from streams.worker.alert_log import AlertLog
 from streams.worker.commit_limit import CommitLimit
 from streams.worker.messages import (
@@ -233,18 +233,21 @@ class MonitorService:
                 # nor held (an ack now would count towards a commit of this generation; see CommitLimit).
                 self.n_stale_skipped += 1
                 continue
-            partition, offset = event.message.partition, event.message.offset
-            expected = self._next_offsets.get(partition)
-            if expected is not None and offset > expected:
-                await self._take_in_unhanded(event.message.topic, partition, expected, offset, dead, wall)
-            elif expected is not None and offset < expected:
-                log.warning("%s[%d]: offset %d handed again after %d", event.message.topic, partition, offset,
-                            expected - 1)
-            self._next_offsets[partition] = max(offset + 1, expected or 0)
+            partition, offset, topic = event.message.partition, event.message.offset, event.message.topic
             if partition not in self._restored_partitions:
                 await self._restore_partition(partition)
-                # Beside the restored checkpoints' offsets (logged above): where the group's committed offset is.
-                log.warning("%s[%d]: reading from offset %d", event.message.topic, partition, offset)
+            expected = self._next_offsets.get(partition)
+            start = expected
+            if start is None:  # the assignment's first message: it should be at the group's committed offset
+                start = await self._group_position(topic, partition)
+                # Beside the restored checkpoints' offsets (logged on restore): where reading starts.
+                log.warning("%s[%d]: reading from offset %d (the group's committed offset: %s)", topic, partition,
+                            offset, start)
+            if start is not None and offset > start:
+                await self._take_in_unhanded(topic, partition, start, offset, dead, wall)
+            elif expected is not None and offset < expected:
+                log.warning("%s[%d]: offset %d handed again after %d", topic, partition, offset, expected - 1)
+            self._next_offsets[partition] = max(offset + 1, expected or 0)
             # Hold the ack (take_events acks once; this reference is released by _write_checkpoint).
             event.message.incref()
             self._held.append(event)
@@ -283,13 +286,23 @@ class MonitorService:
                     if model in self.monitors.monitors and not self.checkpointer.arrive(model, partition, offset, n)}
         self._merge_of(partition).add(decoded, MessageRef(partition, offset), wall, skip=restored)
 
+    async def _group_position(self, topic: str, partition: int) -> int | None:
+        """The monitor group's committed offset of the partition: where faust's first message should be."""
+        try:
+            return await asyncio.to_thread(committed_offset, self.settings, self.settings.faust_app_id, topic,
+                                           partition, READ_UNHANDED_SECONDS)
+        except TopicError as exc:
+            log.warning("%s[%d]: could not read the committed offset (%s): a first message faust skipped "
+                        "would go unnoticed", topic, partition, exc)
+            return None
+
     async def _take_in_unhanded(self, topic: str, partition: int, start: int, stop: int, dead: list[Dead],
                                 wall: float) -> None:
         """Read from the topic, and take in, the messages ``start`` to ``stop - 1`` faust skipped.
 
         Our producers write no transactions and the topic is not compacted, so its offsets are dense; yet faust
         at times hands the agent a partition's messages with one missing (seen right after a worker started,
-        in test_kill_recovery: "handed offset 60 after 58").  Its items would go unscored, and once the
+        in test_kill_recovery: "handed offset 60 after 58"), or starts past the committed offset.  Its items would go unscored, and once the
         messages after it were acked the committed offset would pass it.  They are not held (faust gave no
         event to ack); their items wait in the checkpointer like any, so nothing after them is acked first.
         """

@@ -174,15 +174,17 @@ async def _read(service: MonitorService, events: list[_Event], batch_sizes: list
        crash_after=st.integers(1, 120), batch_items=st.sampled_from([1, 16, 64]),
        backlog=st.booleans(), republished=st.integers(0, 6), rebalance_after=st.none() | st.integers(1, 60),
        skipped=st.builds(lambda start, n: set(range(start, start + n)), st.integers(0, 100), st.integers(0, 30)),
-       unhanded=st.none() | st.integers(1, 80))
+       unhanded=st.none() | st.integers(1, 80), skipped_at_start=st.integers(0, 3))
 @settings(max_examples=50, deadline=None)
 def test_a_successor_scores_every_example_once(chunk_sizes: list[int], batch_sizes: list[int], crash_after: int,
                                                batch_items: int, backlog: bool, republished: int,
                                                rebalance_after: int | None, skipped: set[int],
-                                               unhanded: int | None) -> None:
+                                               unhanded: int | None, skipped_at_start: int) -> None:
     """``skipped``: the messages faust acked itself, as it does the run its streams skip in a rebalance (the
     old generation's buffered messages, those read while flow is suspended); they are read again after it.
-    ``unhanded``: a message faust never handed the first service (it reads it from the topic)."""
+    ``unhanded``: a message faust never handed the first service (it reads it from the topic).
+    ``skipped_at_start``: messages faust skips at the start of the successor's assignment, past the committed
+    offset (the successor reads them from the topic, as it asks the group where it should have started)."""
     s = load_settings(partitions=1, monitor_batch_items=batch_items, monitor_batch_wait_seconds=2.0,
                       checkpoint_seconds=1.0, order_grace_seconds=0.0)
     values = _messages(chunk_sizes + [N_PAIRS])
@@ -199,6 +201,9 @@ def test_a_successor_scores_every_example_once(chunk_sizes: list[int], batch_siz
         return [(offset, None, events[offset].value) for offset in range(start, min(stop, len(events)))]
 
     monitor_module.read_partition_from = read_from_the_topic  # type: ignore[assignment]
+    group_committed: list[int | None] = [None]  # what the group has committed (None: never)
+    original_committed = monitor_module.committed_offset
+    monitor_module.committed_offset = lambda *_args: group_committed[0]  # type: ignore[assignment]
     handed_to_first = [e for e in events if e.offset != unhanded]
     try:
         broker = _Broker()
@@ -220,6 +225,7 @@ def test_a_successor_scores_every_example_once(chunk_sizes: list[int], batch_siz
                 assert first.n_stale_skipped == len(stale) and not first._held
                 _recover(first._state, broker)
                 resumed = _committed(acked, skipped, first.commit_limit)
+                group_committed[0] = resumed or None
                 again = [_Event(e.value, e.offset, acked, generation=1) for e in events[resumed:]]
                 return await _read(first, again, batch_sizes, clock, steps=crash_after)
 
@@ -237,13 +243,16 @@ def test_a_successor_scores_every_example_once(chunk_sizes: list[int], batch_siz
         async def to_the_end() -> None:
             # As on its first event (there may be none left to read): the checkpoints are installed.
             await successor._restore_partition(0)
-            await _read(successor, events[committed:], batch_sizes, clock)
+            group_committed[0] = committed or None
+            # faust may start past a committed offset; with none committed it starts at the partition's first.
+            await _read(successor, events[committed + (skipped_at_start if committed else 0):], batch_sizes, clock)
             clock[0] += 60.0
             await successor._score(*successor._due(clock[0]), events=[])
 
         asyncio.run(to_the_end())
     finally:
         monitor_module.time, monitor_module.read_partition_from = original_time, original_read  # type: ignore[assignment]
+        monitor_module.committed_offset = original_committed  # type: ignore[assignment]
     status = successor.status()
     assert status["n_held_items"] == 0, status
     assert successor.monitors.monitors[MODEL].n_seen == N_PAIRS, (status, committed)
