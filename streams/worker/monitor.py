@@ -302,9 +302,10 @@ class MonitorService:
 
         Our producers write no transactions and the topic is not compacted, so its offsets are dense; yet faust
         at times hands the agent a partition's messages with one missing (seen right after a worker started,
-        in test_kill_recovery: "handed offset 60 after 58"), or starts past the committed offset.  Its items would go unscored, and once the
-        messages after it were acked the committed offset would pass it.  They are not held (faust gave no
-        event to ack); their items wait in the checkpointer like any, so nothing after them is acked first.
+        in test_kill_recovery: "handed offset 60 after 58"), or starts past the committed offset.  Their
+        items would go unscored, and once the messages after them were acked the committed offset would pass
+        them.  They are not held (faust gave no event to ack); their items wait in the checkpointer like any,
+        so nothing after them is acked first.
         """
         while True:
             try:
